@@ -1,0 +1,86 @@
+"""The lab's MLP, generalised to any depth and to one dropout rate per layer.
+
+Layout: [Dropout(p_in)] -> (Linear -> ReLU -> Dropout(p_i)) per hidden layer -> Linear.
+A rate of 0 adds no Dropout module at all, so p=0 is exactly the undropped network
+(no identity modules to trip over when inspecting or exporting it).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
+INITS = {
+    "xavier_uniform": nn.init.xavier_uniform_,
+    "xavier_normal": nn.init.xavier_normal_,
+    "kaiming_uniform": lambda w: nn.init.kaiming_uniform_(w, nonlinearity="relu"),
+    "default": None,  # keep torch's own Linear init
+}
+
+
+def _check_rate(name: str, p: float) -> float:
+    if not 0.0 <= p < 1.0:  # also rejects NaN
+        raise ValueError(f"{name}={p} is invalid: a dropout rate must be in [0, 1)")
+    return float(p)
+
+
+class MLP(nn.Sequential):
+    """Fully connected classifier with inverted dropout (nn.Dropout scales kept units by 1/(1-p) in train mode)."""
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden_sizes: Sequence[int],
+        num_classes: int,
+        layer_drop_probs: Sequence[float],
+        input_drop_prob: float = 0.0,
+        activation: str = "relu",
+        init: str = "xavier_uniform",
+    ):
+        if len(layer_drop_probs) != len(hidden_sizes):
+            raise ValueError(
+                f"got {len(layer_drop_probs)} per-layer dropout rates for {len(hidden_sizes)} hidden layers"
+            )
+        layers: list[nn.Module] = []
+        if _check_rate("input_drop_prob", input_drop_prob) > 0:
+            layers.append(nn.Dropout(input_drop_prob))
+        width = in_features
+        for i, (size, p) in enumerate(zip(hidden_sizes, layer_drop_probs), start=1):
+            layers += [nn.Linear(width, size), ACTIVATIONS[activation]()]
+            if _check_rate(f"layer {i} drop prob", p) > 0:
+                layers.append(nn.Dropout(p))
+            width = size
+        layers.append(nn.Linear(width, num_classes))
+        super().__init__(*layers)
+        self.hidden_sizes = tuple(hidden_sizes)
+        self.drop_probs = (float(input_drop_prob), *map(float, layer_drop_probs))
+        init_fn = INITS[init]
+        if init_fn is not None:
+            for m in self.modules():
+                if isinstance(m, nn.Linear):
+                    init_fn(m.weight)  # the lab: Xavier weights, torch's default bias init
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.flatten(1))
+
+
+def build_mlp(
+    in_features: int = 784,
+    hidden_sizes: Sequence[int] = (512, 512, 512, 512),
+    num_classes: int = 10,
+    drop_prob: float = 0.3,
+    input_drop_prob: float = 0.0,
+    layer_drop_probs: Sequence[float | None] | None = None,
+    activation: str = "relu",
+    init: str = "xavier_uniform",
+) -> MLP:
+    """Resolve per-layer rates: an explicit rate for layer i wins over the shared `drop_prob`."""
+    overrides = list(layer_drop_probs or [])
+    if overrides and len(overrides) != len(hidden_sizes):
+        raise ValueError(
+            f"layer_drop_probs has {len(overrides)} entries but the model has {len(hidden_sizes)} hidden layers"
+        )
+    rates = [drop_prob if (not overrides or overrides[i] is None) else overrides[i] for i in range(len(hidden_sizes))]
+    return MLP(in_features, hidden_sizes, num_classes, rates, input_drop_prob, activation, init)

@@ -1,0 +1,191 @@
+"""Typed configuration: dataclasses registered in Hydra's ConfigStore.
+
+OmegaConf checks types while Hydra composes (a non-number for a float fails there); the
+`__post_init__` checks below run when `to_object` builds the dataclasses, before any data is
+loaded or any MLflow run exists. Every message is one line: key, bad value, what is allowed.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# ${root:} in YAML: outputs never depend on the directory Hydra (or the user) runs from.
+OmegaConf.register_new_resolver("root", lambda: str(PROJECT_ROOT), replace=True)
+
+
+class ConfigError(ValueError):
+    """A config value a user can fix; the message is the whole story."""
+
+
+def _fail(key: str, value: Any, allowed: str) -> None:
+    raise ConfigError(f"{key}={value!r} is invalid: {allowed}")
+
+
+def check_rate(key: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        _fail(key, value, "a dropout rate must be a number in [0, 1)")
+
+
+def check_choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        _fail(key, value, "allowed: " + ", ".join(allowed))
+
+
+def check_positive_int(key: str, value: Any, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        _fail(key, value, f"must be an integer >= {minimum}")
+
+
+@dataclass
+class ModelConf:
+    name: str = "mlp"
+    in_features: int = 784
+    hidden_sizes: List[int] = field(default_factory=lambda: [512, 512, 512, 512])
+    num_classes: int = 10
+    activation: str = "relu"
+    init: str = "xavier_uniform"
+
+    def __post_init__(self):
+        from models.mlp import ACTIVATIONS, INITS
+
+        check_choice("model.activation", self.activation, tuple(ACTIVATIONS))
+        check_choice("model.init", self.init, tuple(INITS))
+        if not self.hidden_sizes:
+            _fail("model.hidden_sizes", self.hidden_sizes, "needs at least one hidden layer")
+        for i, size in enumerate(self.hidden_sizes):
+            check_positive_int(f"model.hidden_sizes.{i}", size)
+
+
+@dataclass
+class DataConf:
+    name: str = "mnist"
+    root: str = "${root:}/data/files"
+    val_size: int = 5000          # held out of the 60k training images, seeded; the test set is never used to select
+    train_subset: Optional[int] = None  # keep only this many training images (quick runs)
+    train_eval_size: int = 10_000  # fixed seeded subset for per-epoch train_* metrics
+    download: bool = True
+    verify: bool = True            # SHA-256 of the raw files
+
+    def __post_init__(self):
+        check_choice("data.name", self.name, ("mnist", "fashion_mnist"))
+        check_positive_int("data.val_size", self.val_size, minimum=0)
+        check_positive_int("data.train_eval_size", self.train_eval_size)
+        if self.train_subset is not None:
+            check_positive_int("data.train_subset", self.train_subset)
+        if Path(self.root).is_file():
+            _fail("data.root", self.root, "is a file; it must be a folder (created when missing)")
+
+
+@dataclass
+class OptimizerConf:
+    name: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+
+    def __post_init__(self):
+        check_choice("optimizer.name", self.name, ("adam", "sgd"))
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            _fail("optimizer.lr", self.lr, "must be a finite number > 0")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            _fail("optimizer.weight_decay", self.weight_decay, "must be a finite number >= 0")
+        if not 0 <= self.momentum < 1:
+            _fail("optimizer.momentum", self.momentum, "must be in [0, 1)")
+
+
+@dataclass
+class TrainerConf:
+    epochs: int = 15
+    batch_size: int = 100
+    drop_last: bool = True
+    precision: str = "fp32"   # bf16 = autocast (AVX-512 BF16 CPUs and recent GPUs)
+    device: str = "auto"      # auto: CUDA when present, else CPU
+    threads: Optional[int] = None  # torch intra-op threads; None = torch's default
+    progress: bool = True
+
+    def __post_init__(self):
+        check_positive_int("trainer.epochs", self.epochs)
+        check_positive_int("trainer.batch_size", self.batch_size)
+        check_choice("trainer.precision", self.precision, ("fp32", "bf16"))
+        check_choice("trainer.device", self.device, ("auto", "cpu", "cuda", "mps"))
+        if self.threads is not None:
+            check_positive_int("trainer.threads", self.threads)
+
+
+@dataclass
+class TrackingConf:
+    uri: str = "sqlite:///${root:}/runs/mlflow.db"
+    artifact_location: str = "${root:}/runs/mlartifacts"
+    experiment: str = "dropout"
+    enabled: bool = True
+    sweep_id: Optional[str] = None  # runs sharing it (e.g. workers on one study) share one parent run
+
+    def __post_init__(self):
+        if not self.experiment:
+            _fail("tracking.experiment", self.experiment, "must be a non-empty name")
+
+
+@dataclass
+class OptunaTrialConf:
+    """Set by the Optuna sweeper for each job; lets the job report epochs to its trial (pruning)."""
+    storage: Optional[str] = None
+    study_name: Optional[str] = None
+    trial_number: Optional[int] = None
+
+
+OBJECTIVES = ("val_acc", "val_loss", "test_acc", "test_loss", "train_acc", "train_loss", "gap")
+
+
+@dataclass
+class Config:
+    model: ModelConf = field(default_factory=ModelConf)
+    data: DataConf = field(default_factory=DataConf)
+    optimizer: OptimizerConf = field(default_factory=OptimizerConf)
+    trainer: TrainerConf = field(default_factory=TrainerConf)
+    tracking: TrackingConf = field(default_factory=TrackingConf)
+    optuna: OptunaTrialConf = field(default_factory=OptunaTrialConf)
+    drop_prob: float = 0.3        # after every hidden ReLU (the lab's value)
+    input_drop_prob: float = 0.0  # on the input pixels
+    # per hidden layer: null = use drop_prob; set one with layer_drop_probs.0=0.2 (0-based)
+    layer_drop_probs: List[Optional[float]] = field(default_factory=lambda: [None, None, None, None])
+    seed: int = 777
+    objective: Any = "val_acc"    # a metric name, or a list of them for multi-objective sweeps
+
+    def __post_init__(self):
+        check_rate("drop_prob", self.drop_prob)
+        check_rate("input_drop_prob", self.input_drop_prob)
+        n = len(self.model.hidden_sizes)
+        if len(self.layer_drop_probs) not in (0, n):
+            _fail("layer_drop_probs", list(self.layer_drop_probs),
+                  f"needs one entry per hidden layer ({n}; null = use drop_prob) or [] for none")
+        for i, p in enumerate(self.layer_drop_probs):
+            if p is not None:
+                check_rate(f"layer_drop_probs.{i}", p)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            _fail("seed", self.seed, "must be an integer >= 0")
+        for name in objective_names(self.objective):
+            check_choice("objective", name, OBJECTIVES)
+        if self.data.val_size == 0 and any(n.startswith("val_") for n in objective_names(self.objective)):
+            _fail("objective", self.objective, "data.val_size=0 leaves no validation set; use test_acc or set data.val_size")
+
+    @property
+    def layer_rates(self) -> list[float]:
+        """The effective rate of every hidden layer."""
+        per = self.layer_drop_probs or [None] * len(self.model.hidden_sizes)
+        return [self.drop_prob if p is None else p for p in per]
+
+
+def objective_names(objective: Any) -> list[str]:
+    return [objective] if isinstance(objective, str) else list(objective)
+
+
+def register_configs() -> None:
+    """The schema under conf/config.yaml: every group file merged into it is type-checked."""
+    ConfigStore.instance().store(name="config_schema", node=Config)

@@ -1,0 +1,130 @@
+"""One job, top to bottom: validate -> load data -> build -> fit -> record -> return the objective.
+
+Recording rules: a run that raises ends FAILED with the error in a tag; Ctrl-C ends it KILLED;
+a diverging run ends FAILED and returns NaN so the sweep goes on with the other points.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
+
+import data
+from models import build_mlp
+from sweep import track
+from sweep.config import Config, ConfigError, objective_names
+from sweep.train import Diverged, fit, make_optimizer, pick_device, seed_everything
+
+log = logging.getLogger("sweep")
+
+
+def validate(cfg: DictConfig) -> Config:
+    """Typed, checked config (raises ConfigError with a one-line message)."""
+    return OmegaConf.to_object(cfg)
+
+
+def run_name(c: Config) -> str:
+    rates = c.layer_rates
+    p = f"{rates[0]:.2f}" if len(set(rates)) == 1 else "[" + ",".join(f"{r:.2f}" for r in rates) + "]"
+    return f"p={p} in={c.input_drop_prob:.2f} seed={c.seed}"
+
+
+def in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.initialized() and HydraConfig.get().mode is not None and HydraConfig.get().mode.name == "MULTIRUN"
+
+
+def _job_info() -> tuple[str | None, int | None, list[str]]:
+    """Sweep folder, job number and overrides when running under Hydra (None outside it)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None, None, []
+    hc, multirun = HydraConfig.get(), in_multirun()
+    return (hc.sweep.dir if multirun else None), (hc.job.num if multirun else None), list(hc.overrides.task)
+
+
+def _objective(metrics: dict[str, float], names: list[str]):
+    values = [metrics.get(n, math.nan) for n in names]
+    return values[0] if len(values) == 1 else values
+
+
+def run(cfg: DictConfig):
+    c = validate(cfg)
+    names = objective_names(c.objective)
+    if c.trainer.threads:
+        torch.set_num_threads(c.trainer.threads)
+    seed_everything(c.seed)
+    device = pick_device(c.trainer.device)
+    splits = data.load_splits(c.data.name, c.data.root, val_size=c.data.val_size, seed=c.seed, device=device,
+                              train_subset=c.data.train_subset, download=c.data.download, verify=c.data.verify)
+    model = build_mlp(c.model.in_features, c.model.hidden_sizes, c.model.num_classes, c.drop_prob,
+                      c.input_drop_prob, c.layer_drop_probs, c.model.activation, c.model.init).to(device)
+    optimizer = make_optimizer(c.optimizer.name, model.parameters(), c.optimizer.lr, c.optimizer.momentum,
+                               c.optimizer.weight_decay, c.optimizer.betas)
+    reporter = None
+    if c.optuna.storage:
+        from sweep.optuna_trial import TrialReporter  # only sweeps driven by the Optuna sweeper need it
+
+        reporter = TrialReporter(c.optuna.storage, c.optuna.study_name, c.optuna.trial_number)
+
+    sweep_dir, job_num, overrides = _job_info()
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    client = run_id = None
+    if c.tracking.enabled:
+        client, exp_id = track.connect(c.tracking)
+        parent_id, sweep_id = track.find_parent(sweep_dir)
+        tags = {"sweep_id": c.tracking.sweep_id or sweep_id, "job_num": job_num, "overrides": " ".join(overrides),
+                "dataset": c.data.name, "objective": ",".join(names), "device": device.type,
+                **(reporter.tags() if reporter else {})}
+        run_id = track.start_run(client, exp_id, run_name(c), tags, parent_run_id=parent_id).info.run_id
+        params = track.params_from_config(resolved)
+        params.update({f"layer{i}_drop_prob": str(p) for i, p in enumerate(c.layer_rates, start=1)})
+        track.log_params(client, run_id, params)
+        track.log_text(client, run_id, OmegaConf.to_yaml(track.redact_obj(resolved)), "config.yaml")
+
+    log.info("run %s on %s: %s", run_name(c), device, splits)
+    status, metrics, started = "FAILED", {}, time.time()
+    try:
+        bar = tqdm(total=c.trainer.epochs, desc=run_name(c), unit="epoch", disable=not c.trainer.progress, leave=False)
+        for metrics in fit(model, optimizer, splits, epochs=c.trainer.epochs, batch_size=c.trainer.batch_size,
+                           seed=c.seed, precision=c.trainer.precision, train_eval_size=c.data.train_eval_size,
+                           drop_last=c.trainer.drop_last):
+            epoch = int(metrics.pop("epoch"))
+            if client:
+                track.log_metrics(client, run_id, metrics, step=epoch)
+            bar.update()
+            log.info("epoch %d/%d  train_acc %.4f  val_acc %s  test_acc %.4f  gap %+.4f  fit_loss %.4f",
+                     epoch, c.trainer.epochs, metrics["train_acc"],
+                     f"{metrics['val_acc']:.4f}" if "val_acc" in metrics else "-",
+                     metrics["test_acc"], metrics["gap"], metrics["fit_loss"])
+            if reporter is not None and reporter.should_stop(epoch, _objective(metrics, names)):
+                log.info("pruned by Optuna after epoch %d", epoch)
+                if client:
+                    track.set_tags(client, run_id, {"pruned": "true", "pruned_epoch": epoch})
+                status = "FINISHED"  # it did all the pruner let it do; the `pruned` tag says the rest
+                raise reporter.pruned(epoch)
+        bar.close()
+        status = "FINISHED"
+        return _objective(metrics, names)
+    except Diverged as e:
+        log.error("diverged: %s", e)
+        if client:
+            track.set_tags(client, run_id, {"error": f"Diverged: {e}", "diverged": "true"})
+        return math.nan if len(names) == 1 else [math.nan] * len(names)
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    except BaseException as e:
+        if client and status != "FINISHED":
+            track.set_tags(client, run_id, {"error": f"{type(e).__name__}: {e}"[:5000]})
+        raise
+    finally:
+        if client:
+            client.log_metric(run_id, "train_seconds", time.time() - started)
+            track.terminate(client, run_id, status)

@@ -1,0 +1,35 @@
+"""Entry point: `python sweep/run.py [-m] key=value ...`.
+
+Checks the command line first (one clear line per mistake, before any data or MLflow run),
+then hands over to Hydra, whose task function is `sweep.experiment.run`.
+"""
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[0] = str(ROOT)  # import `sweep`, `models`, `data` as packages, never sweep/*.py as top-level modules
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from sweep import experiment, preflight  # noqa: E402
+from sweep.config import register_configs  # noqa: E402
+
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path=str(ROOT / "conf"), config_name="config")
+def main(cfg: DictConfig):
+    """Returns the objective (val_acc by default) so sweepers can optimise it."""
+    try:
+        return experiment.run(cfg)
+    except preflight.USER_ERRORS as e:
+        if preflight.debug() or experiment.in_multirun():
+            raise  # the sweeper records this job as failed and goes on
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    preflight.main_or_exit(sys.argv[1:])
+    main()

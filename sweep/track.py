@@ -1,0 +1,156 @@
+"""MLflow recording through an explicit `MlflowClient` (no fluent global state, so several jobs
+in one process, or a parent and its children, never step on each other's active run)."""
+from __future__ import annotations
+
+import functools
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import json
+
+from mlflow.entities import Metric, Param, RunStatus
+from mlflow.tracking import MlflowClient
+
+from sweep.config import PROJECT_ROOT
+from sweep.redact import redact, redact_obj
+
+PARENT_FILE = "mlflow_parent.json"  # in the sweep folder: how jobs (any launcher) find their parent run
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be used; the message shows the URI without its password."""
+
+
+def check_reachable(uri: str) -> None:
+    """Fail fast, before any training, when the store cannot be reached or written."""
+    if uri.startswith(("http://", "https://")):
+        try:
+            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=10).read()
+        except Exception as e:  # noqa: BLE001 - any failure means the same thing to the user
+            raise TrackingError(f"tracking.uri={redact(uri)} does not answer ({type(e).__name__}: {redact(str(e))}); "
+                                "start the server or fix tracking.uri") from None
+    elif uri.startswith("sqlite:///"):
+        folder = Path(uri.removeprefix("sqlite:///")).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            probe = folder / ".write_probe"
+            probe.touch()
+            probe.unlink()
+        except OSError as e:
+            raise TrackingError(f"tracking.uri={redact(uri)}: cannot write to {folder} ({e.strerror}); "
+                                "choose a writable folder") from None
+
+
+def connect(tracking) -> tuple[MlflowClient, str]:
+    """Client and experiment id; creates the experiment (with its artifact root) on first use."""
+    check_reachable(tracking.uri)
+    client = MlflowClient(tracking_uri=tracking.uri)
+    try:
+        exp = client.get_experiment_by_name(tracking.experiment)
+        if exp is not None:
+            return client, exp.experiment_id
+        location = tracking.artifact_location
+        if location and "://" not in location:
+            Path(location).mkdir(parents=True, exist_ok=True)
+            location = Path(location).resolve().as_uri()
+        try:
+            return client, client.create_experiment(tracking.experiment, artifact_location=location or None)
+        except Exception:  # created meanwhile by a parallel worker
+            exp = client.get_experiment_by_name(tracking.experiment)
+            if exp is None:
+                raise
+            return client, exp.experiment_id
+    except TrackingError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise TrackingError(f"tracking.uri={redact(tracking.uri)} cannot be used: {type(e).__name__}: "
+                            f"{redact(str(e)).splitlines()[0] if str(e) else ''}") from None
+
+
+@functools.cache
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        elif isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
+            for i, x in enumerate(v):
+                out.update(flatten(x, f"{key}.{i}."))
+        else:
+            out[key] = v
+    return out
+
+
+def params_from_config(cfg: dict) -> dict[str, str]:
+    """The flattened effective config; credentials masked, Optuna plumbing left out."""
+    flat = flatten({k: v for k, v in cfg.items() if k != "optuna"})
+    return {k: redact(str(v)) for k, v in flat.items()}
+
+
+def log_params(client: MlflowClient, run_id: str, params: dict[str, str]) -> None:
+    items = [Param(k, v) for k, v in params.items()]
+    for i in range(0, len(items), 100):  # MLflow caps a batch at 100 params
+        client.log_batch(run_id, params=items[i:i + 100])
+
+
+def log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float], step: int) -> None:
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+
+
+def log_text(client: MlflowClient, run_id: str, text: str, path: str) -> None:
+    client.log_text(run_id, redact(text), path)
+
+
+def set_tags(client: MlflowClient, run_id: str, tags: dict[str, Any]) -> None:
+    for k, v in tags.items():
+        if v is not None:
+            client.set_tag(run_id, k, redact(str(v)))
+
+
+def terminate(client: MlflowClient, run_id: str, status: str) -> None:
+    client.set_terminated(run_id, status=status)
+
+
+def start_run(client: MlflowClient, experiment_id: str, name: str, tags: dict[str, Any],
+              parent_run_id: str | None = None):
+    tags = {k: redact(str(v)) for k, v in tags.items() if v is not None}
+    if parent_run_id:
+        tags["mlflow.parentRunId"] = parent_run_id
+    if git_commit():
+        tags["mlflow.source.git.commit"] = git_commit()
+    return client.create_run(experiment_id, run_name=name, tags=tags)
+
+
+def write_parent(sweep_dir: str | Path, run_id: str, sweep_id: str) -> None:
+    Path(sweep_dir).mkdir(parents=True, exist_ok=True)
+    (Path(sweep_dir) / PARENT_FILE).write_text(json.dumps({"run_id": run_id, "sweep_id": sweep_id}))
+
+
+def find_parent(sweep_dir: str | Path | None) -> tuple[str | None, str | None]:
+    """(parent run id, sweep id) written by the multirun callback, or (None, None)."""
+    path = Path(sweep_dir) / PARENT_FILE if sweep_dir else None
+    if path is None or not path.exists():
+        return None, None
+    info = json.loads(path.read_text())
+    return info["run_id"], info["sweep_id"]
+
+
+def status_name(status: int) -> str:
+    return RunStatus.to_string(status)
+
+
+__all__ = ["connect", "start_run", "log_metrics", "log_text", "set_tags", "terminate", "params_from_config",
+           "find_parent", "write_parent", "log_params", "TrackingError", "PARENT_FILE", "redact_obj", "git_commit", "status_name"]
