@@ -189,3 +189,6 @@ def objective_names(objective: Any) -> list[str]:
 def register_configs() -> None:
     """The schema under conf/config.yaml: every group file merged into it is type-checked."""
     ConfigStore.instance().store(name="config_schema", node=Config)
+
+
+register_configs()  # importing the schema is enough for Hydra to find it

@@ -69,8 +69,7 @@ def _candidates(o: Override) -> list[str]:
     if isinstance(v, IntervalSweep):
         lo, hi = float(v.start), float(v.end)
         if not lo < hi:
-            raise ConfigError(f"{o.key_or_group}={o.get_value_element_as_str()} is invalid: "
-                              "an interval needs lower < upper")
+            raise ConfigError(f"{o.input_line} is invalid: an interval needs lower < upper")
         inner = math.nextafter(hi, lo)  # an interval may end at an excluded bound such as p=1
         if "int" in v.tags or (isinstance(v.start, int) and isinstance(v.end, int)):
             return [f"{key}={int(lo)}", f"{key}={int(hi)}"]

@@ -13,9 +13,6 @@ import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from sweep import experiment, preflight  # noqa: E402
-from sweep.config import register_configs  # noqa: E402
-
-register_configs()
 
 
 @hydra.main(version_base="1.3", config_path=str(ROOT / "conf"), config_name="config")

@@ -1,0 +1,39 @@
+# Two commands on a fresh machine: `make sweep` (the 4-point dropout grid) and `make test`.
+# Each creates .venv when missing, installs the project with pip, fetches MNIST, then runs.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+GRID ?= drop_prob=0,0.2,0.3,0.5
+PYTEST_ARGS ?=
+
+.PHONY: install data sweep test test-fast ui report bench clean-runs
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -e ".[dev]" --config-settings editable_mode=compat
+	touch $@
+
+install: $(STAMP)
+
+data: install
+	$(BIN)/python -m data fetch mnist
+
+sweep: data
+	$(BIN)/python sweep/run.py -m $(GRID)
+
+test: data
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+ui: install
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/runs/mlflow.db --host 127.0.0.1 --port $${PORT:-5000}
+
+bench: data
+	$(BIN)/python bench/speed.py
+
+clean-runs:
+	rm -rf runs/multirun runs/single runs/mlflow.db runs/mlartifacts runs/optuna.db

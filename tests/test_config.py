@@ -1,0 +1,74 @@
+"""Config composition and validation, in-process through the same pre-flight the CLI runs."""
+import pytest
+
+from conftest import tiny_overrides
+from sweep.config import ConfigError
+from sweep.preflight import check_cli
+
+
+@pytest.fixture
+def check(tiny_root, tmp_path):
+    return lambda *args: check_cli([*tiny_overrides(tiny_root, tmp_path), *args])
+
+
+def test_defaults_reproduce_the_lab(check):
+    (c,) = check()
+    assert c.model.hidden_sizes == [512, 512, 512, 512] and c.model.init == "xavier_uniform"
+    assert (c.optimizer.name, c.optimizer.lr, c.trainer.batch_size, c.seed, c.drop_prob) == ("adam", 1e-3, 100, 777, 0.3)
+    assert c.input_drop_prob == 0.0 and c.layer_rates == [0.3] * 4 and c.trainer.drop_last
+
+
+def test_lab_experiment_has_no_validation_holdout(tiny_root, tmp_path):
+    args = [a for a in tiny_overrides(tiny_root, tmp_path) if not a.startswith("data.val_size")]
+    (c,) = check_cli([*args, "+experiment=lab"])
+    assert c.data.val_size == 0 and c.objective == "test_acc"
+
+
+def test_per_layer_rate_set_one_by_one(check):
+    (c,) = check("drop_prob=0.4", "layer_drop_probs.2=0.1")
+    assert c.layer_rates == [0.4, 0.4, 0.1, 0.4]
+
+
+def test_every_grid_point_is_checked(check):
+    assert sorted(c.drop_prob for c in check("drop_prob=0,0.2,0.3,0.5")) == [0, 0.2, 0.3, 0.5]
+
+
+def test_groups(check):
+    (c,) = check("optimizer=sgd")
+    assert c.optimizer.name == "sgd" and c.optimizer.momentum == 0.9
+
+
+@pytest.mark.parametrize("args, words", [
+    (["drop_prob=1.0"], ["drop_prob=1.0", "[0, 1)"]),
+    (["drop_prob=-0.1"], ["drop_prob=-0.1", "[0, 1)"]),
+    (["drop_prob=nan"], ["drop_prob=nan", "[0, 1)"]),
+    (["drop_prob=abc"], ["drop_prob", "abc"]),
+    (["input_drop_prob=1"], ["input_drop_prob=1", "[0, 1)"]),
+    (["layer_drop_probs=[0.1,0.2]"], ["layer_drop_probs", "one entry per hidden layer"]),
+    (["layer_drop_probs.1=1.5"], ["layer_drop_probs.1=1.5"]),
+    (["drop_prob=0,0.2,1.0"], ["drop_prob=1.0"]),
+    (["trainer.epochs=0"], ["trainer.epochs=0", ">= 1"]),
+    (["trainer.epochs=-3"], ["trainer.epochs=-3"]),
+    (["trainer.batch_size=0"], ["trainer.batch_size=0"]),
+    (["trainer.precision=fp16"], ["trainer.precision='fp16'", "fp32, bf16"]),
+    (["optimizer=adamw"], ["optimizer=adamw", "adam", "sgd"]),
+    (["data=cifar"], ["data=cifar", "mnist", "fashion_mnist"]),
+    (["trainer.epoch=3"], ["trainer.epoch"]),
+    (["optimizer.lr=0"], ["optimizer.lr=0"]),
+    (["objective=accuracy"], ["objective='accuracy'", "val_acc"]),
+    (["drop_prob=interval(0.5,0.1)"], ["drop_prob=interval(0.5,0.1)", "lower < upper"]),
+])
+def test_bad_values_give_one_line_naming_key_value_and_allowed(check, args, words):
+    with pytest.raises(ConfigError) as err:
+        check(*args)
+    msg = str(err.value)
+    assert "\n" not in msg
+    for w in words:
+        assert w in msg, msg
+
+
+def test_data_root_that_is_a_file(check, tmp_path):
+    f = tmp_path / "afile"
+    f.write_text("x")
+    with pytest.raises(ConfigError, match="data.root"):
+        check(f"data.root={f}")

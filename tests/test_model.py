@@ -1,0 +1,62 @@
+import pytest
+import torch
+from torch import nn
+
+from models import build_mlp
+
+
+def dropouts(model):
+    return [m for m in model if isinstance(m, nn.Dropout)]
+
+
+def test_lab_architecture():
+    m = build_mlp(drop_prob=0.3)
+    linears = [l for l in m if isinstance(l, nn.Linear)]
+    assert [(l.in_features, l.out_features) for l in linears] == [(784, 512), (512, 512), (512, 512), (512, 512), (512, 10)]
+    kinds = [type(x).__name__ for x in m]
+    assert kinds == ["Linear", "ReLU", "Dropout"] * 4 + ["Linear"]
+    assert [d.p for d in dropouts(m)] == [0.3] * 4
+
+
+def test_per_layer_rates_override_shared_rate_and_input_rate_comes_first():
+    m = build_mlp(drop_prob=0.3, input_drop_prob=0.2, layer_drop_probs=[0.1, None, 0.5, None])
+    assert isinstance(m[0], nn.Dropout) and m[0].p == 0.2
+    assert [d.p for d in dropouts(m)] == [0.2, 0.1, 0.3, 0.5, 0.3]
+    assert m.drop_probs == (0.2, 0.1, 0.3, 0.5, 0.3)
+
+
+def test_zero_rate_adds_no_dropout_module():
+    m = build_mlp(drop_prob=0.0, layer_drop_probs=[None, 0.4, None, None])
+    assert [d.p for d in dropouts(m)] == [0.4]
+    assert dropouts(build_mlp(drop_prob=0.0)) == []
+
+
+@pytest.mark.parametrize("kwargs", [dict(drop_prob=1.0), dict(drop_prob=-0.1), dict(input_drop_prob=float("nan")),
+                                    dict(layer_drop_probs=[0.1, 0.2])])
+def test_bad_rates_are_refused(kwargs):
+    with pytest.raises(ValueError):
+        build_mlp(**kwargs)
+
+
+def test_dropout_only_in_train_mode_with_inverted_scaling():
+    torch.manual_seed(0)
+    m = build_mlp(hidden_sizes=[64], drop_prob=0.5)
+    x = torch.rand(256, 784)
+    m.eval()
+    assert torch.equal(m(x), m(x)), "eval mode must be deterministic (dropout off)"
+    m.train()
+    assert not torch.equal(m(x), m(x)), "train mode must drop units"
+    # inverted dropout: kept activations are scaled by 1/(1-p), so the mean activation is preserved
+    drop = dropouts(m)[0]
+    h = torch.ones(2000, 64)
+    out = drop(h)
+    kept = out[out != 0]
+    assert torch.allclose(kept, torch.full_like(kept, 2.0))
+    assert abs(out.mean().item() - 1.0) < 0.05
+
+
+def test_xavier_uniform_bounds():
+    m = build_mlp()
+    w = m[0].weight
+    bound = (6 / (784 + 512)) ** 0.5
+    assert w.abs().max() <= bound and w.abs().max() > 0.9 * bound
