@@ -12,6 +12,7 @@ import time
 import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 import data
 from models import build_mlp
@@ -89,29 +90,18 @@ def run(cfg: DictConfig):
         track.log_text(client, run_id, OmegaConf.to_yaml(track.redact_obj(resolved)), "config.yaml")
 
     log.info("run %s on %s: %s", run_name(c), device, splits)
-    status, metrics, started = "FAILED", {}, time.time()
+    status, started = "FAILED", time.time()
     try:
-        bar = tqdm(total=c.trainer.epochs, desc=run_name(c), unit="epoch", disable=not c.trainer.progress, leave=False)
-        for metrics in fit(model, optimizer, splits, epochs=c.trainer.epochs, batch_size=c.trainer.batch_size,
-                           seed=c.seed, precision=c.trainer.precision, train_eval_size=c.data.train_eval_size,
-                           drop_last=c.trainer.drop_last):
-            epoch = int(metrics.pop("epoch"))
-            if client:
-                track.log_metrics(client, run_id, metrics, step=epoch)
-            bar.update()
-            log.info("epoch %d/%d  train_acc %.4f  val_acc %s  test_acc %.4f  gap %+.4f  fit_loss %.4f",
-                     epoch, c.trainer.epochs, metrics["train_acc"],
-                     f"{metrics['val_acc']:.4f}" if "val_acc" in metrics else "-",
-                     metrics["test_acc"], metrics["gap"], metrics["fit_loss"])
-            if reporter is not None and reporter.should_stop(epoch, _objective(metrics, names)):
-                log.info("pruned by Optuna after epoch %d", epoch)
-                if client:
-                    track.set_tags(client, run_id, {"pruned": "true", "pruned_epoch": epoch})
-                status = "FINISHED"  # it did all the pruner let it do; the `pruned` tag says the rest
-                raise reporter.pruned(epoch)
-        bar.close()
+        with logging_redirect_tqdm(loggers=[log, logging.getLogger()]):
+            metrics = _train_and_record(c, model, optimizer, splits, client, run_id, reporter, names)
         status = "FINISHED"
         return _objective(metrics, names)
+    except _Pruned as p:
+        status = "FINISHED"  # it did all the pruner let it do; the tags say the rest
+        log.info("pruned by Optuna after epoch %d", p.epoch)
+        if client:
+            track.set_tags(client, run_id, {"pruned": "true", "pruned_epoch": p.epoch})
+        raise reporter.pruned(p.epoch) from None
     except Diverged as e:
         log.error("diverged: %s", e)
         if client:
@@ -121,10 +111,38 @@ def run(cfg: DictConfig):
         status = "KILLED"
         raise
     except BaseException as e:
-        if client and status != "FINISHED":
+        if client:
             track.set_tags(client, run_id, {"error": f"{type(e).__name__}: {e}"[:5000]})
         raise
     finally:
         if client:
             client.log_metric(run_id, "train_seconds", time.time() - started)
             track.terminate(client, run_id, status)
+
+
+class _Pruned(Exception):
+    def __init__(self, epoch: int):
+        super().__init__(f"pruned after epoch {epoch}")
+        self.epoch = epoch
+
+
+def _train_and_record(c: Config, model, optimizer, splits, client, run_id, reporter, names) -> dict[str, float]:
+    """The epoch loop: log each epoch's metrics, one summary line, and ask the pruner whether to go on."""
+    metrics: dict[str, float] = {}
+    bar = tqdm(total=c.trainer.epochs, desc=run_name(c), unit="epoch", disable=not c.trainer.progress, leave=False)
+    for metrics in fit(model, optimizer, splits, epochs=c.trainer.epochs, batch_size=c.trainer.batch_size,
+                       seed=c.seed, precision=c.trainer.precision, train_eval_size=c.data.train_eval_size,
+                       drop_last=c.trainer.drop_last):
+        epoch = int(metrics.pop("epoch"))
+        if client:
+            track.log_metrics(client, run_id, metrics, step=epoch)
+        bar.update()
+        log.info("epoch %d/%d  train_acc %.4f  val_acc %s  test_acc %.4f  gap %+.4f  fit_loss %.4f",
+                 epoch, c.trainer.epochs, metrics["train_acc"],
+                 f"{metrics['val_acc']:.4f}" if "val_acc" in metrics else "-",
+                 metrics["test_acc"], metrics["gap"], metrics["fit_loss"])
+        if reporter is not None and reporter.should_stop(epoch, _objective(metrics, names)):
+            bar.close()
+            raise _Pruned(epoch)
+    bar.close()
+    return metrics
