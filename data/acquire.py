@@ -263,6 +263,12 @@ def check_files(raw: Path) -> None:
         _check_label_values(raw / labels)
 
 
+def train_count(name: str, root: str | Path) -> int:
+    """How many training images the (already acquired) files hold, from the IDX header alone."""
+    raw = raw_folder(name, root)
+    return _check_idx(raw / SPLITS["train"][0], IMAGE_MAGIC)
+
+
 def _check_idx(path: Path, magic: int) -> int:
     """Validate one IDX header against the file; return the item count."""
     is_images = magic == IMAGE_MAGIC

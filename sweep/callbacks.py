@@ -12,11 +12,21 @@ import logging
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from sweep import track
 
 log = logging.getLogger("sweep")
+_OPEN: list["MlflowSweepCallback"] = []  # parents this process has not closed yet
+
+
+def close_open_parents(status: str) -> None:
+    """End every parent run still open in this process: KILLED after Ctrl-C, FAILED after a crash."""
+    while _OPEN:
+        _OPEN.pop()._close(status)
+
+
+atexit.register(close_open_parents, "FAILED")  # runs only if on_multirun_end never did
 
 
 class MlflowSweepCallback(Callback):
@@ -39,7 +49,7 @@ class MlflowSweepCallback(Callback):
         if self.parent_id is None:
             self.parent_id = track.start_run(self.client, exp_id, f"sweep {sweep_id}", tags).info.run_id
         track.write_parent(self.sweep_dir, self.parent_id, sweep_id)
-        atexit.register(self._close, "FAILED")
+        _OPEN.append(self)
         log.info("MLflow parent run %s (sweep %s) in %s", self.parent_id, sweep_id, track.redact(config.tracking.uri))
 
     def _shared_parent(self, exp_id: str, sweep_id: str) -> str | None:
@@ -49,6 +59,8 @@ class MlflowSweepCallback(Callback):
         return runs[0].info.run_id if runs else None
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        if self in _OPEN:
+            _OPEN.remove(self)
         self._close("FINISHED")
 
     def _close(self, status: str) -> None:

@@ -92,7 +92,7 @@ def run(cfg: DictConfig):
     log.info("run %s on %s: %s", run_name(c), device, splits)
     status, started = "FAILED", time.time()
     try:
-        with logging_redirect_tqdm(loggers=[log, logging.getLogger()]):
+        with logging_redirect_tqdm():
             metrics = _train_and_record(c, model, optimizer, splits, client, run_id, reporter, names)
         status = "FINISHED"
         return _objective(metrics, names)

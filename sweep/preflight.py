@@ -21,6 +21,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 import data
+from data.acquire import train_count
+from data.load import split_indices
 from sweep import track
 from sweep.config import PROJECT_ROOT, Config, ConfigError
 
@@ -148,6 +150,9 @@ def check_cli(argv: list[str]) -> list[Config]:
     checked = [validate(composed)] + [validate(_compose(v)) for v in variants[1:]]
     for name, root, download, verify in {(c.data.name, c.data.root, c.data.download, c.data.verify) for c in checked}:
         data.ensure_files(name, root, download=download, verify=verify)
+    for c in checked:  # split sizes against the real file: a bad data.val_size fails here, not in every job
+        split_indices(train_count(c.data.name, c.data.root), val_size=c.data.val_size, seed=c.seed,
+                      train_subset=c.data.train_subset)
     for c in checked[:1]:
         if c.tracking.enabled:
             track.check_reachable(c.tracking.uri)

@@ -29,4 +29,11 @@ def main(cfg: DictConfig):
 
 if __name__ == "__main__":
     preflight.main_or_exit(sys.argv[1:])
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # Ctrl-C: the job already ended its run KILLED; end the sweep's parent too
+        from sweep.callbacks import close_open_parents
+
+        close_open_parents("KILLED")
+        print("interrupted: the current run was recorded as KILLED", file=sys.stderr)
+        sys.exit(130)

@@ -3,6 +3,8 @@ in one process, or a parent and its children, never step on each other's active 
 from __future__ import annotations
 
 import functools
+import os
+import socket
 import subprocess
 import time
 import urllib.request
@@ -51,6 +53,7 @@ def connect(tracking) -> tuple[MlflowClient, str]:
     try:
         exp = client.get_experiment_by_name(tracking.experiment)
         if exp is not None:
+            close_stale_runs(client, exp.experiment_id)
             return client, exp.experiment_id
         location = tracking.artifact_location
         if location and "://" not in location:
@@ -131,7 +134,32 @@ def start_run(client: MlflowClient, experiment_id: str, name: str, tags: dict[st
         tags["mlflow.parentRunId"] = parent_run_id
     if git_commit():
         tags["mlflow.source.git.commit"] = git_commit()
+    tags.update(host=socket.gethostname(), pid=str(os.getpid()))  # lets a later start-up spot a dead process
     return client.create_run(experiment_id, run_name=name, tags=tags)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def close_stale_runs(client: MlflowClient, experiment_id: str) -> list[str]:
+    """Runs left RUNNING by a process of this host that no longer exists (kill -9, power loss) end KILLED."""
+    host = socket.gethostname()
+    stale = []
+    for r in client.search_runs([experiment_id], f"attributes.status = 'RUNNING' and tags.host = '{host}'",
+                                max_results=1000):
+        pid = r.data.tags.get("pid", "")
+        if pid.isdigit() and not _alive(int(pid)):
+            client.set_tag(r.info.run_id, "error", f"process {pid} on {host} died while the run was in progress")
+            client.set_terminated(r.info.run_id, status="KILLED")
+            stale.append(r.info.run_id)
+    return stale
 
 
 def write_parent(sweep_dir: str | Path, run_id: str, sweep_id: str) -> None:

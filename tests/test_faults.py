@@ -1,0 +1,71 @@
+"""Faults: Ctrl-C and kill -9 in the middle of a run leave nothing RUNNING and lose nothing done."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT, mlflow_runs, tiny_overrides
+
+pytestmark = pytest.mark.slow
+
+
+def _start(args, out, tiny_root, epochs):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, str(ROOT / "sweep" / "run.py"), "-m",
+                             *tiny_overrides(tiny_root, out, epochs), *args],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _wait_for_epoch(out, n_runs_with_metrics=1, timeout=300):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if (out / "mlflow.db").exists():
+            try:
+                _, runs = mlflow_runs(out)
+            except Exception:  # the store may be mid-migration
+                runs = []
+            if sum("test_acc" in r.data.metrics for r in runs) >= n_runs_with_metrics:
+                return
+        time.sleep(0.5)
+    raise AssertionError("no epoch was recorded in time")
+
+
+def test_ctrl_c_ends_current_run_and_parent_killed(tiny_root, tmp_path):
+    proc = _start(["drop_prob=0.1,0.2"], tmp_path, tiny_root, epochs=200)
+    try:
+        _wait_for_epoch(tmp_path)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, out[-2000:]
+    _, runs = mlflow_runs(tmp_path)
+    status = {r.data.tags.get("sweep_role", "child"): r.info.status for r in runs}
+    assert status == {"parent": "KILLED", "child": "KILLED"}, status
+
+
+def test_kill_9_then_next_start_closes_the_orphaned_runs(tiny_root, tmp_path, cli):
+    proc = _start(["drop_prob=0.1,0.2"], tmp_path, tiny_root, epochs=200)
+    try:
+        _wait_for_epoch(tmp_path)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    _, runs = mlflow_runs(tmp_path)
+    assert {r.info.status for r in runs} == {"RUNNING"}
+    killed_ids = {r.info.run_id for r in runs}
+    # any later start-up against the same store notices the dead process and closes its runs
+    res = subprocess.run([sys.executable, str(ROOT / "sweep" / "run.py"), *tiny_overrides(tiny_root, tmp_path, 1)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    _, runs = mlflow_runs(tmp_path)
+    by_id = {r.info.run_id: r for r in runs}
+    for rid in killed_ids:
+        assert by_id[rid].info.status == "KILLED"
+        assert "died" in by_id[rid].data.tags["error"]
+    # the epoch recorded before the kill is still there
+    assert any("test_acc" in by_id[rid].data.metrics for rid in killed_ids)
