@@ -12,6 +12,7 @@ import copy
 import math
 import os
 import sys
+from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -153,7 +154,9 @@ def check_cli(argv: list[str]) -> list[Config]:
     for c in checked:  # split sizes against the real file: a bad data.val_size fails here, not in every job
         split_indices(train_count(c.data.name, c.data.root), val_size=c.data.val_size, seed=c.seed,
                       train_subset=c.data.train_subset)
-    for c in checked[:1]:
-        if c.tracking.enabled:
-            track.check_reachable(c.tracking.uri)
+    multirun = any(a in ("-m", "--multirun") for a in argv)
+    out_key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    track.check_writable(out_key, Path(OmegaConf.select(composed, out_key)))
+    if checked[0].tracking.enabled:
+        track.check_reachable(checked[0].tracking.uri)
     return checked

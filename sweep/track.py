@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -29,21 +30,40 @@ class TrackingError(RuntimeError):
 def check_reachable(uri: str) -> None:
     """Fail fast, before any training, when the store cannot be reached or written."""
     if uri.startswith(("http://", "https://")):
+        parts = urllib.parse.urlsplit(uri)  # credentials, if any, go in a header, never in the URL we print
+        health = parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else ""),
+                                path=parts.path.rstrip("/") + "/health").geturl()
         try:
-            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=10).read()
+            urllib.request.urlopen(health, timeout=10).read()
         except Exception as e:  # noqa: BLE001 - any failure means the same thing to the user
             raise TrackingError(f"tracking.uri={redact(uri)} does not answer ({type(e).__name__}: {redact(str(e))}); "
                                 "start the server or fix tracking.uri") from None
     elif uri.startswith("sqlite:///"):
-        folder = Path(uri.removeprefix("sqlite:///")).parent
+        check_writable("tracking.uri", Path(uri.removeprefix("sqlite:///")).parent, shown=redact(uri))
+    elif "://" in uri and not uri.startswith(("file:", "databricks")):  # a database: postgresql://, mysql://
+        import sqlalchemy
+
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            probe = folder / ".write_probe"
-            probe.touch()
-            probe.unlink()
-        except OSError as e:
-            raise TrackingError(f"tracking.uri={redact(uri)}: cannot write to {folder} ({e.strerror}); "
-                                "choose a writable folder") from None
+            engine = sqlalchemy.create_engine(uri, connect_args={"connect_timeout": 10} if uri.startswith("postgres") else {})
+            with engine.connect():
+                pass
+            engine.dispose()
+        except Exception as e:  # noqa: BLE001
+            first = redact(str(getattr(e, "orig", e) or e)).strip().splitlines()
+            raise TrackingError(f"tracking.uri={redact(uri)} cannot be reached ({type(e).__name__}: "
+                                f"{first[0] if first else ''}); check the server, user and password") from None
+
+
+def check_writable(key: str, folder: Path, shown: str | None = None) -> None:
+    """Create `folder` if needed and prove we can write there, or fail with one line."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write_probe_{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        raise TrackingError(f"{key}={shown or folder}: cannot write to {folder} ({e.strerror or e}); "
+                            "choose a writable folder") from None
 
 
 def connect(tracking) -> tuple[MlflowClient, str]:
