@@ -17,15 +17,11 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 import data
 from models import build_mlp
 from sweep import track
-from sweep.config import Config, ConfigError, objective_names
+from sweep.config import Config, objective_names
+from sweep.preflight import validate  # typed, checked config; ConfigError carries a one-line message
 from sweep.train import Diverged, fit, make_optimizer, pick_device, seed_everything
 
 log = logging.getLogger("sweep")
-
-
-def validate(cfg: DictConfig) -> Config:
-    """Typed, checked config (raises ConfigError with a one-line message)."""
-    return OmegaConf.to_object(cfg)
 
 
 def run_name(c: Config) -> str:
