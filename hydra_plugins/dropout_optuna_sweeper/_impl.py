@@ -1,0 +1,599 @@
+"""The Optuna sweeper's logic: ask-and-tell over Hydra's launcher, with public Optuna APIs only.
+
+One loop per sweeping process (a "worker"; several may share a study through one storage):
+
+    under the study lock: fail stale trials, count, enqueue fixed configurations, ask <= n_jobs trials
+    launch the batch through the configured Hydra launcher (basic, joblib, submitit, ...)
+    tell each trial COMPLETE / PRUNED / FAIL; tag its MLflow run with the state
+
+`n_trials` is the number of finished (COMPLETE + PRUNED) trials the *study* should hold: a resumed
+run or a second worker only adds what is missing. Trials RUNNING in other live workers count as
+on their way, so workers never over-ask; the count and the ask happen under a lock shared by every
+worker of the study (a PostgreSQL/MySQL advisory lock, or a file lock next to a SQLite file).
+While the sweep's trials run, a background thread records their heartbeats; a RUNNING trial whose
+heartbeat stopped for `grace_period` seconds (its process was killed) is marked FAIL, its MLflow run
+KILLED, and another trial is asked in its place.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import math
+import os
+import re
+import threading
+import time
+import warnings
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import optuna
+from hydra.core.plugins import Plugins
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from optuna.trial import TrialState
+
+from sweep.optuna_trial import MAX_EPOCHS_ATTR, PRUNER_ATTR, PRUNERS, build_pruner, open_storage
+from sweep.redact import redact
+
+from . import _report, _space
+from ._space import SearchSpace, SweeperError
+
+log = logging.getLogger(__name__)
+
+SAMPLERS = ("tpe", "random", "grid", "cmaes", "nsgaii")
+DIRECTIONS = ("maximize", "minimize")
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+LIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+SPACE_ATTR = "dropout_sweeper.search_space"
+STORAGE_ENV = "DROPOUT_OPTUNA_STORAGE"
+_STUDY_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
+
+
+def _name(value: Any) -> str:
+    """An Enum member (from the typed config) or a plain string."""
+    return str(getattr(value, "name", value))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(value, resolve=True)
+    if is_dataclass(value) and not isinstance(value, type):
+        return asdict(value)
+    return value
+
+
+def _check_int(key: str, value: Any, minimum: int, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise SweeperError(f"hydra.sweeper.{key}={value!r} is invalid: must be an integer >= {minimum}"
+                           + (" or null" if allow_none else ""))
+
+
+class StopSweep(SweeperError):
+    """The sweep stopped early (too many failures); what finished stays in the study."""
+
+
+class OptunaSweeperImpl:
+    def __init__(self, *, sampler: Any, seed: int | None, sampler_args: Any, direction: Any, n_trials: int,
+                 n_jobs: int, storage: str | None, study_name: str, pruner: Any, pruner_args: Any,
+                 max_failure_rate: float, heartbeat_interval: int | None, grace_period: int | None,
+                 params: Any, enqueue: Any) -> None:
+        self.sampler_name = _name(sampler)
+        if self.sampler_name not in SAMPLERS:
+            raise SweeperError(f"hydra.sweeper.sampler={self.sampler_name} is invalid; allowed: {', '.join(SAMPLERS)}")
+        if self.sampler_name == "cmaes":
+            try:
+                import cmaes  # noqa: F401 - Optuna's CmaEsSampler needs it, and would only say so mid-sweep
+            except ImportError:
+                raise SweeperError("hydra.sweeper.sampler=cmaes needs the `cmaes` package (pip install cmaes)") from None
+        self.pruner_name = _name(pruner)
+        if self.pruner_name not in PRUNERS:
+            raise SweeperError(f"hydra.sweeper.pruner={self.pruner_name} is invalid; allowed: {', '.join(PRUNERS)}")
+        _check_int("seed", seed, 0, allow_none=True)
+        _check_int("n_trials", n_trials, 1)
+        _check_int("n_jobs", n_jobs, 1)
+        _check_int("heartbeat_interval", heartbeat_interval, 1, allow_none=True)
+        _check_int("grace_period", grace_period, 1, allow_none=True)
+        if isinstance(max_failure_rate, bool) or not isinstance(max_failure_rate, (int, float)) \
+                or not 0.0 <= max_failure_rate <= 1.0:
+            raise SweeperError(f"hydra.sweeper.max_failure_rate={max_failure_rate!r} is invalid: must be in [0, 1]")
+        if not storage or not isinstance(storage, str):
+            raise SweeperError("hydra.sweeper.storage is empty: give a database URL such as sqlite:///runs/optuna.db "
+                               "or postgresql://user@host/db (jobs report to the study through it)")
+        try:
+            import sqlalchemy
+
+            sqlalchemy.engine.make_url(storage)
+        except Exception:  # noqa: BLE001 - any parse failure means the same to the user
+            raise SweeperError(f"hydra.sweeper.storage={redact(storage)} is not a database URL; "
+                               "e.g. sqlite:///runs/optuna.db or postgresql://user@host/db") from None
+        if not isinstance(study_name, str) or not _STUDY_NAME.match(study_name):
+            raise SweeperError(f"hydra.sweeper.study_name={study_name!r} is invalid: "
+                               "use letters, digits, '_', '-' and '.'")
+        direction = _plain(direction)
+        self.directions = [direction] if isinstance(direction, str) else list(direction or [])
+        if not self.directions or any(d not in DIRECTIONS for d in self.directions):
+            raise SweeperError(f"hydra.sweeper.direction={direction!r} is invalid; allowed: maximize, minimize, "
+                               "or a list of them (one per objective)")
+        enqueue = _plain(enqueue) or []
+        if not isinstance(enqueue, list):
+            raise SweeperError(f"hydra.sweeper.enqueue={enqueue!r} is invalid: give a list of mappings")
+        self.seed = seed
+        self.sampler_args = _plain(sampler_args) or {}
+        self.pruner_args = _plain(pruner_args) or {}
+        self.n_trials, self.n_jobs = n_trials, n_jobs
+        self.storage_url, self.study_name = storage, study_name
+        self.max_failure_rate = float(max_failure_rate)
+        self.heartbeat_interval, self.grace_period = heartbeat_interval, grace_period
+        self.params = _plain(params) or {}
+        self.enqueue = enqueue
+        self.config: DictConfig | None = None
+        self.launcher = None
+        self.hydra_context: HydraContext | None = None
+        self.job_idx = 0
+
+    # ------------------------------------------------------------------------------------------ Hydra API
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config = config
+        self.hydra_context = hydra_context
+        self.launcher = Plugins.instance().instantiate_launcher(config=config, hydra_context=hydra_context,
+                                                                task_function=task_function)
+        self.sweep_dir = Path(str(config.hydra.sweep.dir))
+        # a rerun in the same folder numbers its jobs after the ones already there
+        existing = [int(p.name) for p in self.sweep_dir.glob("*") if p.is_dir() and p.name.isdigit()]
+        self.job_idx = max(existing) + 1 if existing else 0
+
+    def sweep(self, arguments: list[str]) -> list[JobReturn]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return _Run(self, arguments).run()
+
+    # ------------------------------------------------------------------------------------ construction
+    def objective_names(self) -> list[str]:
+        objective = OmegaConf.select(self.config, "objective", default=None)
+        if objective is None:
+            return ["value"] if len(self.directions) == 1 else [f"value{i}" for i in range(len(self.directions))]
+        objective = _plain(objective)
+        return [objective] if isinstance(objective, str) else [str(x) for x in objective]
+
+    def pruner_description(self) -> dict[str, Any]:
+        a = self.pruner_args
+        keys = {"none": (), "median": ("n_startup_trials", "n_warmup_steps", "interval_steps"),
+                "hyperband": ("min_resource", "max_resource", "reduction_factor"),
+                "successive_halving": ("min_resource", "reduction_factor", "min_early_stopping_rate")}[self.pruner_name]
+        args = {k: a.get(k) for k in keys if a.get(k) is not None}
+        if self.pruner_name == "hyperband" and not args.get("max_resource"):
+            epochs = OmegaConf.select(self.config, "trainer.epochs", default=None)
+            if isinstance(epochs, int):
+                args["max_resource"] = epochs  # a trial's resource is its epochs
+        return {"name": self.pruner_name, "args": args}
+
+    def make_sampler(self, search_space: SearchSpace, offset: int) -> optuna.samplers.BaseSampler:
+        """A fresh sampler for the next ask, seeded with seed + the trial's index in the study, so a
+        resumed study or a second worker never replays the first draws of another."""
+        seed = None if self.seed is None else self.seed + offset
+        a, name = self.sampler_args, self.sampler_name
+        if name == "tpe":
+            kw = {"multivariate": bool(a.get("multivariate", False)), "constant_liar": bool(a.get("constant_liar", True))}
+            if a.get("n_startup_trials") is not None:
+                kw["n_startup_trials"] = a["n_startup_trials"]
+            return optuna.samplers.TPESampler(seed=seed, **kw)
+        if name in ("random", "grid"):  # the grid's points are enqueued: nothing is sampled
+            return optuna.samplers.RandomSampler(seed=seed)
+        if name == "cmaes":
+            kw = {}
+            if a.get("n_startup_trials") is not None:
+                kw["n_startup_trials"] = a["n_startup_trials"]
+            if a.get("population_size") is not None:
+                kw["popsize"] = a["population_size"]
+            return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False, **kw)
+        if name == "nsgaii":
+            kw = {}
+            if a.get("population_size") is not None:
+                kw["population_size"] = a["population_size"]
+            return optuna.samplers.NSGAIISampler(seed=seed, **kw)
+        raise AssertionError(name)
+
+    def threads_per_job(self) -> int | None:
+        """torch threads for each job when the joblib launcher trains several at once and the user left
+        trainer.threads unset: the machine's cores shared out."""
+        cfg = self.config
+        trainer = OmegaConf.select(cfg, "trainer", default=None)
+        if not isinstance(trainer, DictConfig) or "threads" not in trainer or trainer.threads is not None:
+            return None
+        if "joblib" not in str(OmegaConf.select(cfg, "hydra.launcher._target_", default="")).lower():
+            return None
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        jl = OmegaConf.select(cfg, "hydra.launcher.n_jobs", default=-1)
+        jl = cores + 1 + jl if isinstance(jl, int) and jl < 0 else (jl or cores)
+        parallel = max(1, min(self.n_jobs, jl))
+        return max(1, cores // parallel)
+
+
+# ---------------------------------------------------------------------------------------------- locking
+def _lock_key(study_name: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"dropout-optuna-sweeper:{study_name}".encode()).digest()[:8], "big",
+                          signed=True)
+
+
+@contextlib.contextmanager
+def study_lock(url: str, study_name: str) -> Iterator[None]:
+    """Mutual exclusion between every process sweeping this study (count + ask happen inside).
+
+    PostgreSQL: a session advisory lock; MySQL: GET_LOCK; SQLite: an flock on `<file>.lock`.
+    Other storages get no lock (workers might then over-ask by up to n_jobs - 1 trials).
+    """
+    import sqlalchemy
+
+    u = sqlalchemy.engine.make_url(url)
+    backend = u.get_backend_name()
+    if backend == "sqlite":
+        if not u.database or u.database == ":memory:":
+            yield
+            return
+        try:
+            import fcntl
+        except ImportError:  # not POSIX
+            yield
+            return
+        with open(f"{u.database}.lock", "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+        return
+    if backend not in ("postgresql", "mysql", "mariadb"):
+        yield
+        return
+    from sqlalchemy.pool import NullPool
+
+    engine = sqlalchemy.create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            if backend == "postgresql":
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": _lock_key(study_name)})
+                conn.commit()
+                try:
+                    yield
+                finally:
+                    conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": _lock_key(study_name)})
+                    conn.commit()
+            else:
+                name = f"optuna-{_lock_key(study_name)}"
+                conn.execute(sqlalchemy.text("SELECT GET_LOCK(:n, 3600)"), {"n": name})
+                try:
+                    yield
+                finally:
+                    conn.execute(sqlalchemy.text("SELECT RELEASE_LOCK(:n)"), {"n": name})
+    finally:
+        engine.dispose()
+
+
+class _Heartbeat:
+    """Records a heartbeat for every trial this process has in flight, every `interval` seconds."""
+
+    def __init__(self, storage, interval: int | None) -> None:
+        self.storage, self.interval = storage, interval
+        self.ids: set[int] = set()
+        self.lock = threading.Lock()
+        self.stop_event = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self.interval:
+            self.thread = threading.Thread(target=self._loop, name="optuna-heartbeat", daemon=True)
+            self.thread.start()
+
+    def add(self, trial_id: int) -> None:
+        if self.interval:
+            self.storage.record_heartbeat(trial_id)
+            with self.lock:
+                self.ids.add(trial_id)
+
+    def discard(self, trial_id: int) -> None:
+        with self.lock:
+            self.ids.discard(trial_id)
+
+    def _loop(self) -> None:
+        while not self.stop_event.wait(self.interval):
+            with self.lock:
+                ids = sorted(self.ids)
+            for trial_id in ids:
+                try:
+                    self.storage.record_heartbeat(trial_id)
+                except Exception as e:  # noqa: BLE001 - a missed beat is retried at the next interval
+                    log.debug("heartbeat of trial id %s failed: %s", trial_id, e)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        if self.thread is not None:
+            self.thread.join(timeout=10)
+
+
+# -------------------------------------------------------------------------------------------- one sweep
+class _Run:
+    """State of one `sweep()` call."""
+
+    def __init__(self, sweeper: OptunaSweeperImpl, arguments: list[str]) -> None:
+        self.s = sweeper
+        self.cfg = sweeper.config
+        self.space = _space.parse(sweeper.params, arguments)
+        if not self.space.distributions:
+            raise SweeperError("nothing to search: set hydra.sweeper.params (e.g. +search=dropout) or give a sweep "
+                               "override such as drop_prob=interval(0,0.5)")
+        self.names = sweeper.objective_names()
+        if len(self.names) != len(sweeper.directions):
+            raise SweeperError(f"hydra.sweeper.direction={sweeper.directions} has {len(sweeper.directions)} "
+                               f"entries but objective={self.names} has {len(self.names)}: give one direction per objective")
+        self.multi = len(self.names) > 1
+        if self.multi and sweeper.sampler_name == "cmaes":
+            raise SweeperError("hydra.sweeper.sampler=cmaes cannot optimise several objectives; "
+                               "use nsgaii, tpe or random")
+        self.grid = self.space.grid() if sweeper.sampler_name == "grid" else None
+        if self.grid is not None and sweeper.enqueue:
+            log.info("grid sampler: hydra.sweeper.enqueue is ignored (every grid point is evaluated anyway)")
+        self.fixed_configs = [] if self.grid is not None else [
+            self.space.check_params(p, f"hydra.sweeper.enqueue[{i}]") for i, p in enumerate(sweeper.enqueue)]
+        self.target = sweeper.n_trials if self.grid is None else min(sweeper.n_trials, len(self.grid))
+        self.threads = sweeper.threads_per_job()
+        self.epochs = OmegaConf.select(self.cfg, "trainer.epochs", default=None)
+        self.storage_override = self._storage_override()
+        self.tracking = _report.Tracking.connect(self.cfg)
+        self.returns: list[JobReturn] = []
+        self.launched = self.failed = 0
+        self.failed_points: list[dict[str, Any]] = []  # grid points that failed in this run: not retried
+        self.stop_reason: str | None = None
+
+    # ------------------------------------------------------------------------------------ study
+    def _open_study(self) -> None:
+        s = self.s
+        url = s.storage_url
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        hb = {}
+        if s.heartbeat_interval:
+            hb = {"heartbeat_interval": s.heartbeat_interval, "grace_period": s.grace_period,
+                  "heartbeat_stale_trial_callback": self._on_stale}
+        self.pruner_description = s.pruner_description()
+        with self.lock():  # workers starting together on a new database: one creates the tables
+            try:
+                self.storage = open_storage(url, **hb)
+            except Exception as e:  # noqa: BLE001
+                raise SweeperError(f"hydra.sweeper.storage={redact(url)} cannot be opened: {type(e).__name__}: "
+                                   f"{redact(str(e)).splitlines()[0] if str(e) else ''}") from None
+            self.study = optuna.create_study(storage=self.storage, study_name=s.study_name, directions=s.directions,
+                                             sampler=s.make_sampler(self.space, 0),
+                                             pruner=build_pruner(self.pruner_description), load_if_exists=True)
+            have = [d.name.lower() for d in self.study.directions]
+            if have != s.directions:
+                raise SweeperError(f"study {s.study_name!r} in {redact(url)} optimises {have}, not {s.directions}; "
+                                   "choose another hydra.sweeper.study_name or the study's direction")
+            attrs = self.study.user_attrs
+            old_space = attrs.get(SPACE_ATTR)
+            if old_space is not None and old_space != self.space.describe():
+                log.warning("study %r was searched over %s before; now %s (its trials stay, the sampler sees both; "
+                            "use a new hydra.sweeper.study_name to start afresh)", s.study_name, old_space,
+                            self.space.describe())
+            self.study.set_user_attr(SPACE_ATTR, self.space.describe())
+            self.study.set_user_attr(PRUNER_ATTR, self.pruner_description)
+            if self.study.metric_names is None:
+                self.study.set_metric_names(self.names)
+            elif list(self.study.metric_names) != self.names:
+                raise SweeperError(f"study {s.study_name!r} in {redact(url)} optimises objective={self.study.metric_names}, "
+                                   f"not {self.names}; choose another hydra.sweeper.study_name")
+        self.study_id = self.storage.get_study_id_from_name(s.study_name)
+        self.heartbeat = _Heartbeat(self.storage, s.heartbeat_interval)
+
+    def lock(self):
+        return study_lock(self.s.storage_url, self.s.study_name)
+
+    def _on_stale(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        log.warning("trial %d of study %r stopped sending heartbeats (its process was killed?): marked FAIL",
+                    trial.number, study.study_name)
+        if self.tracking:
+            self.tracking.mark_stale(study.study_name, trial.number)
+
+    def _fail_stale(self) -> None:
+        if self.s.heartbeat_interval:
+            optuna.storages.fail_stale_trials(self.study)
+
+    # ------------------------------------------------------------------------------------- loop
+    def run(self) -> list[JobReturn]:
+        s = self.s
+        self._open_study()
+        log.info("Optuna study %r in %s: sampler=%s pruner=%s directions=%s, %d finished trials wanted",
+                 s.study_name, redact(s.storage_url), s.sampler_name, s.pruner_name, s.directions, self.target)
+        log.info("search space: %s", ", ".join(self.space.describe().values()))
+        self.heartbeat.start()
+        try:
+            self._loop()
+        finally:
+            self.heartbeat.stop()
+        results = _report.report(self.study, self.space, self.names, s, self.cfg, self.tracking, self.stop_reason,
+                                 self.launched, self.failed)
+        if self.stop_reason:
+            raise StopSweep(self.stop_reason + f"; see {results}")
+        return self.returns
+
+    def _loop(self) -> None:
+        waited_since = None
+        while True:
+            with self.lock():
+                self._fail_stale()
+                trials = self.study.get_trials(deepcopy=False)
+                batch, done, elsewhere = self._ask_batch(trials)
+            if done:
+                return
+            if not batch:
+                if not self.s.heartbeat_interval:
+                    log.info("%d trials are still running in other processes; leaving them to finish there", elsewhere)
+                    return
+                if waited_since is None:
+                    waited_since = time.time()
+                    log.info("waiting for %d trials running in other processes (or for their heartbeats to stop)",
+                             elsewhere)
+                time.sleep(min(self.s.heartbeat_interval, 5))
+                continue
+            waited_since = None
+            self._launch(batch)
+            if self.failed > self.s.max_failure_rate * self.target:
+                finished = sum(t.state in FINISHED for t in self.study.get_trials(deepcopy=False))
+                self.stop_reason = (f"stopped: {self.failed} of the {self.launched} trials this run launched failed, "
+                                    f"more than max_failure_rate={self.s.max_failure_rate:g} x n_trials={self.target} "
+                                    f"allows; the study's {finished} finished trials stay in study "
+                                    f"{self.s.study_name!r} (run the same command again to resume)")
+                log.error(self.stop_reason)
+                return
+
+    def _ask_batch(self, trials) -> tuple[list, bool, int]:
+        """(trials asked, whether the study is done, trials running elsewhere) -- called under the lock."""
+        running = sum(t.state == TrialState.RUNNING for t in trials)
+        if self.grid is None:
+            finished = sum(t.state in FINISHED for t in trials)
+            if finished >= self.target:
+                return [], True, 0
+            want = min(self.s.n_jobs, self.target - finished - running)
+            fixed = self._pending_fixed(trials, max(0, want - sum(t.state == TrialState.WAITING for t in trials)))
+        else:
+            finished = sum(1 for p in self.grid if self._has(trials, p, FINISHED))
+            todo = [p for p in self.grid if not self._has(trials, p, LIVE)
+                    and not any(_same(p, f) for f in self.failed_points)]
+            waiting = [p for p in self.grid if self._has(trials, p, (TrialState.WAITING,))]
+            if finished >= self.target or (not todo and not waiting and not running):
+                return [], True, 0
+            want = min(self.s.n_jobs, self.target - finished - running, len(todo) + len(waiting))
+            fixed = todo[:max(0, want - len(waiting))]
+        if want <= 0:
+            return [], False, running
+        for params in fixed:
+            self.study.enqueue_trial(params)
+        batch = []
+        for _ in range(want):
+            self.study.sampler = self.s.make_sampler(self.space, len(trials) + len(batch))
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*Heartbeat.*")
+                trial = self.study.ask(fixed_distributions=self.space.distributions)
+            trial_id = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, trial.number)
+            self.heartbeat.add(trial_id)
+            epochs = trial.params.get("trainer.epochs", self.epochs)
+            if isinstance(epochs, int):
+                trial.set_user_attr(MAX_EPOCHS_ATTR, epochs)  # no pruning at the last epoch: nothing left to save
+            batch.append((trial, trial_id))
+        return batch, False, running
+
+    def _pending_fixed(self, trials, n: int) -> list[dict[str, Any]]:
+        """The next `n` configurations of hydra.sweeper.enqueue the study has not run, nor is running."""
+        out = []
+        for params in self.fixed_configs:
+            if len(out) >= n:
+                break
+            if not self._has(trials, params, LIVE) and not any(_same(params, p) for p in out):
+                out.append(params)
+        return out
+
+    @staticmethod
+    def _has(trials, params: dict[str, Any], states) -> bool:
+        for t in trials:
+            if t.state in states:
+                have = t.system_attrs.get("fixed_params", t.params) if t.state == TrialState.WAITING else t.params
+                if _same(params, have):
+                    return True
+        return False
+
+    def _storage_override(self) -> str:
+        """The storage URL as a job override. A URL with a password goes through an environment variable
+        (jobs inherit it: in-process, joblib workers, submitit/SLURM with the default --export=ALL), so the
+        password never appears in a command line, Hydra's job log or .hydra/overrides.yaml."""
+        import sqlalchemy
+
+        url = self.s.storage_url
+        if sqlalchemy.engine.make_url(url).password:
+            os.environ[STORAGE_ENV] = url
+            return f"'${{oc.env:{STORAGE_ENV}}}'"
+        return _space.quote(url)
+
+    def _job_overrides(self, trial: optuna.trial.Trial) -> list[str]:
+        s = self.s
+        out = self.space.overrides(trial.params)
+        out += [f"optuna.storage={self.storage_override}", f"optuna.study_name={_space.quote(s.study_name)}",
+                f"optuna.trial_number={trial.number}"]
+        if self.threads is not None:
+            out.append(f"trainer.threads={self.threads}")
+        return out
+
+    def _launch(self, batch) -> None:
+        overrides = [self._job_overrides(t) for t, _ in batch]
+        for (t, _), o in zip(batch, overrides):
+            log.info("trial %d: %s", t.number, " ".join(self.space.overrides(t.params)[len(self.space.fixed):]))
+        self.launched += len(batch)
+        try:
+            returns = self.s.launcher.launch(overrides, initial_job_idx=self.s.job_idx)
+        except BaseException:
+            # Ctrl-C or a launcher failure: these trials will never report; finish them now
+            for trial, trial_id in batch:
+                with contextlib.suppress(Exception):
+                    self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+                self.heartbeat.discard(trial_id)
+            raise
+        self.s.job_idx += len(returns)
+        self.returns.extend(returns)
+        for (trial, trial_id), ret in zip(batch, returns):
+            state, values, why = self._outcome(ret)
+            try:
+                self.study.tell(trial, values=values, state=state, skip_if_finished=True)
+            finally:
+                self.heartbeat.discard(trial_id)
+            state = self.storage.get_trial(trial_id).state  # FAIL if a stale check got there first
+            if state == TrialState.FAIL:
+                self.failed += 1
+                if self.grid is not None:
+                    self.failed_points.append(dict(trial.params))
+                log.warning("trial %d failed: %s", trial.number, redact(why or "unknown"))
+            elif state == TrialState.PRUNED:
+                log.info("trial %d pruned", trial.number)
+            else:
+                shown = ", ".join(f"{n}={v:.6g}" for n, v in zip(self.names, values or []))
+                log.info("trial %d finished: %s", trial.number, shown)
+            if self.tracking:
+                self.tracking.tag_child(self.s.study_name, trial.number, state.name, failed_reason=why)
+
+    def _outcome(self, ret: JobReturn) -> tuple[TrialState, list[float] | None, str | None]:
+        if ret.status != JobStatus.COMPLETED:
+            # read the exception directly: JobReturn.return_value would also print the job's overrides,
+            # which carry the storage URL (and a password, if it has one), to stderr
+            exc = getattr(ret, "_return_value", None)
+            if isinstance(exc, optuna.TrialPruned):
+                return TrialState.PRUNED, None, None
+            return TrialState.FAIL, None, f"{type(exc).__name__}: {exc}" if exc is not None else "the job failed"
+        value = ret.return_value
+        raw = list(value) if isinstance(value, (list, tuple, ListConfig)) else [value]
+        if len(raw) != len(self.names):
+            return TrialState.FAIL, None, f"the job returned {value!r}; expected {len(self.names)} value(s) for {self.names}"
+        try:
+            values = [float(v) for v in raw]
+        except (TypeError, ValueError):
+            return TrialState.FAIL, None, f"the job returned {value!r}, not a number"
+        if not all(math.isfinite(v) for v in values):
+            return TrialState.FAIL, None, f"the objective is {values if self.multi else values[0]} (diverged?)"
+        return TrialState.COMPLETE, values, None
+
+
+def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """The same configuration (on a's keys; floats compared with a tolerance)."""
+    for k, v in a.items():
+        if k not in b:
+            return False
+        w = b[k]
+        if isinstance(v, (int, float)) and isinstance(w, (int, float)) and not isinstance(v, bool) \
+                and not isinstance(w, bool):
+            if not math.isclose(float(v), float(w), rel_tol=1e-9, abs_tol=1e-12):
+                return False
+        elif v != w:
+            return False
+    return True
