@@ -130,6 +130,25 @@ def _parse(lines: list[str]) -> list[Override]:
         raise ConfigError(_one_line(e)) from None
 
 
+def _check_sweeper_options(composed: DictConfig) -> None:
+    """The Optuna sweeper's own options (sampler, direction, n_trials, storage...), before any parent run."""
+    target = OmegaConf.select(composed, "hydra.sweeper._target_") or ""
+    if not target.startswith("hydra_plugins.dropout_optuna_sweeper."):
+        return
+    from hydra_plugins.dropout_optuna_sweeper._impl import OptunaSweeperImpl
+    from hydra_plugins.dropout_optuna_sweeper._space import SweeperError
+
+    try:
+        options = OmegaConf.to_container(composed.hydra.sweeper, resolve=True)
+    except OmegaConfBaseException as e:
+        raise ConfigError(_one_line(e)) from None
+    options.pop("_target_", None)
+    try:
+        OptunaSweeperImpl(**options)
+    except SweeperError as e:
+        raise ConfigError(str(e).splitlines()[0]) from None
+
+
 def check_cli(argv: list[str]) -> list[Config]:
     """Validate everything a run of `argv` would try; return the typed configs that were checked."""
     lines = _overrides(argv)
@@ -155,6 +174,8 @@ def check_cli(argv: list[str]) -> list[Config]:
         split_indices(train_count(c.data.name, c.data.root), val_size=c.data.val_size, seed=c.seed,
                       train_subset=c.data.train_subset)
     multirun = any(a in ("-m", "--multirun") for a in argv)
+    if multirun:
+        _check_sweeper_options(composed)
     out_key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     track.check_writable(out_key, Path(OmegaConf.select(composed, out_key)))
     if checked[0].tracking.enabled:

@@ -95,3 +95,13 @@ def test_tracking_server_that_does_not_answer_shows_uri_without_password(cli, sc
     uri = f"{scheme}://alice:{SECRET}@127.0.0.1:{_free_port()}" + ("/mlflow" if scheme == "postgresql" else "")
     line = _assert_one_line_error(cli(f"tracking.uri={uri}"), "tracking.uri", "alice:***@127.0.0.1")
     assert SECRET not in line
+
+
+@pytest.mark.parametrize("arg, words", [
+    ("hydra.sweeper.n_trials=0", ["hydra.sweeper.n_trials=0", ">= 1"]),
+    ("hydra.sweeper.direction=up", ["hydra.sweeper.direction", "maximize, minimize"]),
+    ("hydra.sweeper.pruner=sometimes", ["hydra.sweeper.pruner", "median"]),
+])
+def test_bad_sweeper_options_stop_before_any_run(cli, arg, words):
+    _assert_one_line_error(cli("-m", "+search=dropout", arg), *words)
+    _assert_nothing_recorded(cli.out)

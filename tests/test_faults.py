@@ -14,15 +14,18 @@ pytestmark = pytest.mark.slow
 
 def _start(args, out, tiny_root, epochs):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    log = open(out / "cli.log", "w")  # a file, not a pipe: a full pipe would stall the child
     return subprocess.Popen([sys.executable, str(ROOT / "sweep" / "run.py"), "-m",
                              *tiny_overrides(tiny_root, out, epochs), *args],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
 
 
 def _wait_for_epoch(out, n_runs_with_metrics=1, timeout=300):
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if (out / "mlflow.db").exists():
+        # open the store only once the child has created it (parent run written): two processes
+        # initialising one fresh sqlite store at the same moment can break the child's migration
+        if (out / "sweep" / "mlflow_parent.json").exists():
             try:
                 _, runs = mlflow_runs(out)
             except Exception:  # the store may be mid-migration
@@ -30,7 +33,7 @@ def _wait_for_epoch(out, n_runs_with_metrics=1, timeout=300):
             if sum("test_acc" in r.data.metrics for r in runs) >= n_runs_with_metrics:
                 return
         time.sleep(0.5)
-    raise AssertionError("no epoch was recorded in time")
+    raise AssertionError("no epoch was recorded in time:\n" + (out / "cli.log").read_text()[-3000:])
 
 
 def test_ctrl_c_ends_current_run_and_parent_killed(tiny_root, tmp_path):
@@ -38,10 +41,10 @@ def test_ctrl_c_ends_current_run_and_parent_killed(tiny_root, tmp_path):
     try:
         _wait_for_epoch(tmp_path)
         proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=60)
+        proc.wait(timeout=60)
     finally:
         proc.kill()
-    assert proc.returncode == 130, out[-2000:]
+    assert proc.returncode == 130, (tmp_path / "cli.log").read_text()[-2000:]
     _, runs = mlflow_runs(tmp_path)
     status = {r.data.tags.get("sweep_role", "child"): r.info.status for r in runs}
     assert status == {"parent": "KILLED", "child": "KILLED"}, status
