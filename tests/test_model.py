@@ -53,6 +53,7 @@ def test_dropout_only_in_train_mode_with_inverted_scaling():
     kept = out[out != 0]
     assert torch.allclose(kept, torch.full_like(kept, 2.0))
     assert abs(out.mean().item() - 1.0) < 0.05
+    assert abs((out == 0).float().mean().item() - 0.5) < 0.02  # about p of the units are dropped
 
 
 def test_xavier_uniform_bounds():
