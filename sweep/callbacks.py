@@ -4,15 +4,26 @@ The parent's id goes into the sweep folder, where every job (in this process, a 
 a SLURM node sharing the folder) finds it. At the end the parent gets a CSV of its children's
 final metrics and a plot of train/test accuracy and the gap against dropout. If the sweep dies
 with an exception, an exit hook still closes the parent as FAILED with what was done so far.
+
+Several workers (processes or machines) given one `tracking.sweep_id` share one parent: the lookup
+and the creation happen under a lock every worker can reach (a PostgreSQL advisory lock, MySQL's
+GET_LOCK or an flock beside a SQLite file, on the MLflow store itself when it is a database, else
+on the Optuna storage), so workers starting in the same instant cannot create two. Each worker ends
+the shared parent when it ends, with a summary of every child finished by then, re-read until it
+no longer changes; so the status and summary left on it are those of the last worker to end.
 """
 from __future__ import annotations
 
 import atexit
+import contextlib
+import hashlib
 import logging
+import time
 from pathlib import Path
+from typing import Iterator
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from sweep import track
 
@@ -45,8 +56,13 @@ class MlflowSweepCallback(Callback):
         tags = {"sweep_id": sweep_id, "sweep_role": "parent", "sweep_dir": str(self.sweep_dir),
                 "overrides": overrides, "sweeper": config.hydra.sweeper.get("_target_", "").rsplit(".", 1)[-1],
                 "launcher": config.hydra.launcher.get("_target_", "").rsplit(".", 1)[-1]}
-        self.parent_id = self._shared_parent(exp_id, sweep_id) if config.tracking.sweep_id else None
-        if self.parent_id is None:
+        if config.tracking.sweep_id:
+            with parent_lock(_lock_urls(config), f"{config.tracking.experiment}/{sweep_id}") as held:
+                self.parent_id = self._shared_parent(exp_id, sweep_id)
+                if self.parent_id is None:
+                    mine = track.start_run(self.client, exp_id, f"sweep {sweep_id}", tags).info.run_id
+                    self.parent_id = mine if held else self._converge(exp_id, sweep_id, mine)
+        else:
             self.parent_id = track.start_run(self.client, exp_id, f"sweep {sweep_id}", tags).info.run_id
         track.write_parent(self.sweep_dir, self.parent_id, sweep_id)
         _OPEN.append(self)
@@ -55,8 +71,18 @@ class MlflowSweepCallback(Callback):
     def _shared_parent(self, exp_id: str, sweep_id: str) -> str | None:
         """Workers given the same tracking.sweep_id share the oldest parent run with that id."""
         runs = self.client.search_runs([exp_id], f"tags.sweep_id = '{sweep_id}' and tags.sweep_role = 'parent'",
-                                       order_by=["attributes.start_time ASC"], max_results=1)
+                                       order_by=["attributes.start_time ASC"], max_results=100)
+        runs = sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))
         return runs[0].info.run_id if runs else None
+
+    def _converge(self, exp_id: str, sweep_id: str, mine: str) -> str:
+        """No lock could be taken: if another worker created a parent meanwhile, keep the oldest, delete ours.
+        (Best effort: two workers whose creations cross within milliseconds may still keep one each.)"""
+        oldest = self._shared_parent(exp_id, sweep_id) or mine
+        if oldest != mine:
+            log.info("another worker created the parent of sweep %s first: using %s", sweep_id, oldest)
+            self.client.delete_run(mine)
+        return oldest
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         if self in _OPEN:
@@ -68,9 +94,117 @@ class MlflowSweepCallback(Callback):
             return
         parent, self.parent_id = self.parent_id, None
         try:
-            from sweep.summary import summarize_children
+            from sweep.summary import children_frame, summarize_children
 
-            summarize_children(self.client, parent, self.sweep_dir)
+            for _ in range(3):  # a worker sharing the parent may end a child (or write its summary) meanwhile
+                seen = _states(summarize_children(self.client, parent, self.sweep_dir))
+                if _states(children_frame(self.client, parent)) == seen:
+                    break
         except Exception as e:  # noqa: BLE001 - a failed summary must not hide the sweep's own outcome
             log.warning("could not summarise sweep %s: %s", parent, e)
         track.terminate(self.client, parent, status)
+
+
+def _states(df) -> set[tuple[str, str]]:
+    return set(zip(df.run_id, df.status))
+
+
+# ------------------------------------------------------------------------------------- the parent lock
+_LOCKABLE = ("sqlite", "postgresql", "mysql", "mariadb")
+
+
+def _lock_urls(config: DictConfig) -> list[str]:
+    """Databases every worker of a shared sweep reaches, best first: the MLflow store (when it is a
+    database), the Optuna sweeper's storage, tracking.optuna_storage."""
+    out = []
+    for key in ("tracking.uri", "hydra.sweeper.storage", "tracking.optuna_storage"):
+        try:
+            url = OmegaConf.select(config, key, default=None)
+        except Exception:  # noqa: BLE001 - e.g. an ${oc.env:...} that is not set: not a lock candidate
+            continue
+        if isinstance(url, str) and url.split(":", 1)[0].split("+", 1)[0] in _LOCKABLE and url not in out:
+            out.append(url)
+    return out
+
+
+@contextlib.contextmanager
+def parent_lock(urls: list[str], name: str, timeout: float = 60) -> Iterator[str | None]:
+    """Hold a lock named `name` on the first of `urls` that can take one; yields that URL, or None."""
+    with contextlib.ExitStack() as stack:
+        held = None
+        for url in urls:
+            try:
+                stack.enter_context(db_lock(url, name, timeout))
+                held = url
+                break
+            except Exception as e:  # noqa: BLE001 - try the next database, else go on unlocked
+                log.warning("could not lock %s for the shared parent run: %s", track.redact(url),
+                            track.redact(str(e)).splitlines()[0] if str(e) else type(e).__name__)
+        if held is None:
+            log.warning("no database to lock for sweep %s: workers starting in the same instant might "
+                        "create two parent runs", name)
+        yield held
+
+
+@contextlib.contextmanager
+def db_lock(url: str, name: str, timeout: float = 60) -> Iterator[None]:
+    """A lock named `name`, shared by every process using the database `url`, given up after `timeout` s.
+
+    PostgreSQL: a session advisory lock (the server drops it if the process dies); MySQL: GET_LOCK;
+    SQLite: an flock on `<file>.parent.lock`.
+    """
+    import sqlalchemy
+
+    u = sqlalchemy.engine.make_url(url)
+    backend = u.get_backend_name()
+    key = int.from_bytes(hashlib.sha256(f"dropout-sweep-parent:{name}".encode()).digest()[:8], "big", signed=True)
+    if backend == "sqlite":
+        if not u.database or u.database == ":memory:":
+            raise ValueError("an in-memory SQLite database cannot be shared")
+        import fcntl
+
+        path = Path(f"{u.database}.parent.lock")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as f:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"{path} stayed locked for {timeout:g} s") from None
+                    time.sleep(0.05)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+        return
+    if backend not in _LOCKABLE:
+        raise ValueError(f"{backend} has no lock we can use")
+    from sqlalchemy.pool import NullPool
+
+    connect_args = {"connect_timeout": 10} if backend == "postgresql" else {}
+    engine = sqlalchemy.create_engine(url, poolclass=NullPool, connect_args=connect_args)
+    try:
+        with engine.connect() as conn:
+            if backend == "postgresql":
+                conn.execute(sqlalchemy.text(f"SET lock_timeout = {int(timeout * 1000)}"))
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+                conn.commit()
+                try:
+                    yield
+                finally:
+                    conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                    conn.commit()
+            else:
+                lock = f"dropout-parent-{key}"
+                got = conn.execute(sqlalchemy.text("SELECT GET_LOCK(:n, :t)"), {"n": lock, "t": int(timeout)}).scalar()
+                if got != 1:
+                    raise TimeoutError(f"GET_LOCK({lock}) failed")
+                try:
+                    yield
+                finally:
+                    conn.execute(sqlalchemy.text("SELECT RELEASE_LOCK(:n)"), {"n": lock})
+    finally:
+        engine.dispose()

@@ -7,6 +7,7 @@ loaded or any MLflow run exists. Every message is one line: key, bad value, what
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, List, Optional
@@ -119,17 +120,28 @@ class TrainerConf:
             check_positive_int("trainer.threads", self.threads)
 
 
+_SWEEP_ID = re.compile(r"^[A-Za-z0-9_.:\-]+$")
+
+
 @dataclass
 class TrackingConf:
     uri: str = "sqlite:///${root:}/runs/mlflow.db"
+    # "" = where the store's server puts artifacts (an `mlflow server`'s --artifacts-destination)
     artifact_location: str = "${root:}/runs/mlartifacts"
     experiment: str = "dropout"
     enabled: bool = True
     sweep_id: Optional[str] = None  # runs sharing it (e.g. workers on one study) share one parent run
+    # the Optuna sweeper's default storage (hydra.sweeper.storage), so `tracking=server` moves both stores
+    optuna_storage: Optional[str] = "sqlite:///${root:}/runs/optuna.db"
 
     def __post_init__(self):
         if not self.experiment:
             _fail("tracking.experiment", self.experiment, "must be a non-empty name")
+        if self.enabled and not self.uri:
+            _fail("tracking.uri", self.uri, "is empty; with tracking=server export MLFLOW_TRACKING_URI=http://<host>:<port> "
+                  "(or pass tracking.uri=...)")
+        if self.sweep_id is not None and not _SWEEP_ID.match(str(self.sweep_id)):
+            _fail("tracking.sweep_id", self.sweep_id, "use letters, digits, '_', '-', '.' and ':'")
 
 
 @dataclass

@@ -11,7 +11,8 @@ from typing import Any
 MASK = "***"
 _USERINFO = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*):(?P<pw>[^@\s]*)@")
 _QUERY = re.compile(r"(?i)(?P<key>[?&;](?:password|passwd|pwd|pass|token|access_token|secret|api[_-]?key|key)=)[^&;\s]+")
-_ENV_NAME = re.compile(r"(?i)(PASSWORD|PASSWD|TOKEN|SECRET|API_?KEY|ACCESS_?KEY|CREDENTIAL|AUTH|PGPASS)")
+# ..._PW / ..._PWD too (MYSQL_PWD), but not the shell's PWD / OLDPWD (the working directory)
+_ENV_NAME = re.compile(r"(?i)(PASSWORD|PASSWD|TOKEN|SECRET|API_?KEY|ACCESS_?KEY|CREDENTIAL|AUTH|PGPASS|_PWD?(_|$))")
 
 
 def _secret_env_values() -> list[str]:

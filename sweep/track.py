@@ -6,6 +6,7 @@ import functools
 import os
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.parse
 import urllib.request
@@ -58,9 +59,9 @@ def check_writable(key: str, folder: Path, shown: str | None = None) -> None:
     """Create `folder` if needed and prove we can write there, or fail with one line."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".write_probe_{os.getpid()}"
-        probe.touch()
-        probe.unlink()
+        fd, probe = tempfile.mkstemp(prefix=".write_probe_", dir=folder)  # unique: threads may probe at once
+        os.close(fd)
+        os.unlink(probe)
     except OSError as e:
         raise TrackingError(f"{key}={shown or folder}: cannot write to {folder} ({e.strerror or e}); "
                             "choose a writable folder") from None
@@ -155,7 +156,7 @@ def start_run(client: MlflowClient, experiment_id: str, name: str, tags: dict[st
     if git_commit():
         tags["mlflow.source.git.commit"] = git_commit()
     tags.update(host=socket.gethostname(), pid=str(os.getpid()))  # lets a later start-up spot a dead process
-    return client.create_run(experiment_id, run_name=name, tags=tags)
+    return client.create_run(experiment_id, run_name=redact(name), tags=tags)
 
 
 def _alive(pid: int) -> bool:
