@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import hashlib
 import logging
-import time
 from pathlib import Path
 from typing import Iterator
 
@@ -26,6 +24,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from sweep import track
+from sweep.dblock import db_lock, lockable
 
 log = logging.getLogger("sweep")
 _OPEN: list["MlflowSweepCallback"] = []  # parents this process has not closed yet
@@ -110,9 +109,6 @@ def _states(df) -> set[tuple[str, str]]:
 
 
 # ------------------------------------------------------------------------------------- the parent lock
-_LOCKABLE = ("sqlite", "postgresql", "mysql", "mariadb")
-
-
 def _lock_urls(config: DictConfig) -> list[str]:
     """Databases every worker of a shared sweep reaches, best first: the MLflow store (when it is a
     database), the Optuna sweeper's storage, tracking.optuna_storage."""
@@ -122,7 +118,7 @@ def _lock_urls(config: DictConfig) -> list[str]:
             url = OmegaConf.select(config, key, default=None)
         except Exception:  # noqa: BLE001 - e.g. an ${oc.env:...} that is not set: not a lock candidate
             continue
-        if isinstance(url, str) and url.split(":", 1)[0].split("+", 1)[0] in _LOCKABLE and url not in out:
+        if isinstance(url, str) and lockable(url) and url not in out:
             out.append(url)
     return out
 
@@ -144,67 +140,3 @@ def parent_lock(urls: list[str], name: str, timeout: float = 60) -> Iterator[str
             log.warning("no database to lock for sweep %s: workers starting in the same instant might "
                         "create two parent runs", name)
         yield held
-
-
-@contextlib.contextmanager
-def db_lock(url: str, name: str, timeout: float = 60) -> Iterator[None]:
-    """A lock named `name`, shared by every process using the database `url`, given up after `timeout` s.
-
-    PostgreSQL: a session advisory lock (the server drops it if the process dies); MySQL: GET_LOCK;
-    SQLite: an flock on `<file>.parent.lock`.
-    """
-    import sqlalchemy
-
-    u = sqlalchemy.engine.make_url(url)
-    backend = u.get_backend_name()
-    key = int.from_bytes(hashlib.sha256(f"dropout-sweep-parent:{name}".encode()).digest()[:8], "big", signed=True)
-    if backend == "sqlite":
-        if not u.database or u.database == ":memory:":
-            raise ValueError("an in-memory SQLite database cannot be shared")
-        import fcntl
-
-        path = Path(f"{u.database}.parent.lock")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a") as f:
-            deadline = time.monotonic() + timeout
-            while True:
-                try:
-                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(f"{path} stayed locked for {timeout:g} s") from None
-                    time.sleep(0.05)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
-        return
-    if backend not in _LOCKABLE:
-        raise ValueError(f"{backend} has no lock we can use")
-    from sqlalchemy.pool import NullPool
-
-    connect_args = {"connect_timeout": 10} if backend == "postgresql" else {}
-    engine = sqlalchemy.create_engine(url, poolclass=NullPool, connect_args=connect_args)
-    try:
-        with engine.connect() as conn:
-            if backend == "postgresql":
-                conn.execute(sqlalchemy.text(f"SET lock_timeout = {int(timeout * 1000)}"))
-                conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
-                conn.commit()
-                try:
-                    yield
-                finally:
-                    conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-                    conn.commit()
-            else:
-                lock = f"dropout-parent-{key}"
-                got = conn.execute(sqlalchemy.text("SELECT GET_LOCK(:n, :t)"), {"n": lock, "t": int(timeout)}).scalar()
-                if got != 1:
-                    raise TimeoutError(f"GET_LOCK({lock}) failed")
-                try:
-                    yield
-                finally:
-                    conn.execute(sqlalchemy.text("SELECT RELEASE_LOCK(:n)"), {"n": lock})
-    finally:
-        engine.dispose()

@@ -17,7 +17,6 @@ KILLED, and another trial is asked in its place.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import math
 import os
@@ -27,7 +26,7 @@ import time
 import warnings
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import optuna
 from hydra.core.plugins import Plugins
@@ -36,6 +35,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from optuna.trial import TrialState
 
+from sweep.dblock import db_lock, lockable
 from sweep.optuna_trial import MAX_EPOCHS_ATTR, PRUNER_ATTR, PRUNERS, build_pruner, open_storage
 from sweep.redact import redact
 
@@ -216,63 +216,10 @@ class OptunaSweeperImpl:
 
 
 # ---------------------------------------------------------------------------------------------- locking
-def _lock_key(study_name: str) -> int:
-    return int.from_bytes(hashlib.sha256(f"dropout-optuna-sweeper:{study_name}".encode()).digest()[:8], "big",
-                          signed=True)
-
-
-@contextlib.contextmanager
-def study_lock(url: str, study_name: str) -> Iterator[None]:
+def study_lock(url: str, study_name: str):
     """Mutual exclusion between every process sweeping this study (count + ask happen inside).
-
-    PostgreSQL: a session advisory lock; MySQL: GET_LOCK; SQLite: an flock on `<file>.lock`.
-    Other storages get no lock (workers might then over-ask by up to n_jobs - 1 trials).
-    """
-    import sqlalchemy
-
-    u = sqlalchemy.engine.make_url(url)
-    backend = u.get_backend_name()
-    if backend == "sqlite":
-        if not u.database or u.database == ":memory:":
-            yield
-            return
-        try:
-            import fcntl
-        except ImportError:  # not POSIX
-            yield
-            return
-        with open(f"{u.database}.lock", "a") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
-        return
-    if backend not in ("postgresql", "mysql", "mariadb"):
-        yield
-        return
-    from sqlalchemy.pool import NullPool
-
-    engine = sqlalchemy.create_engine(url, poolclass=NullPool)
-    try:
-        with engine.connect() as conn:
-            if backend == "postgresql":
-                conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": _lock_key(study_name)})
-                conn.commit()
-                try:
-                    yield
-                finally:
-                    conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": _lock_key(study_name)})
-                    conn.commit()
-            else:
-                name = f"optuna-{_lock_key(study_name)}"
-                conn.execute(sqlalchemy.text("SELECT GET_LOCK(:n, 3600)"), {"n": name})
-                try:
-                    yield
-                finally:
-                    conn.execute(sqlalchemy.text("SELECT RELEASE_LOCK(:n)"), {"n": name})
-    finally:
-        engine.dispose()
+    Storages that cannot hold a lock get none (workers might then over-ask by up to n_jobs - 1 trials)."""
+    return db_lock(url, f"optuna-study:{study_name}", timeout=None) if lockable(url) else contextlib.nullcontext()
 
 
 class _Heartbeat:
