@@ -36,14 +36,20 @@ def _wait_for_epoch(out, n_runs_with_metrics=1, timeout=300):
     raise AssertionError("no epoch was recorded in time:\n" + (out / "cli.log").read_text()[-3000:])
 
 
-def test_ctrl_c_ends_current_run_and_parent_killed(tiny_root, tmp_path):
+def _signal_after_first_epoch(sig, tmp_path, tiny_root) -> subprocess.Popen:
+    """Start a long 2-point grid, send `sig` once an epoch is recorded, and wait for the process to end."""
     proc = _start(["drop_prob=0.1,0.2"], tmp_path, tiny_root, epochs=200)
     try:
         _wait_for_epoch(tmp_path)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         proc.wait(timeout=60)
     finally:
         proc.kill()
+    return proc
+
+
+def test_ctrl_c_ends_current_run_and_parent_killed(tiny_root, tmp_path):
+    proc = _signal_after_first_epoch(signal.SIGINT, tmp_path, tiny_root)
     assert proc.returncode == 130, (tmp_path / "cli.log").read_text()[-2000:]
     _, runs = mlflow_runs(tmp_path)
     status = {r.data.tags.get("sweep_role", "child"): r.info.status for r in runs}
@@ -51,13 +57,7 @@ def test_ctrl_c_ends_current_run_and_parent_killed(tiny_root, tmp_path):
 
 
 def test_kill_9_then_next_start_closes_the_orphaned_runs(tiny_root, tmp_path, cli):
-    proc = _start(["drop_prob=0.1,0.2"], tmp_path, tiny_root, epochs=200)
-    try:
-        _wait_for_epoch(tmp_path)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        proc.kill()
+    _signal_after_first_epoch(signal.SIGKILL, tmp_path, tiny_root)
     _, runs = mlflow_runs(tmp_path)
     assert {r.info.status for r in runs} == {"RUNNING"}
     killed_ids = {r.info.run_id for r in runs}
