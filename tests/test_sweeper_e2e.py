@@ -51,11 +51,16 @@ def ok(res: subprocess.CompletedProcess) -> None:
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
 
 
+def sweep_ok(cli, *extra: str, epochs: int = 2) -> tuple[subprocess.CompletedProcess, optuna.Study]:
+    """Run an Optuna multirun that must succeed; return its output and the study it wrote."""
+    res = cli("-m", *sweep_args(cli.out, *extra), epochs=epochs)
+    ok(res)
+    return res, load(cli.out)
+
+
 def test_tpe_search_runs_enqueued_points_first_and_resumes_to_the_total(cli):
     out = cli.out
-    res = cli("-m", *sweep_args(out, "+search=dropout", "hydra.sweeper.n_trials=4", "hydra.sweeper.pruner=none"))
-    ok(res)
-    study = load(out)
+    res, study = sweep_ok(cli, "+search=dropout", "hydra.sweeper.n_trials=4", "hydra.sweeper.pruner=none")
     assert states(study) == ["COMPLETE"] * 4
     params = [t.params for t in study.trials]
     assert params[:3] == [{"drop_prob": 0.3, "input_drop_prob": 0.0}, {"drop_prob": 0.0, "input_drop_prob": 0.0},
@@ -82,20 +87,16 @@ def test_tpe_search_runs_enqueued_points_first_and_resumes_to_the_total(cli):
     assert {"optimization_results.yaml", "optimization_history.png", "param_importances.png", "study_trials.csv",
             "gap_vs_dropout.png"} <= art
     # n_trials is the study's total: asking for 5 now runs exactly one more trial, none repeated
-    res = cli("-m", *sweep_args(out, "+search=dropout", "hydra.sweeper.n_trials=5", "hydra.sweeper.pruner=none"))
-    ok(res)
-    study = load(out)
+    res, study = sweep_ok(cli, "+search=dropout", "hydra.sweeper.n_trials=5", "hydra.sweeper.pruner=none")
     assert states(study) == ["COMPLETE"] * 5
     assert study.trials[4].params not in [t.params for t in study.trials[:4]]
 
 
 def test_grid_evaluates_every_point_once_with_hydras_range_bounds(cli):
     out = cli.out
-    res = cli("-m", *sweep_args(out, "hydra.sweeper.sampler=grid", "hydra.sweeper.pruner=none",
-                                "drop_prob=choice(0,0.5)", "input_drop_prob=range(0,0.3,0.2)",
-                                "hydra.sweeper.n_trials=10"), epochs=1)
-    ok(res)
-    study = load(out)
+    res, study = sweep_ok(cli, "hydra.sweeper.sampler=grid", "hydra.sweeper.pruner=none",
+                          "drop_prob=choice(0,0.5)", "input_drop_prob=range(0,0.3,0.2)",
+                          "hydra.sweeper.n_trials=10", epochs=1)
     assert states(study) == ["COMPLETE"] * 4  # n_trials is capped at the grid's size
     assert [(t.params["drop_prob"], t.params["input_drop_prob"]) for t in study.trials] == \
         [(0, 0.0), (0, 0.2), (0.5, 0.0), (0.5, 0.2)]  # 0.3 excluded, like Hydra's basic sweeper
@@ -105,11 +106,9 @@ def test_grid_evaluates_every_point_once_with_hydras_range_bounds(cli):
 
 def test_multi_objective_search_writes_the_pareto_front(cli):
     out = cli.out
-    res = cli("-m", *sweep_args(out, "+search=dropout", "objective=[val_acc,gap]",
-                                "hydra.sweeper.direction=[maximize,minimize]", "hydra.sweeper.sampler=nsgaii",
-                                "hydra.sweeper.n_trials=3", "hydra.sweeper.enqueue=[]"), epochs=1)
-    ok(res)
-    study = load(out)
+    res, study = sweep_ok(cli, "+search=dropout", "objective=[val_acc,gap]",
+                          "hydra.sweeper.direction=[maximize,minimize]", "hydra.sweeper.sampler=nsgaii",
+                          "hydra.sweeper.n_trials=3", "hydra.sweeper.enqueue=[]", epochs=1)
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"] and study.metric_names == ["val_acc", "gap"]
     assert states(study) == ["COMPLETE"] * 3
     results = yaml.safe_load((out / "sweep" / "optimization_results.yaml").read_text())
@@ -120,11 +119,9 @@ def test_multi_objective_search_writes_the_pareto_front(cli):
 
 def test_pruning_stops_a_bad_trial_early(cli):
     out = cli.out
-    res = cli("-m", *sweep_args(out, "hydra.sweeper.sampler=grid", "optimizer.lr=choice(0.001,0.0000001)",
-                                "hydra.sweeper.pruner=median", "hydra.sweeper.pruner_args.n_startup_trials=1",
-                                "hydra.sweeper.pruner_args.n_warmup_steps=0"), epochs=4)
-    ok(res)
-    study = load(out)
+    res, study = sweep_ok(cli, "hydra.sweeper.sampler=grid", "optimizer.lr=choice(0.001,0.0000001)",
+                          "hydra.sweeper.pruner=median", "hydra.sweeper.pruner_args.n_startup_trials=1",
+                          "hydra.sweeper.pruner_args.n_warmup_steps=0", epochs=4)
     assert states(study) == ["COMPLETE", "PRUNED"]
     good, bad = study.trials
     assert sorted(good.intermediate_values) == [1, 2, 3, 4]
