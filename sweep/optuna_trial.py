@@ -12,6 +12,7 @@ Shared with the sweeper: `open_storage` (engine settings that suit several proce
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 PRUNER_ATTR = "dropout_sweeper.pruner"  # study user attribute: {"name": ..., "args": {...}}
@@ -40,12 +41,23 @@ def open_storage(url: str, *, pooled: bool = True, **heartbeat: Any):
 
     import optuna
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        # a job opens a storage the sweeper has already created and checked
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url, pooled=pooled),
-                                          skip_compatibility_check=not pooled, skip_table_creation=not pooled,
-                                          **heartbeat)
+    from sqlalchemy.exc import IntegrityError
+
+    for attempt in range(3):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                # a job opens a storage the sweeper has already created and checked
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url, pooled=pooled),
+                                                  skip_compatibility_check=not pooled,
+                                                  skip_table_creation=not pooled, **heartbeat)
+        except IntegrityError:
+            # Optuna stamps its schema version on every open, even a read-only one; another program
+            # (a dashboard, a notebook, a second worker) opening a brand-new database at the same
+            # moment stamps it first. The database is then initialised: opening again succeeds.
+            if attempt == 2:
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 def build_pruner(description: dict[str, Any] | None):

@@ -403,3 +403,25 @@ def test_missing_postgres_skips_locally_and_fails_under_ci(monkeypatch, ci, outc
     expected = pytest.skip.Exception if outcome == "skip" else pytest.fail.Exception
     with pytest.raises(expected, match="postgresql"):
         pg.require_bindir()
+
+
+def test_opening_a_new_storage_survives_another_program_initialising_it(tmp_path, monkeypatch):
+    """Optuna stamps its schema version on every open, a reader's too (a dashboard, a test polling the
+    file): when that reader wins the race on a brand-new database, the sweeper's stamp hits a UNIQUE
+    constraint. Simulated here: the real stamp lands, then the loser's error is raised once."""
+    from optuna.storages._rdb.storage import _VersionManager
+    from sqlalchemy.exc import IntegrityError
+
+    from sweep.optuna_trial import open_storage
+
+    real, raised = _VersionManager._set_alembic_revision, []
+
+    def stamp_raced(self, revision):
+        real(self, revision)  # the other program's stamp
+        if not raised:
+            raised.append(True)
+            raise IntegrityError("INSERT INTO alembic_version", {}, Exception("UNIQUE constraint failed"))
+
+    monkeypatch.setattr(_VersionManager, "_set_alembic_revision", stamp_raced)
+    storage = open_storage(f"sqlite:///{tmp_path}/optuna.db")
+    assert raised and optuna.create_study(storage=storage, study_name="s").study_name == "s"
