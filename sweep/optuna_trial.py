@@ -15,6 +15,8 @@ import math
 import time
 from typing import Any
 
+from sweep.sqlite_wal import use_wal
+
 PRUNER_ATTR = "dropout_sweeper.pruner"  # study user attribute: {"name": ..., "args": {...}}
 MAX_EPOCHS_ATTR = "max_epochs"          # trial user attribute: the job's trainer.epochs
 PRUNERS = ("none", "median", "hyperband", "successive_halving")
@@ -43,6 +45,8 @@ def open_storage(url: str, *, pooled: bool = True, **heartbeat: Any):
 
     from sqlalchemy.exc import IntegrityError
 
+    if pooled:  # the sweeper, which creates the database: optuna-dashboard reading it must not block writes
+        use_wal(url)
     for attempt in range(3):
         try:
             with warnings.catch_warnings():

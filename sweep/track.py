@@ -20,6 +20,7 @@ from mlflow.tracking import MlflowClient
 
 from sweep.config import PROJECT_ROOT
 from sweep.redact import redact, redact_obj
+from sweep.sqlite_wal import use_wal
 
 PARENT_FILE = "mlflow_parent.json"  # in the sweep folder: how jobs (any launcher) find their parent run
 
@@ -70,6 +71,7 @@ def check_writable(key: str, folder: Path, shown: str | None = None) -> None:
 def connect(tracking) -> tuple[MlflowClient, str]:
     """Client and experiment id; creates the experiment (with its artifact root) on first use."""
     check_reachable(tracking.uri)
+    use_wal(tracking.uri)  # the MLflow UI reading the file must not block this run's writes
     client = MlflowClient(tracking_uri=tracking.uri)
     try:
         exp = client.get_experiment_by_name(tracking.experiment)
