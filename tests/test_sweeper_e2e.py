@@ -134,7 +134,7 @@ def test_pruning_stops_a_bad_trial_early(cli):
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_acc")] == list(range(1, stopped + 1))
 
 
-def _wait_for_running_trial(db: Path, proc: subprocess.Popen, log: Path, timeout: float = 150):
+def _wait_for_running_trial(db: Path, proc: subprocess.Popen, log: Path, epochs: int, timeout: float = 150):
     """Until a second trial is RUNNING and has reported an epoch (the first one COMPLETE)."""
     end = time.time() + timeout
     while time.time() < end:
@@ -145,8 +145,9 @@ def _wait_for_running_trial(db: Path, proc: subprocess.Popen, log: Path, timeout
             except Exception:  # noqa: BLE001 - the study may not exist yet / the file is busy
                 trials = []
             done = [t for t in trials if t.state == TrialState.COMPLETE]
-            # early in its epochs, so that it is still running when the kill lands
-            live = [t for t in trials if t.state == TrialState.RUNNING and 1 <= len(t.intermediate_values) <= 2]
+            # in its first half, so that it is still running when the kill lands
+            live = [t for t in trials if t.state == TrialState.RUNNING
+                    and 1 <= len(t.intermediate_values) <= epochs // 2]
             if done and live:
                 return live[0].number
         time.sleep(0.2)
@@ -155,7 +156,8 @@ def _wait_for_running_trial(db: Path, proc: subprocess.Popen, log: Path, timeout
 
 def test_resume_after_the_sweep_was_killed_mid_trial(tiny_root, tmp_path):
     out = tmp_path
-    args = [sys.executable, str(ROOT / "sweep" / "run.py"), "-m", *tiny_overrides(tiny_root, out, epochs=6),
+    epochs = 40  # a trial lasts seconds (not a fraction of one): the poll below must catch one mid-way
+    args = [sys.executable, str(ROOT / "sweep" / "run.py"), "-m", *tiny_overrides(tiny_root, out, epochs=epochs),
             *sweep_args(out, "+search=dropout", "hydra.sweeper.n_trials=3", "hydra.sweeper.pruner=none",
                         "hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.grace_period=2")]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -164,7 +166,7 @@ def test_resume_after_the_sweep_was_killed_mid_trial(tiny_root, tmp_path):
     with open(log, "w") as f:
         proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT)
     try:
-        killed = _wait_for_running_trial(out / "optuna.db", proc, log)
+        killed = _wait_for_running_trial(out / "optuna.db", proc, log, epochs)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
