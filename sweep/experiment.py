@@ -108,7 +108,7 @@ def run(cfg: DictConfig):
         raise
     except BaseException as e:
         if client:
-            track.set_tags(client, run_id, {"error": f"{type(e).__name__}: {e}"[:5000]})
+            track.set_tags(client, run_id, {"error": f"{type(e).__name__}: {e}"})
         raise
     finally:
         if client:

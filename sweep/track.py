@@ -140,10 +140,13 @@ def log_text(client: MlflowClient, run_id: str, text: str, path: str) -> None:
     client.log_text(run_id, redact(text), path)
 
 
+TAG_LIMIT = 5000  # MLflow refuses longer tag values (8000 on its server); an error text can be longer
+
+
 def set_tags(client: MlflowClient, run_id: str, tags: dict[str, Any]) -> None:
     for k, v in tags.items():
         if v is not None:
-            client.set_tag(run_id, k, redact(str(v)))
+            client.set_tag(run_id, k, redact(str(v))[:TAG_LIMIT])
 
 
 def terminate(client: MlflowClient, run_id: str, status: str) -> None:

@@ -58,11 +58,13 @@ class Tracking:
 
     def tag_child(self, study: str, number: int, state: str, failed_reason: str | None = None) -> None:
         try:
+            from sweep import track
+
             for run in self._children(study, number, parent=True):
                 self.client.set_tag(run.info.run_id, "optuna_state", state)
                 if state == "FAIL" and run.info.status != "FAILED":
                     if failed_reason and "error" not in run.data.tags:
-                        self.client.set_tag(run.info.run_id, "error", redact(failed_reason)[:5000])
+                        track.set_tags(self.client, run.info.run_id, {"error": failed_reason})
                     self.client.set_terminated(run.info.run_id, status="FAILED")
         except Exception as e:  # noqa: BLE001
             log.warning("could not tag the MLflow run of trial %d: %s", number, e)
@@ -85,10 +87,10 @@ class Tracking:
         if not self.parent_id:
             return
         try:
-            for k, v in metrics.items():
-                self.client.log_metric(self.parent_id, k, float(v))
-            for k, v in tags.items():
-                self.client.set_tag(self.parent_id, k, redact(str(v))[:5000])
+            from sweep import track  # imported with MLflow, only when tracking is on
+
+            track.log_metrics(self.client, self.parent_id, metrics, step=0)
+            track.set_tags(self.client, self.parent_id, tags)
             for name in files:
                 if (folder / name).exists():
                     self.client.log_artifact(self.parent_id, str(folder / name))
