@@ -26,12 +26,12 @@ from mlflow_server import mlflow_server  # noqa: F401  (fixture)
 from pg import postgres_server  # noqa: F401  (fixture)
 
 # Hydra's own record of the command line (local, git-ignored under runs/): the only files that may hold a
-# password typed on the command line. docs/reliability.md says so and says what to do instead.
+# password typed on the command line. README *Secrets* says so and says what to do instead.
 HYDRA_RECORD = {"overrides.yaml", "config.yaml", "hydra.yaml", "multirun.yaml"}
 
 
 def test_redact_masks_the_team_setups_credentials(monkeypatch):
-    """The variables docs/reliability.md names, as values anywhere in a string; URLs' passwords."""
+    """The variables README *Secrets* names, as values anywhere in a string; URLs' passwords."""
     from sweep.redact import redact
 
     for name in ("PGPASSWORD", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN", "MLFLOW_AUTH_ADMIN_PASSWORD",

@@ -258,7 +258,7 @@ def test_two_workers_share_one_postgres_study(tiny_root, tmp_path, postgres_url)
         assert all(r.data.tags["optuna_study"] == "shared" for r in kids.values())
     assert ran["a"] and ran["b"] and not ran["a"] & ran["b"] and ran["a"] | ran["b"] == set(range(6))
     # the storage password stays out of MLflow, the jobs' command lines and the console (Hydra's own
-    # multirun.yaml / hydra.yaml keep the sweeper's settings as typed: docs/sweeper.md says use PGPASSWORD)
+    # multirun.yaml / hydra.yaml keep the sweeper's settings as typed: README *Secrets* says use PGPASSWORD)
     assert "secret" in postgres_url
     for w in ("a", "b"):
         client, runs = mlflow_runs(tmp_path / w)
