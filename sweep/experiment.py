@@ -112,8 +112,10 @@ def run(cfg: DictConfig):
         raise
     finally:
         if client:
-            client.log_metric(run_id, "train_seconds", time.time() - started)
-            track.terminate(client, run_id, status)
+            try:
+                track.log_metrics(client, run_id, {"train_seconds": time.time() - started}, step=0)
+            finally:  # a run is never left RUNNING because its last metric could not be written
+                track.terminate(client, run_id, status)
 
 
 class _Pruned(Exception):
