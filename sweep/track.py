@@ -149,7 +149,10 @@ def set_tags(client: MlflowClient, run_id: str, tags: dict[str, Any]) -> None:
             client.set_tag(run_id, k, redact(str(v))[:TAG_LIMIT])
 
 
-def terminate(client: MlflowClient, run_id: str, status: str) -> None:
+def terminate(client: MlflowClient, run_id: str, status: str, error: str | None = None) -> None:
+    """End a run with `status`; `error` (redacted, truncated) says why it did not finish."""
+    if error:
+        set_tags(client, run_id, {"error": error})
     client.set_terminated(run_id, status=status)
 
 
@@ -182,8 +185,7 @@ def close_stale_runs(client: MlflowClient, experiment_id: str) -> list[str]:
                                 max_results=1000):
         pid = r.data.tags.get("pid", "")
         if pid.isdigit() and not _alive(int(pid)):
-            client.set_tag(r.info.run_id, "error", f"process {pid} on {host} died while the run was in progress")
-            client.set_terminated(r.info.run_id, status="KILLED")
+            terminate(client, r.info.run_id, "KILLED", error=f"process {pid} on {host} died while the run was in progress")
             stale.append(r.info.run_id)
     return stale
 

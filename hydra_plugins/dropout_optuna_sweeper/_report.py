@@ -16,6 +16,8 @@ from optuna.trial import TrialState
 
 from sweep.redact import redact
 
+from ._space import format_value
+
 log = logging.getLogger(__name__)
 RESULTS = "optimization_results.yaml"
 HISTORY = "optimization_history.png"
@@ -63,9 +65,8 @@ class Tracking:
             for run in self._children(study, number, parent=True):
                 self.client.set_tag(run.info.run_id, "optuna_state", state)
                 if state == "FAIL" and run.info.status != "FAILED":
-                    if failed_reason and "error" not in run.data.tags:
-                        track.set_tags(self.client, run.info.run_id, {"error": failed_reason})
-                    self.client.set_terminated(run.info.run_id, status="FAILED")
+                    keep = "error" in run.data.tags  # the job's own error says more than the sweeper's
+                    track.terminate(self.client, run.info.run_id, "FAILED", error=None if keep else failed_reason)
         except Exception as e:  # noqa: BLE001
             log.warning("could not tag the MLflow run of trial %d: %s", number, e)
 
@@ -73,13 +74,15 @@ class Tracking:
         """The run of a trial whose process was killed is left RUNNING (unless the tracking code has ended
         it already, having found its process dead): end it KILLED, and say the trial FAILed."""
         try:
+            from sweep import track
+
             for run in self._children(study, number, parent=False):
                 if run.data.tags.get("optuna_state") not in (None, "FAIL"):
                     continue  # finished by its own sweep
                 self.client.set_tag(run.info.run_id, "optuna_state", "FAIL")
                 if run.info.status == "RUNNING":
-                    self.client.set_tag(run.info.run_id, "error", "killed: its process stopped sending heartbeats")
-                    self.client.set_terminated(run.info.run_id, status="KILLED")
+                    track.terminate(self.client, run.info.run_id, "KILLED",
+                                    error="killed: its process stopped sending heartbeats")
         except Exception as e:  # noqa: BLE001
             log.warning("could not end the MLflow run of stale trial %d: %s", number, e)
 
@@ -252,7 +255,7 @@ def report(study: optuna.Study, space, names: list[str], sweeper, cfg: DictConfi
         lines.append(f"Pareto front ({len(front)} trials; {', '.join(f'{n} {d}' for n, d in zip(names, sweeper.directions))}):")
         for p in front:
             vals = " ".join(f"{k}={v:.6g}" for k, v in p["values"].items())
-            prm = " ".join(f"{k}={_space_fmt(v)}" for k, v in p["params"].items())
+            prm = " ".join(f"{k}={format_value(v)}" for k, v in p["params"].items())
             lines.append(f"  trial {p['trial']}: {vals}  <-  {prm}")
         metrics["pareto_front_size"] = len(front)
         tags["pareto_trials"] = ",".join(str(p["trial"]) for p in front)
@@ -271,9 +274,3 @@ def report(study: optuna.Study, space, names: list[str], sweeper, cfg: DictConfi
     if tracking:
         tracking.log_parent(folder, files, metrics, tags)
     return path
-
-
-def _space_fmt(v: Any) -> str:
-    from ._space import format_value
-
-    return format_value(v)
