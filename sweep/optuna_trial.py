@@ -19,7 +19,14 @@ from sweep.sqlite_wal import use_wal
 
 PRUNER_ATTR = "dropout_sweeper.pruner"  # study user attribute: {"name": ..., "args": {...}}
 MAX_EPOCHS_ATTR = "max_epochs"          # trial user attribute: the job's trainer.epochs
-PRUNERS = ("none", "median", "hyperband", "successive_halving")
+# the arguments each pruner takes (a step is an epoch), with the defaults a description may leave out
+PRUNER_ARGS: dict[str, dict[str, Any]] = {
+    "none": {},
+    "median": {"n_startup_trials": 5, "n_warmup_steps": 0, "interval_steps": 1},
+    "hyperband": {"min_resource": 1, "max_resource": "auto", "reduction_factor": 3},
+    "successive_halving": {"min_resource": 1, "reduction_factor": 3, "min_early_stopping_rate": 0},
+}
+PRUNERS = tuple(PRUNER_ARGS)
 
 
 def engine_kwargs(url: str, *, pooled: bool = True) -> dict[str, Any]:
@@ -42,7 +49,6 @@ def open_storage(url: str, *, pooled: bool = True, **heartbeat: Any):
     import warnings
 
     import optuna
-
     from sqlalchemy.exc import IntegrityError
 
     if pooled:  # the sweeper, which creates the database: optuna-dashboard reading it must not block writes
@@ -70,22 +76,13 @@ def build_pruner(description: dict[str, Any] | None):
 
     description = description or {}
     name = description.get("name") or "none"
-    args = dict(description.get("args") or {})
-    if name == "none":
-        return optuna.pruners.NopPruner()
-    if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=args.get("n_startup_trials", 5),
-                                           n_warmup_steps=args.get("n_warmup_steps", 0),
-                                           interval_steps=args.get("interval_steps", 1))
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=args.get("min_resource", 1),
-                                              max_resource=args.get("max_resource") or "auto",
-                                              reduction_factor=args.get("reduction_factor", 3))
-    if name == "successive_halving":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=args.get("min_resource", 1),
-                                                      reduction_factor=args.get("reduction_factor", 3),
-                                                      min_early_stopping_rate=args.get("min_early_stopping_rate", 0))
-    raise ValueError(f"hydra.sweeper.pruner={name!r} is unknown; allowed: {', '.join(PRUNERS)}")
+    if name not in PRUNER_ARGS:
+        raise ValueError(f"hydra.sweeper.pruner={name!r} is unknown; allowed: {', '.join(PRUNERS)}")
+    given = description.get("args") or {}
+    kwargs = {k: default if given.get(k) is None else given[k] for k, default in PRUNER_ARGS[name].items()}
+    return {"none": optuna.pruners.NopPruner, "median": optuna.pruners.MedianPruner,
+            "hyperband": optuna.pruners.HyperbandPruner,
+            "successive_halving": optuna.pruners.SuccessiveHalvingPruner}[name](**kwargs)
 
 
 class TrialReporter:

@@ -36,7 +36,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from optuna.trial import TrialState
 
 from sweep.dblock import db_lock, lockable
-from sweep.optuna_trial import MAX_EPOCHS_ATTR, PRUNER_ATTR, PRUNERS, build_pruner, open_storage
+from sweep.optuna_trial import MAX_EPOCHS_ATTR, PRUNER_ARGS, PRUNER_ATTR, PRUNERS, build_pruner, open_storage
 from sweep.redact import redact
 
 from . import _report, _space
@@ -163,10 +163,7 @@ class OptunaSweeperImpl:
 
     def pruner_description(self) -> dict[str, Any]:
         a = self.pruner_args
-        keys = {"none": (), "median": ("n_startup_trials", "n_warmup_steps", "interval_steps"),
-                "hyperband": ("min_resource", "max_resource", "reduction_factor"),
-                "successive_halving": ("min_resource", "reduction_factor", "min_early_stopping_rate")}[self.pruner_name]
-        args = {k: a.get(k) for k in keys if a.get(k) is not None}
+        args = {k: a[k] for k in PRUNER_ARGS[self.pruner_name] if a.get(k) is not None}
         if self.pruner_name == "hyperband" and not args.get("max_resource"):
             epochs = OmegaConf.select(self.config, "trainer.epochs", default=None)
             if isinstance(epochs, int):
@@ -300,9 +297,7 @@ class _Run:
     # ------------------------------------------------------------------------------------ study
     def _open_study(self) -> None:
         s = self.s
-        url = s.storage_url
-        if url.startswith("sqlite:///"):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        url = s.storage_url  # a SQLite file's folder is made by the study lock and open_storage
         hb = {}
         if s.heartbeat_interval:
             hb = {"heartbeat_interval": s.heartbeat_interval, "grace_period": s.grace_period,
