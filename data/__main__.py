@@ -5,7 +5,7 @@ from pathlib import Path
 
 from data import DATASETS, DataError, ensure_files
 
-ROOT = Path(__file__).resolve().parents[1] / "data" / "files"
+ROOT = Path(__file__).resolve().parent / "files"  # data/files, beside this package
 
 
 def main() -> int:

@@ -6,6 +6,7 @@ loaded or any MLflow run exists. Every message is one line: key, bad value, what
 """
 from __future__ import annotations
 
+import copy
 import math
 import re
 from dataclasses import dataclass, field
@@ -13,7 +14,8 @@ from pathlib import Path
 from typing import Any, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # ${root:} in YAML: outputs never depend on the directory Hydra (or the user) runs from.
@@ -192,6 +194,30 @@ class Config:
         """The effective rate of every hidden layer."""
         per = self.layer_drop_probs or [None] * len(self.model.hidden_sizes)
         return [self.drop_prob if p is None else p for p in per]
+
+
+def one_line(e: BaseException) -> str:
+    """The first line of an error and of its cause: what Hydra/OmegaConf say, without the traceback."""
+    parts = [str(e).splitlines()[0] if str(e) else type(e).__name__]
+    cause = e.__cause__
+    if cause is not None and str(cause):
+        parts.append(str(cause).splitlines()[0])
+    return ": ".join(parts).replace("Error merging override ", "")
+
+
+def validate(cfg: DictConfig) -> Config:
+    """Build the typed config (runs every `__post_init__` check) from a composed config."""
+    user = copy.deepcopy(cfg)
+    with open_dict(user):
+        user.pop("hydra", None)
+    try:
+        return OmegaConf.to_object(user)
+    except ConfigError:
+        raise
+    except OmegaConfBaseException as e:
+        if isinstance(e.__cause__, ConfigError):
+            raise e.__cause__ from None
+        raise ConfigError(one_line(e)) from None
 
 
 def objective_names(objective: Any) -> list[str]:

@@ -2,7 +2,7 @@
 
 PostgreSQL: a session advisory lock (the server drops it if the process dies); MySQL: GET_LOCK;
 SQLite: an flock on a file beside the database. Used for the shared MLflow parent run of a sweep
-(sweep/callbacks.py) and for counting-then-asking Optuna trials (the sweeper plugin).
+(sweep/parent.py) and for counting-then-asking Optuna trials (sweep/search/loop.py).
 """
 from __future__ import annotations
 

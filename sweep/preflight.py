@@ -8,7 +8,6 @@ Set DROPOUT_DEBUG=1 (or HYDRA_FULL_ERROR=1) to see tracebacks instead.
 """
 from __future__ import annotations
 
-import copy
 import math
 import os
 import sys
@@ -18,14 +17,14 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import IntervalSweep, Override
 from hydra.errors import HydraException, MissingConfigException
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 import data
 from data.acquire import train_count
 from data.load import split_indices
 from sweep import track
-from sweep.config import PROJECT_ROOT, Config, ConfigError
+from sweep.config import PROJECT_ROOT, Config, ConfigError, one_line as _one_line, validate
 
 USER_ERRORS = (ConfigError, data.DataError, track.TrackingError)
 _SKIP_FLAGS = {"-h", "--help", "--hydra-help", "--info", "-i", "--shell-completion", "-sc", "--cfg", "-c",
@@ -93,29 +92,6 @@ def _compose(overrides: list[str]) -> DictConfig:
         raise ConfigError(_one_line(e)) from None
 
 
-def _one_line(e: BaseException) -> str:
-    parts = [str(e).splitlines()[0] if str(e) else type(e).__name__]
-    cause = e.__cause__
-    if cause is not None and str(cause):
-        parts.append(str(cause).splitlines()[0])
-    return ": ".join(parts).replace("Error merging override ", "")
-
-
-def validate(cfg: DictConfig) -> Config:
-    """Build the typed config (runs every `__post_init__` check) from a composed config."""
-    user = copy.deepcopy(cfg)
-    with open_dict(user):
-        user.pop("hydra", None)
-    try:
-        return OmegaConf.to_object(user)
-    except ConfigError:
-        raise
-    except OmegaConfBaseException as e:
-        if isinstance(e.__cause__, ConfigError):
-            raise e.__cause__ from None
-        raise ConfigError(_one_line(e)) from None
-
-
 def _search_space(cfg: DictConfig) -> list[Override]:
     """The sweeper's `params` (search spaces from conf/search/*.yaml) as parsed overrides."""
     params = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
@@ -135,8 +111,8 @@ def _check_sweeper_options(composed: DictConfig) -> None:
     target = OmegaConf.select(composed, "hydra.sweeper._target_") or ""
     if not target.startswith("hydra_plugins.dropout_optuna_sweeper."):
         return
-    from hydra_plugins.dropout_optuna_sweeper._impl import OptunaSweeperImpl
-    from hydra_plugins.dropout_optuna_sweeper._space import SweeperError
+    from sweep.search import check_options
+    from sweep.search.space import SweeperError
 
     try:
         options = OmegaConf.to_container(composed.hydra.sweeper, resolve=True)
@@ -144,7 +120,7 @@ def _check_sweeper_options(composed: DictConfig) -> None:
         raise ConfigError(_one_line(e)) from None
     options.pop("_target_", None)
     try:
-        OptunaSweeperImpl(**options)
+        check_options(options)
     except SweeperError as e:
         raise ConfigError(str(e).splitlines()[0]) from None
 

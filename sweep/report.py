@@ -17,7 +17,8 @@ from typing import Any
 
 import nbformat
 
-ROOT = Path(__file__).resolve().parents[1]
+from sweep.config import PROJECT_ROOT as ROOT
+
 NOTEBOOK = ROOT / "analysis.ipynb"
 DEFAULT_OUT = ROOT / "runs" / "report.html"
 

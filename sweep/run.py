@@ -1,27 +1,28 @@
 """Entry point: `python sweep/run.py [-m] key=value ...`.
 
 Checks the command line first (one clear line per mistake, before any data or MLflow run),
-then hands over to Hydra, whose task function is `sweep.experiment.run`.
+then hands over to Hydra, whose task function is `sweep.job.run`.
 """
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[0] = str(ROOT)  # import `sweep`, `models`, `data` as packages, never sweep/*.py as top-level modules
+# import `sweep`, `models`, `data` as packages (the project folder), never sweep/*.py as top-level modules
+sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from sweep import experiment, preflight  # noqa: E402
+from sweep import job, preflight  # noqa: E402
+from sweep.config import PROJECT_ROOT  # noqa: E402
 
 
-@hydra.main(version_base="1.3", config_path=str(ROOT / "conf"), config_name="config")
+@hydra.main(version_base="1.3", config_path=str(PROJECT_ROOT / "conf"), config_name="config")
 def main(cfg: DictConfig):
     """Returns the objective (val_acc by default) so sweepers can optimise it."""
     try:
-        return experiment.run(cfg)
+        return job.run(cfg)
     except preflight.USER_ERRORS as e:
-        if preflight.debug() or experiment.in_multirun():
+        if preflight.debug() or job.in_multirun():
             raise  # the sweeper records this job as failed and goes on
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -32,7 +33,7 @@ if __name__ == "__main__":
     try:
         main()
     except KeyboardInterrupt:  # Ctrl-C: the job already ended its run KILLED; end the sweep's parent too
-        from sweep.callbacks import close_open_parents
+        from sweep.parent import close_open_parents
 
         close_open_parents("KILLED")
         print("interrupted: the current run was recorded as KILLED", file=sys.stderr)

@@ -1,17 +1,12 @@
 """Shared fixtures: tiny IDX datasets read by the real loaders, and the real CLI as a subprocess."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from idx_fixtures import write_idx_dataset  # noqa: E402
+from helpers.cli import run_cli, tiny_overrides
+from helpers.idx import write_idx_dataset
 
 
 @pytest.fixture(scope="session")
@@ -20,24 +15,6 @@ def tiny_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("idx")
     write_idx_dataset(root, "mnist", n_train=600, n_test=200)
     return root
-
-
-def tiny_overrides(data_root: Path, out: Path, epochs: int = 2) -> list[str]:
-    """Keep a real CLI run small and inside `out` (its own MLflow store, sweep and run folders)."""
-    return [
-        f"data.root={data_root}", "data.verify=false", "data.download=false", "data.val_size=100",
-        "data.train_eval_size=200", f"trainer.epochs={epochs}", "trainer.progress=false", "trainer.threads=1",
-        f"tracking.uri=sqlite:///{out}/mlflow.db", f"tracking.artifact_location={out}/mlartifacts",
-        f"hydra.sweep.dir={out}/sweep", f"hydra.run.dir={out}/run",
-    ]
-
-
-def run_cli(args: list[str], timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    full_env.pop("HYDRA_FULL_ERROR", None)
-    full_env.pop("DROPOUT_DEBUG", None)
-    return subprocess.run([sys.executable, str(ROOT / "sweep" / "run.py"), *args], cwd=ROOT, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture
@@ -49,12 +26,3 @@ def cli(tiny_root, tmp_path):
         return run_cli([*flags, *tiny_overrides(tiny_root, tmp_path, epochs), *rest], timeout=timeout, env=env)
     _run.out = tmp_path
     return _run
-
-
-def mlflow_runs(out: Path, experiment: str = "dropout"):
-    """All runs of the store a test's CLI wrote, as MLflow Run objects."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=f"sqlite:///{out}/mlflow.db")
-    exp = client.get_experiment_by_name(experiment)
-    return client, ([] if exp is None else client.search_runs([exp.experiment_id], max_results=1000))

@@ -5,8 +5,8 @@ import socket
 
 import pytest
 
-from conftest import mlflow_runs
-from idx_fixtures import write_idx_dataset
+from helpers.cli import mlflow_runs
+from helpers.idx import write_idx_dataset
 
 pytestmark = pytest.mark.slow
 SECRET = "hunter2-s3cret"

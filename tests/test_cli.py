@@ -1,7 +1,7 @@
 """End to end: the real CLI as a subprocess on tiny IDX files, then the MLflow store read back."""
 import pytest
 
-from conftest import mlflow_runs
+from helpers.cli import mlflow_runs
 
 pytestmark = pytest.mark.slow
 SEVEN = {"train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "gap"}

@@ -1,7 +1,7 @@
 """Config composition and validation, in-process through the same pre-flight the CLI runs."""
 import pytest
 
-from conftest import tiny_overrides
+from helpers.cli import tiny_overrides
 from sweep.config import ConfigError
 from sweep.preflight import check_cli
 

@@ -17,7 +17,7 @@ import torch
 from data import DATASETS, DataError, Splits, ensure_files, load_splits
 from data import acquire
 from data.load import split_indices
-from idx_fixtures import write_idx_dataset, write_images, write_labels
+from helpers.idx import write_idx_dataset, write_images, write_labels
 
 N_TRAIN, N_TEST = 600, 200
 REAL_TORCHVISION_STEP = acquire._from_torchvision

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, mlflow_runs, tiny_overrides
+from helpers.cli import ROOT, mlflow_runs, tiny_overrides
 
 pytestmark = pytest.mark.slow
 

@@ -18,7 +18,7 @@ import nbformat
 import pandas as pd
 import pytest
 
-from conftest import ROOT, mlflow_runs
+from helpers.cli import ROOT, mlflow_runs
 
 NOTEBOOK = ROOT / "analysis.ipynb"
 ALL_FIGURES = {"accuracy_vs_dropout", "gap_vs_dropout", "learning_curves", "rates_map", "layer_effects",

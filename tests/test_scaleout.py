@@ -18,9 +18,9 @@ import pytest
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
-from conftest import ROOT, mlflow_runs, tiny_overrides
-from mlflow_server import mlflow_server  # noqa: F401  (fixture)
-from pg import postgres_server  # noqa: F401  (fixture)
+from helpers.cli import ROOT, mlflow_runs, tiny_overrides
+from helpers.mlflow_server import mlflow_server  # noqa: F401  (fixture)
+from helpers.pg import postgres_server  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.slow
 
@@ -147,7 +147,7 @@ def test_workers_starting_in_the_same_instant_create_one_parent(store, tmp_path,
 
     from omegaconf import OmegaConf
 
-    from sweep import callbacks
+    from sweep import parent as callbacks
 
     n = 8
     experiment = f"race-{store}"

@@ -21,9 +21,9 @@ import pytest
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
-from conftest import ROOT, tiny_overrides
-from mlflow_server import mlflow_server  # noqa: F401  (fixture)
-from pg import postgres_server  # noqa: F401  (fixture)
+from helpers.cli import ROOT, tiny_overrides
+from helpers.mlflow_server import mlflow_server  # noqa: F401  (fixture)
+from helpers.pg import postgres_server  # noqa: F401  (fixture)
 
 # Hydra's own record of the command line (local, git-ignored under runs/): the only files that may hold a
 # password typed on the command line. README *Secrets* says so and says what to do instead.

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import optuna
 
 from sweep import track
-from sweep.optuna_trial import open_storage
+from sweep.search.trial import open_storage
 
 
 def _reader_mid_read(db):

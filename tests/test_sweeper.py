@@ -12,13 +12,13 @@ import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from conftest import tiny_overrides
-from hydra_plugins.dropout_optuna_sweeper import _space
-from hydra_plugins.dropout_optuna_sweeper._impl import OptunaSweeperImpl, study_lock
-from hydra_plugins.dropout_optuna_sweeper._space import SweeperError
+from helpers.cli import tiny_overrides
+from sweep.search import space as _space
+from sweep.search.loop import OptunaSweeperImpl, study_lock
+from sweep.search.space import SweeperError
 from hydra_plugins.dropout_optuna_sweeper.config import PrunerArgs, SamplerArgs
 from sweep.config import ConfigError
-from sweep.optuna_trial import MAX_EPOCHS_ATTR, PRUNER_ATTR, TrialReporter, build_pruner
+from sweep.search.trial import MAX_EPOCHS_ATTR, PRUNER_ATTR, TrialReporter, build_pruner
 from sweep.preflight import check_cli
 
 
@@ -393,7 +393,7 @@ def test_optuna_dashboard_opens_a_study_the_sweeper_wrote(tmp_path):
 
 @pytest.mark.parametrize("ci, outcome", [(None, "skip"), ("true", "fail"), ("1", "fail"), ("false", "skip")])
 def test_missing_postgres_skips_locally_and_fails_under_ci(monkeypatch, ci, outcome):
-    import pg
+    from helpers import pg
 
     monkeypatch.setattr(pg, "find_bindir", lambda: None)
     if ci is None:
@@ -412,7 +412,7 @@ def test_opening_a_new_storage_survives_another_program_initialising_it(tmp_path
     from optuna.storages._rdb.storage import _VersionManager
     from sqlalchemy.exc import IntegrityError
 
-    from sweep.optuna_trial import open_storage
+    from sweep.search.trial import open_storage
 
     real, raised = _VersionManager._set_alembic_revision, []
 

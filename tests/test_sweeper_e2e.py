@@ -14,8 +14,8 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from conftest import ROOT, mlflow_runs, tiny_overrides
-from pg import postgres_server, postgres_url  # noqa: F401  (fixtures)
+from helpers.cli import ROOT, mlflow_runs, tiny_overrides
+from helpers.pg import postgres_server, postgres_url  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.slow
 
@@ -211,7 +211,7 @@ def test_failed_trials_are_recorded_and_too_many_stop_the_sweep(cli):
 
 
 def test_joblib_launcher_trains_trials_in_parallel_with_shared_threads(tiny_root, tmp_path):
-    from conftest import run_cli
+    from helpers.cli import run_cli
 
     out = tmp_path
     base = [a for a in tiny_overrides(tiny_root, out, epochs=4) if not a.startswith("trainer.threads")]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import mlflow_runs, run_cli, tiny_overrides
+from helpers.cli import mlflow_runs, run_cli, tiny_overrides
 
 pytestmark = pytest.mark.slow
 

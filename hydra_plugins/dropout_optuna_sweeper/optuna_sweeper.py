@@ -1,6 +1,6 @@
 """The public sweeper class: a thin shell that Hydra discovers and instantiates.
 
-Everything it does is in `_impl.OptunaSweeperImpl` (imported here lazily: Hydra imports this module
+Everything it does is in `sweep.search.loop.OptunaSweeperImpl` (imported here lazily: Hydra imports this module
 on every start, with or without the sweeper selected, and Optuna takes a while to import).
 """
 from __future__ import annotations
@@ -32,7 +32,7 @@ class OptunaSweeper(Sweeper):
         self._impl = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
-        from ._impl import OptunaSweeperImpl
+        from sweep.search.loop import OptunaSweeperImpl
 
         self._impl = OptunaSweeperImpl(**self._options)
         self._impl.setup(hydra_context=hydra_context, task_function=task_function, config=config)

@@ -93,7 +93,7 @@ class MlflowSweepCallback(Callback):
             return
         parent, self.parent_id = self.parent_id, None
         try:
-            from sweep.summary import children_frame, summarize_children
+            from sweep.analysis import children_frame, summarize_children
 
             for _ in range(3):  # a worker sharing the parent may end a child (or write its summary) meanwhile
                 seen = _states(summarize_children(self.client, parent, self.sweep_dir))

@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 
 from sweep.redact import redact
 
-from ._space import format_value
+from sweep.search.space import format_value
 
 log = logging.getLogger(__name__)
 RESULTS = "optimization_results.yaml"
@@ -26,7 +26,7 @@ TRIALS_CSV = "study_trials.csv"
 
 
 class Tracking:
-    """The sweep's MLflow parent run (written by sweep.callbacks) and its children, found by tags."""
+    """The sweep's MLflow parent run (written by sweep.parent) and its children, found by tags."""
 
     def __init__(self, client, experiment_id: str, parent_id: str | None) -> None:
         self.client, self.experiment_id, self.parent_id = client, experiment_id, parent_id

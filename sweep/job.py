@@ -17,8 +17,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 import data
 from models import build_mlp
 from sweep import track
-from sweep.config import Config, objective_names
-from sweep.preflight import validate  # typed, checked config; ConfigError carries a one-line message
+from sweep.config import Config, objective_names, validate  # validate: typed, checked; ConfigError is one line
 from sweep.train import Diverged, fit, make_optimizer, pick_device, seed_everything
 
 log = logging.getLogger("sweep")
@@ -66,7 +65,7 @@ def run(cfg: DictConfig):
                                c.optimizer.weight_decay, c.optimizer.betas)
     reporter = None
     if c.optuna.storage:
-        from sweep.optuna_trial import TrialReporter  # only sweeps driven by the Optuna sweeper need it
+        from sweep.search.trial import TrialReporter  # only sweeps driven by the Optuna sweeper need it
 
         reporter = TrialReporter(c.optuna.storage, c.optuna.study_name, c.optuna.trial_number)
 

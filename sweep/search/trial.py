@@ -1,6 +1,6 @@
 """The job's side of the Optuna sweeper: report each epoch to the job's own trial, stop when pruned.
 
-The sweeper (hydra_plugins/dropout_optuna_sweeper) asks a trial, passes
+The sweeper (sweep/search/loop.py) asks a trial, passes
 `optuna.storage=... optuna.study_name=... optuna.trial_number=N` to the job, and tells the result.
 The job, in whatever process or machine the launcher put it, opens the same storage, rebuilds the
 study's pruner from the description the sweeper stored in the study's user attributes, and reports

@@ -36,11 +36,11 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from optuna.trial import TrialState
 
 from sweep.dblock import db_lock, lockable
-from sweep.optuna_trial import MAX_EPOCHS_ATTR, PRUNER_ARGS, PRUNER_ATTR, PRUNERS, build_pruner, open_storage
+from sweep.search.trial import MAX_EPOCHS_ATTR, PRUNER_ARGS, PRUNER_ATTR, PRUNERS, build_pruner, open_storage
 from sweep.redact import redact
 
-from . import _report, _space
-from ._space import SearchSpace, SweeperError
+from sweep.search import results as _report, space as _space
+from sweep.search.space import SearchSpace, SweeperError
 
 log = logging.getLogger(__name__)
 
