@@ -1,5 +1,6 @@
 # Two commands on a fresh machine: `make sweep` (the 4-point dropout grid) and `make test`.
-# Each creates .venv when missing, installs the project with pip, fetches MNIST, then runs.
+# Each creates .venv when missing, installs the project with pip, fetches MNIST, then runs;
+# `make test` first installs the Debian packages the tests drive (.ci/system-deps).
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -7,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 GRID ?= drop_prob=0,0.2,0.3,0.5
 PYTEST_ARGS ?=
 
-.PHONY: install data sweep test test-fast ui report bench clean-runs
+.PHONY: install data system-deps sweep test test-fast ui report bench clean-runs
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -23,7 +24,10 @@ data: install
 sweep: data
 	$(BIN)/python sweep/run.py -m $(GRID)
 
-test: data
+system-deps:
+	bash .ci/system-deps
+
+test: system-deps data
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: install
