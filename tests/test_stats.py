@@ -73,7 +73,7 @@ def test_canonical_values():
     assert S.canonical("15") == S.canonical(15.0) == "15"
     assert S.canonical("1e-3") == S.canonical(0.001) == "0.001"
     assert S.canonical(0.2996) != S.canonical(0.3012)
-    assert S.canonical(float("nan")) == S.canonical(None) == S.canonical("null") == "None"
+    assert S.canonical(float("nan")) == S.canonical(None) == S.canonical("null") == S.canonical(pd.NA) == "None"
     assert S.canonical("[None, 0.0]") == S.canonical([None, 0]) == "[None, 0]"
     assert S.canonical("fp32") == "fp32"
 
@@ -98,11 +98,12 @@ def test_labels_name_only_what_varies():
 def test_pruned_and_failed_runs_are_not_replicates():
     df = frame([run(p=0.3, seed=1, test_acc=0.9), run(p=0.3, seed=2, pruned="true", test_acc=0.5),
                 run(p=0.3, seed=3, status="FAILED", test_acc=0.4), run(p=0.3, seed=4, pruned=True, test_acc=0.5),
-                run(p=0.3, seed=5, status="RUNNING", test_acc=0.4), run(p=0.3, seed=6, pruned="false", test_acc=0.8)])
-    assert list(S.completed(df)["seed"]) == ["1", "6"]
-    assert list(S.per_seed(df, "test_acc").index) == ["1", "6"]
+                run(p=0.3, seed=5, status="RUNNING", test_acc=0.4), run(p=0.3, seed=6, pruned="false", test_acc=0.8),
+                run(p=0.3, seed=7, pruned=pd.NA, test_acc=0.8)])
+    assert list(S.completed(df)["seed"]) == ["1", "6", "7"]
+    assert list(S.per_seed(df, "test_acc").index) == ["1", "6", "7"]
     summary = S.summarize(df, ["test_acc"])
-    assert summary[["seeds", "pruned", "unfinished", "test_acc_n"]].iloc[0].tolist() == [2, 2, 2, 2]
+    assert summary[["seeds", "pruned", "unfinished", "test_acc_n"]].iloc[0].tolist() == [3, 2, 2, 3]
 
 
 def test_a_seed_run_twice_counts_once():
