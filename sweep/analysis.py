@@ -1,7 +1,9 @@
-"""What a sweep's parent run receives at the end: its children's final metrics as a CSV and the
+"""What a sweep's parent run receives at the end (sweep/parent.py calls `summarize_children`): its
+children's final metrics and dropout rates (one column per hidden layer, any depth) as a CSV, and the
 overfitting picture (train/test accuracy and their gap against drop_prob) as a PNG."""
 from __future__ import annotations
 
+import re
 import tempfile
 from pathlib import Path
 
@@ -9,24 +11,32 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 METRICS = ("train_acc", "val_acc", "test_acc", "gap", "train_loss", "val_loss", "test_loss")
-PARAMS = ("drop_prob", "input_drop_prob", "layer1_drop_prob", "layer2_drop_prob", "layer3_drop_prob",
-          "layer4_drop_prob", "seed", "optimizer.name", "optimizer.lr",
-          "trainer.epochs", "data.name")
+PARAMS = ("drop_prob", "input_drop_prob", "seed", "optimizer.name", "optimizer.lr", "trainer.epochs", "data.name")
+LAYER_PARAM = re.compile(r"layer(\d+)_drop_prob")  # sweep/job.py logs one per hidden layer, however many
+
+
+def layer_params(runs) -> list[str]:
+    """layer1_drop_prob, layer2_drop_prob, ... for the deepest model among `runs`, in layer order."""
+    names = {k for r in runs for k in r.data.params if LAYER_PARAM.fullmatch(k)}
+    return sorted(names, key=lambda k: int(LAYER_PARAM.fullmatch(k).group(1)))
 
 
 def children_frame(client: MlflowClient, parent_id: str) -> pd.DataFrame:
+    """One row per child run: status, the dropout rates (input, shared, every hidden layer), final metrics."""
     parent = client.get_run(parent_id)
     runs = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'",
                               max_results=10_000)
+    layers = layer_params(runs)
+    params = [*PARAMS[:2], *layers, *PARAMS[2:]]
     rows = []
     for r in runs:
         row = {"run_id": r.info.run_id, "run_name": r.info.run_name, "status": r.info.status,
                "job_num": r.data.tags.get("job_num"), "pruned": r.data.tags.get("pruned") == "true"}
-        row.update({p: r.data.params.get(p) for p in PARAMS})
+        row.update({p: r.data.params.get(p) for p in params})
         row.update({m: r.data.metrics.get(m) for m in METRICS})
         rows.append(row)
-    df = pd.DataFrame(rows, columns=["run_id", "run_name", "status", "job_num", "pruned", *PARAMS, *METRICS])
-    for col in ("drop_prob", "input_drop_prob", "optimizer.lr"):
+    df = pd.DataFrame(rows, columns=["run_id", "run_name", "status", "job_num", "pruned", *params, *METRICS])
+    for col in ("drop_prob", "input_drop_prob", *layers, "optimizer.lr"):
         df[col] = pd.to_numeric(df[col], errors="coerce")
     return df.sort_values(["drop_prob", "input_drop_prob", "seed"], na_position="last").reset_index(drop=True)
 
