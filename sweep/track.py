@@ -19,7 +19,7 @@ from mlflow.entities import Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 
 from sweep.config import PROJECT_ROOT
-from sweep.redact import redact, redact_obj
+from sweep.redact import learn, redact, redact_obj
 from sweep.sqlite_wal import use_wal
 
 PARENT_FILE = "mlflow_parent.json"  # in the sweep folder: how jobs (any launcher) find their parent run
@@ -121,6 +121,7 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
 
 def params_from_config(cfg: dict) -> dict[str, str]:
     """The flattened effective config; credentials masked, Optuna plumbing left out."""
+    learn(cfg)  # its passwords are masked everywhere from now on, not only in these params
     flat = flatten({k: v for k, v in cfg.items() if k != "optuna"})
     return {k: redact(str(v)) for k, v in flat.items()}
 
