@@ -248,17 +248,18 @@ def test_grid_typed_passwords_escaped_by_hydra_quoted_or_percent_encoded(tiny_ro
 
 
 @pytest.mark.slow
-def test_optuna_search_typed_passwords_escaped_by_hydra_quoted_or_percent_encoded(tiny_root, tmp_path,
-                                                                                 postgres_server):
-    """`hydra/sweeper=optuna`: the study's storage typed with a password (Hydra escapes it in the jobs'
-    overrides), tracking.optuna_storage quoted with a percent-encoded one; a failing trial too (error tag)."""
-    secrets = {"storage": "0ptunaTyped-Pw1", "quoted": "Qu0tedStorage@Pw(2)"}
+def test_optuna_search_typed_passwords_raw_hydra_escaped_and_percent_encoded(tiny_root, tmp_path,
+                                                                             postgres_server):
+    """`hydra/sweeper=optuna`: the study's storage typed with a password; tracking.optuna_storage typed with
+    Hydra's escapes (as Hydra's log prints a job's overrides, ready to copy) and a percent-encoded password,
+    which the jobs' overrides keep as typed; a failing trial too (error tag)."""
+    secrets = {"storage": "0ptunaTyped-Pw1", "escaped": "EscapedStorage@Pw(2)"}
     pg = postgres_server
     db = pg.create_database()
     args = [*tiny_overrides(tiny_root, tmp_path, epochs=1),
             f"hydra.sweeper.storage=postgresql+psycopg2://postgres:{secrets['storage']}@127.0.0.1:{pg.port}/{db}",
-            f"tracking.optuna_storage='postgresql://postgres:{urllib.parse.quote(secrets['quoted'], safe='')}"
-            f"@127.0.0.1:{pg.port}/{db}'",
+            f"tracking.optuna_storage=postgresql\\://postgres\\:{urllib.parse.quote(secrets['escaped'], safe='')}"
+            f"@127.0.0.1\\:{pg.port}/{db}",
             "hydra/sweeper=optuna", "hydra.sweeper.study_name=typed", "hydra.sweeper.sampler=grid",
             "hydra.sweeper.max_failure_rate=1", "drop_prob=choice(0,0.2)", "trainer.batch_size=choice(100,1000)"]
     res = _run(args, {})
@@ -269,8 +270,8 @@ def test_optuna_search_typed_passwords_escaped_by_hydra_quoted_or_percent_encode
     runs = client.search_runs([client.get_experiment_by_name("dropout").experiment_id], max_results=100)
     kids = [r for r in runs if "optuna_trial" in r.data.tags]
     assert sorted(r.info.status for r in kids) == ["FAILED", "FAILED", "FINISHED", "FINISHED"]
-    assert all(r"postgresql+psycopg2\://postgres\:***@127.0.0.1" in r.data.tags["overrides"]
-               or "'postgresql://postgres:***@127.0.0.1" in r.data.tags["overrides"] for r in kids)
+    assert all(r"tracking.optuna_storage=postgresql\://postgres\:***@127.0.0.1\:" in r.data.tags["overrides"]
+               for r in kids), kids[0].data.tags["overrides"]
     assert kids[0].data.params["tracking.optuna_storage"].startswith("postgresql://postgres:***@127.0.0.1")
     _check_stores(secrets, client, store, tmp_path / "mlartifacts", min_runs=5)
     _hydra_folders_hold_typed_secrets_only_in_its_record(secrets, tmp_path / "sweep")
