@@ -54,6 +54,28 @@ def test_redact_masks_the_team_setups_credentials(monkeypatch):
     assert redact(f"{ROOT}/runs http://mlflow.lab:5000") == f"{ROOT}/runs http://mlflow.lab:5000"
 
 
+def test_redact_sees_through_escapes_and_masks_known_secrets_in_any_encoding(monkeypatch):
+    """URL passwords as Hydra, a shell or a URL encoder stored them; a secret typed on the command line
+    masked wherever it shows up again, raw, percent-, Hydra-, JSON-, HTML- or shell-escaped."""
+    import shlex
+
+    from sweep.redact import redact
+
+    assert redact(r"s=postgresql\://bob\:S3cretPw77@127.0.0.1\:5499/x") == r"s=postgresql\://bob\:***@127.0.0.1\:5499/x"
+    assert redact("'mysql://eve:Gr1d(x)=y,z;k@db.lab/x'") == "'mysql://eve:***@db.lab/x'"
+    assert redact("next=postgresql%3A%2F%2Fbob%3Ap%2540ss%40h%2Fdb") == "next=postgresql%3A%2F%2Fbob%3A***%40h%2Fdb"
+    assert redact("postgresql://bob:p@ss@h/db") == "postgresql://bob:***@h/db"
+    assert redact(r"h/db?sslmode=require\&password\=abc\,d") == r"h/db?sslmode=require\&password\=***"
+    secret = "Typed@Pw'(1) x"
+    monkeypatch.setattr(sys, "argv", [*sys.argv, f"tracking.uri=postgresql://u:{urllib.parse.quote(secret)}@h/db"])
+    hydra_escaped = re.sub(r"([\\()\[\]{}:=, \t])", r"\\\1", secret)
+    for form in (secret, urllib.parse.quote(secret, safe=""), urllib.parse.quote_plus(secret), hydra_escaped,
+                 json.dumps(secret), json.dumps(hydra_escaped), repr(secret), html.escape(secret), shlex.quote(secret),
+                 json.dumps(secret, ensure_ascii=True).replace("@", "\\u0040")):
+        assert "Typed" not in redact(f"error: {form} was refused"), form
+    assert redact("an ordinary sentence with Typed words") == "an ordinary sentence with Typed words"
+
+
 def _forms(secret: str) -> set[str]:
     """The secret raw, URL-, Hydra-, JSON- and HTML-escaped, and its long alphanumeric runs (a run of 8 or
     more is unique to the secret: found in any encoding at all, it leaked)."""
