@@ -15,7 +15,7 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import IntervalSweep, Override
+from hydra.core.override_parser.types import IntervalSweep, Override, RangeSweep
 from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -62,8 +62,10 @@ def _overrides(argv: list[str]) -> list[str] | None:
     return out
 
 
-def _candidates(o: Override) -> list[str]:
-    """Override strings for the values a sweep override can take (an interval: its two ends)."""
+def _candidates(o: Override, exact_ranges: bool = False) -> list[str]:
+    """Override strings for the values a sweep override can take (an interval: its two ends). A range:
+    the values the Optuna sweeper uses (`exact_ranges`: start + k*step below stop, no float drift), else
+    the ones Hydra's basic sweeper really runs (its float steps drift: range(0,0.2,0.1) includes 0.2)."""
     key = o.get_key_element()
     if not o.is_sweep_override():
         return [o.input_line]
@@ -76,6 +78,12 @@ def _candidates(o: Override) -> list[str]:
         if "int" in v.tags or (isinstance(v.start, int) and isinstance(v.end, int)):
             return [f"{key}={int(lo)}", f"{key}={int(hi)}"]
         return [f"{key}={lo!r}", f"{key}={inner!r}"]
+    if isinstance(v, RangeSweep) and v.step == 0:
+        raise ConfigError(f"{o.input_line} is invalid: the step is 0")
+    if exact_ranges and isinstance(v, RangeSweep):
+        from sweep.search.space import format_value, range_values  # imports Optuna: only when searching
+
+        return [f"{key}={format_value(x)}" for x in range_values(v)]
     return [f"{key}={s}" for s in o.sweep_string_iterator()]
 
 
@@ -131,17 +139,18 @@ def check_cli(argv: list[str]) -> list[Config]:
     if lines is None:
         return []
     parsed = _parse(lines)
-    base = [c[0] for c in map(_candidates, parsed)]
+    base = [c[0] for c in map(_candidates, parsed)]  # a range's first value is its start either way
+    composed = _compose(base)
+    optuna = (OmegaConf.select(composed, "hydra.sweeper._target_") or "").startswith("hydra_plugins.dropout_optuna_sweeper.")
     variants = [base]
     for i, o in enumerate(parsed):
-        for alt in _candidates(o)[1:]:
+        for alt in _candidates(o, exact_ranges=optuna)[1:]:
             variants.append(base[:i] + [alt] + base[i + 1:])
-    composed = _compose(base)
     # the search space of a config-file sweep (e.g. +search=dropout) is validated like the command line's
     for o in _search_space(composed):
         if o.key_or_group in {p.key_or_group for p in parsed}:
             continue  # the command line overrides it
-        for alt in _candidates(o):
+        for alt in _candidates(o, exact_ranges=optuna):
             variants.append(base + [alt])
     checked = [validate(composed)] + [validate(_compose(v)) for v in variants[1:]]
     for name, root, download, verify in {(c.data.name, c.data.root, c.data.download, c.data.verify) for c in checked}:

@@ -5,12 +5,17 @@ cell tagged `parameters`. Next to the HTML (default `runs/report.html`) come the
 (`report.ipynb`) and a folder of the figures as PNGs (`report_figures/`, with `ranking.csv` and
 `summary.json`). Exit status: 0 when every cell ran and the runs could be analysed, 1 when the store had
 no usable runs (the report then says why), 2 for a bad command line, 3 when a notebook cell failed.
+
+Nothing the report writes holds a password: a parameter with one (`--tracking-uri http://u:pw@host`) reaches
+the kernel through its environment, not through the injected cell, and every cell, output and file is
+passed through `sweep.redact` before it is written.
 """
 from __future__ import annotations
 
 import argparse
 import ast
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,6 +23,7 @@ from typing import Any
 import nbformat
 
 from sweep.config import PROJECT_ROOT as ROOT
+from sweep.redact import learn, redact
 
 NOTEBOOK = ROOT / "analysis.ipynb"
 DEFAULT_OUT = ROOT / "runs" / "report.html"
@@ -42,15 +48,20 @@ def _parameters_cell(nb):
     raise ValueError("the notebook has no cell tagged 'parameters'")
 
 
-def inject_parameters(nb, params: dict[str, Any]):
+def inject_parameters(nb, params: dict[str, Any], from_env: dict[str, str] | None = None):
     """Papermill's convention: a cell tagged `injected-parameters` right after the `parameters` cell
-    (replacing an earlier injected one). Unknown names are an error, not silently ignored."""
+    (replacing an earlier injected one). Unknown names are an error, not silently ignored.
+    `from_env` (parameter -> environment variable) makes the cell read those values from the kernel's
+    environment, so that they are never written into the notebook."""
+    from_env = from_env or {}
     known = parameter_names(nb)
-    unknown = sorted(set(params) - set(known))
+    unknown = sorted((set(params) | set(from_env)) - set(known))
     if unknown:
         raise ValueError(f"unknown notebook parameter(s) {', '.join(unknown)}; the notebook takes {', '.join(known)}")
     nb.cells = [c for c in nb.cells if "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
-    src = "# Injected by sweep.report\n" + "".join(f"{k} = {v!r}\n" for k, v in params.items())
+    src = "# Injected by sweep.report\n" + ("import os\n" if from_env else "")
+    src += "".join(f"{k} = {v!r}\n" for k, v in params.items() if k not in from_env)
+    src += "".join(f"{k} = os.environ[{var!r}]  # holds a password: not written here\n" for k, var in from_env.items())
     cell = nbformat.v4.new_code_cell(src, metadata={"tags": ["injected-parameters"]})
     cell["id"] = "injected-parameters"
     nb.cells.insert(nb.cells.index(_parameters_cell(nb)) + 1, cell)
@@ -68,22 +79,53 @@ def cell_errors(nb) -> list[str]:
     return errors
 
 
+def secret_env(params: dict[str, Any]) -> dict[str, str]:
+    """Parameter -> kernel environment variable, for every string parameter that holds a secret."""
+    learn(params)
+    return {k: f"SWEEP_REPORT_{k.upper()}" for k, v in params.items() if isinstance(v, str) and redact(v) != v}
+
+
+def redact_notebook(nb):
+    """Every cell's source and every text output (streams, HTML, Markdown, plain text, errors, SVG)
+    through `redact`; images stay as they are."""
+    def clean(value):
+        if isinstance(value, str):
+            return redact(value)
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return value
+
+    for cell in nb.cells:
+        cell.source = redact(cell.source)
+        for out in cell.get("outputs", []):
+            for key in ("text", "evalue", "traceback"):
+                if key in out:
+                    out[key] = clean(out[key])
+            for mime, value in out.get("data", {}).items():
+                if not mime.startswith("image/") or mime == "image/svg+xml":
+                    out["data"][mime] = clean(value) if not isinstance(value, dict) else json.loads(
+                        redact(json.dumps(value)))
+    return nb
+
+
 def execute(params: dict[str, Any], notebook: Path = NOTEBOOK, cwd: Path = ROOT, timeout: int = 900):
-    """Runs the notebook in a fresh kernel (this interpreter's ipykernel); returns the executed notebook.
-    Cells go on after an error so the report still shows everything else; see `cell_errors`."""
+    """Runs the notebook in a fresh kernel (this interpreter's ipykernel); returns the executed notebook,
+    redacted. Cells go on after an error so the report still shows everything else; see `cell_errors`."""
     import zmq
     from jupyter_client.manager import KernelManager
     from nbclient import NotebookClient
     from traitlets.config import Config
 
-    nb = inject_parameters(nbformat.read(notebook, as_version=4), params)
+    hidden = secret_env(params)
+    nb = inject_parameters(nbformat.read(notebook, as_version=4), params, from_env=hidden)
     config = Config()
     if zmq.has("curve") and "transport_encryption" in KernelManager.class_traits():
         # the kernel talks over loopback TCP: encrypt that where pyzmq and jupyter_client can (CurveZMQ)
         config.KernelManager.transport_encryption = "auto"
     NotebookClient(nb, config=config, timeout=timeout, kernel_name="python3", allow_errors=True,
-                   resources={"metadata": {"path": str(cwd)}}).execute()
-    return nb
+                   resources={"metadata": {"path": str(cwd)}}).execute(
+        env={**os.environ, **{var: params[k] for k, var in hidden.items()}})
+    return redact_notebook(nb)
 
 
 def to_html(nb, show_code: bool = False) -> str:
@@ -129,6 +171,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    learn(list(sys.argv[1:] if argv is None else argv))  # passwords typed anywhere on the command line
     out = args.out if args.out.is_absolute() else Path.cwd() / args.out
     figures = args.figures_dir or out.with_name(out.stem + "_figures")
     params: dict[str, Any] = {"experiment": args.experiment, "figures_dir": str(figures.resolve())}
@@ -144,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         params[name.strip()] = _value(value)
     if "://" not in str(params.get("tracking_uri", "sqlite://")):
-        print(f"error: --tracking-uri {params['tracking_uri']!r}: expected a URI such as sqlite:///path/mlflow.db",
+        print(f"error: --tracking-uri {redact(params['tracking_uri'])!r}: expected a URI such as sqlite:///path/mlflow.db",
               file=sys.stderr)
         return 2
     if figures.is_dir():  # a previous report's files must not pass for this one's
@@ -158,8 +201,13 @@ def main(argv: list[str] | None = None) -> int:
 
     out.parent.mkdir(parents=True, exist_ok=True)
     figures.mkdir(parents=True, exist_ok=True)
-    out.write_text(to_html(nb, show_code=args.show_code), encoding="utf-8")
+    out.write_text(redact(to_html(nb, show_code=args.show_code)), encoding="utf-8")
     nbformat.write(nb, out.with_suffix(".ipynb"))
+    for written in (figures / "summary.json", figures / "ranking.csv"):  # the kernel wrote these
+        if written.is_file():
+            text = written.read_text(encoding="utf-8")
+            if redact(text) != text:
+                written.write_text(redact(text), encoding="utf-8")
 
     summary_file = figures / "summary.json"
     summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}

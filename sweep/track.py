@@ -25,8 +25,9 @@ import json
 from mlflow.entities import Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 
+from sweep import procid
 from sweep.config import PROJECT_ROOT
-from sweep.redact import redact, redact_obj
+from sweep.redact import learn, redact, redact_obj
 from sweep.sqlite_wal import use_wal
 
 PARENT_FILE = "mlflow_parent.json"  # in the sweep folder: how jobs (any launcher) find their parent run
@@ -128,6 +129,7 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
 
 def params_from_config(cfg: dict) -> dict[str, str]:
     """The flattened effective config; credentials masked, Optuna plumbing left out."""
+    learn(cfg)  # its passwords are masked everywhere from now on, not only in these params
     flat = flatten({k: v for k, v in cfg.items() if k != "optuna"})
     return {k: redact(str(v)) for k, v in flat.items()}
 
@@ -173,28 +175,19 @@ def start_run(client: MlflowClient, experiment_id: str, name: str, tags: dict[st
         tags["mlflow.parentRunId"] = parent_run_id
     if git_commit():
         tags["mlflow.source.git.commit"] = git_commit()
-    tags.update(host=socket.gethostname(), pid=str(os.getpid()))  # lets a later start-up spot a dead process
+    tags.update(host=socket.gethostname(), **procid.tags())  # lets a later start-up spot a dead process
     return client.create_run(experiment_id, run_name=redact(name), tags=tags)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def close_stale_runs(client: MlflowClient, experiment_id: str) -> list[str]:
-    """Runs left RUNNING by a process of this host that no longer exists (kill -9, power loss) end KILLED."""
+    """Runs left RUNNING by a process of this host that no longer exists (kill -9, power loss) end KILLED;
+    a reused PID does not pass for the run's process (sweep/procid.py)."""
     host = socket.gethostname()
     stale = []
     for r in client.search_runs([experiment_id], f"attributes.status = 'RUNNING' and tags.host = '{host}'",
                                 max_results=1000):
         pid = r.data.tags.get("pid", "")
-        if pid.isdigit() and not _alive(int(pid)):
+        if procid.gone(r.data.tags):
             terminate(client, r.info.run_id, "KILLED", error=f"process {pid} on {host} died while the run was in progress")
             stale.append(r.info.run_id)
     return stale

@@ -7,10 +7,17 @@ back everything the runs stored -- run names, params, tags, metric keys, every a
 experiments -- and, below the API, every row of every table of MLflow's database and every file of its
 artifact folder, and looks for each secret (raw and URL-encoded). PostgreSQL here trusts loopback, so
 any password is accepted: the secrets are real credentials as far as the code can tell.
+
+Passwords typed on the command line of a multirun (a grid, an Optuna search) are stored by Hydra with its
+own escapes (`postgresql\\://bob\\:pw@h`), quoted, or percent-encoded as typed; the same searches cover
+them, and every file `python -m sweep.report --tracking-uri http://user:pw@host` writes.
 """
 from __future__ import annotations
 
+import html
+import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -47,8 +54,34 @@ def test_redact_masks_the_team_setups_credentials(monkeypatch):
     assert redact(f"{ROOT}/runs http://mlflow.lab:5000") == f"{ROOT}/runs http://mlflow.lab:5000"
 
 
+def test_redact_sees_through_escapes_and_masks_known_secrets_in_any_encoding(monkeypatch):
+    """URL passwords as Hydra, a shell or a URL encoder stored them; a secret typed on the command line
+    masked wherever it shows up again, raw, percent-, Hydra-, JSON-, HTML- or shell-escaped."""
+    import shlex
+
+    from sweep.redact import redact
+
+    assert redact(r"s=postgresql\://bob\:S3cretPw77@127.0.0.1\:5499/x") == r"s=postgresql\://bob\:***@127.0.0.1\:5499/x"
+    assert redact("'mysql://eve:Gr1d(x)=y,z;k@db.lab/x'") == "'mysql://eve:***@db.lab/x'"
+    assert redact("next=postgresql%3A%2F%2Fbob%3Ap%2540ss%40h%2Fdb") == "next=postgresql%3A%2F%2Fbob%3A***%40h%2Fdb"
+    assert redact("postgresql://bob:p@ss@h/db") == "postgresql://bob:***@h/db"
+    assert redact(r"h/db?sslmode=require\&password\=abc\,d") == r"h/db?sslmode=require\&password\=***"
+    secret = "Typed@Pw'(1) x"
+    monkeypatch.setattr(sys, "argv", [*sys.argv, f"tracking.uri=postgresql://u:{urllib.parse.quote(secret)}@h/db"])
+    hydra_escaped = re.sub(r"([\\()\[\]{}:=, \t])", r"\\\1", secret)
+    for form in (secret, urllib.parse.quote(secret, safe=""), urllib.parse.quote_plus(secret), hydra_escaped,
+                 json.dumps(secret), json.dumps(hydra_escaped), repr(secret), html.escape(secret), shlex.quote(secret),
+                 json.dumps(secret, ensure_ascii=True).replace("@", "\\u0040")):
+        assert "Typed" not in redact(f"error: {form} was refused"), form
+    assert redact("an ordinary sentence with Typed words") == "an ordinary sentence with Typed words"
+
+
 def _forms(secret: str) -> set[str]:
-    return {secret, urllib.parse.quote(secret, safe=""), urllib.parse.quote_plus(secret)}
+    """The secret raw, URL-, Hydra-, JSON- and HTML-escaped, and its long alphanumeric runs (a run of 8 or
+    more is unique to the secret: found in any encoding at all, it leaked)."""
+    hydra_escaped = re.sub(r"([\\()\[\]{}:=, \t])", r"\\\1", secret)
+    return {secret, urllib.parse.quote(secret, safe=""), urllib.parse.quote_plus(secret), hydra_escaped,
+            json.dumps(secret)[1:-1], html.escape(secret), *re.findall(r"[A-Za-z0-9]{8,}", secret)}
 
 
 def _find(secrets: dict[str, str], text: str) -> list[str]:
@@ -56,17 +89,16 @@ def _find(secrets: dict[str, str], text: str) -> list[str]:
 
 
 def _database_text(url: str) -> str:
-    """Every row of every table of a PostgreSQL database, as text."""
+    """Every row of every table of a PostgreSQL or SQLite database, as text."""
     import sqlalchemy
 
     engine = sqlalchemy.create_engine(url)
     parts = []
     with engine.connect() as conn:
-        tables = conn.execute(sqlalchemy.text(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")).scalars().all()
+        tables = sqlalchemy.inspect(conn).get_table_names()
         assert "runs" in tables and "params" in tables, tables
         for t in tables:
-            parts += conn.execute(sqlalchemy.text(f'SELECT t::text FROM "{t}" t')).scalars().all()
+            parts += [repr(tuple(row)) for row in conn.execute(sqlalchemy.text(f'SELECT * FROM "{t}"'))]
     engine.dispose()
     return "\n".join(parts)
 
@@ -106,10 +138,10 @@ def _run(args: list[str], env_extra: dict[str, str]) -> subprocess.CompletedProc
 
 
 def _check_stores(secrets: dict[str, str], client: MlflowClient, db_url: str, artifacts: Path,
-                  min_runs: int) -> None:
+                  min_runs: int, artifact_names=("config.yaml", "sweep_results.csv", "optimization_results.yaml")) -> None:
     api, n_runs, n_files = _mlflow_text(client)
     assert n_runs >= min_runs and n_files >= min_runs  # it really read something back
-    assert "config.yaml" in api and "sweep_results.csv" in api and "optimization_results.yaml" in api
+    assert all(name in api for name in artifact_names), artifact_names
     assert "***" in api  # the credentials were there, masked
     assert _find(secrets, api) == [], "a secret in what MLflow returns"
     assert _find(secrets, _database_text(db_url)) == [], "a secret in MLflow's database"
@@ -197,3 +229,122 @@ def test_tracking_server_credentials_from_the_environment(tiny_root, tmp_path, p
     leaks = {str(p): _find(secrets, t) for p, t in _files_text(tmp_path / "sweep").items() if _find(secrets, t)}
     assert leaks == {}
     assert _find(secrets, res.stdout + res.stderr) == []
+
+
+# ---------------------------------------------------------------- passwords typed on a multirun's command line
+
+def _hydra_folders_hold_typed_secrets_only_in_its_record(secrets: dict[str, str], folder: Path) -> None:
+    files = _files_text(folder)
+    assert files
+    where = {p.name for p, t in files.items() if _find(secrets, t)}
+    assert where <= HYDRA_RECORD, where
+
+
+@pytest.mark.slow
+def test_grid_typed_passwords_escaped_by_hydra_quoted_or_percent_encoded(tiny_root, tmp_path):
+    """`-m tracking.optuna_storage=<3 URLs with passwords> drop_prob=0,0.2`: Hydra stores the first with its
+    escapes (postgresql\\://bob\\:pw@...) in each job's overrides, the second quoted with characters Hydra
+    would escape, the third percent-encoded as typed. Nothing of any of them in MLflow."""
+    secrets = {"escaped": "S3cretPw77", "quoted": "Gr1dQuoted(x)=y,z;k", "encoded": "Enc0dedPw@:/#3"}
+    storages = [f"postgresql://bob:{secrets['escaped']}@127.0.0.1:5499/x",
+                f"'mysql://eve:{secrets['quoted']}@db.lab/x'",
+                f"postgresql+psycopg2://carol:{urllib.parse.quote(secrets['encoded'], safe='')}@db.lab:5432/x"]
+    args = [*tiny_overrides(tiny_root, tmp_path, epochs=1), "tracking.optuna_storage=" + ",".join(storages),
+            "drop_prob=0,0.2"]
+    res = _run(args, {})
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("dropout").experiment_id], max_results=100)
+    kids = [r for r in runs if r.data.tags.get("sweep_role") != "parent"]
+    assert sorted(r.info.status for r in kids) == ["FINISHED"] * 6
+    overrides = sorted(r.data.tags["overrides"] for r in kids)
+    assert sum(r"postgresql\://bob\:***@127.0.0.1\:5499/x" in o for o in overrides) == 2, overrides
+    assert sum(r"'mysql://eve:***@db.lab/x'" in o for o in overrides) == 2, overrides
+    assert sum(r"postgresql+psycopg2\://carol\:***@db.lab\:5432/x" in o for o in overrides) == 2, overrides
+    assert sorted(r.data.params["tracking.optuna_storage"] for r in kids)[::2] == [
+        "mysql://eve:***@db.lab/x", "postgresql+psycopg2://carol:***@db.lab:5432/x", "postgresql://bob:***@127.0.0.1:5499/x"]
+    _check_stores(secrets, client, f"sqlite:///{tmp_path}/mlflow.db", tmp_path / "mlartifacts", min_runs=7,
+                  artifact_names=("config.yaml", "sweep_results.csv"))
+    _hydra_folders_hold_typed_secrets_only_in_its_record(secrets, tmp_path / "sweep")
+
+
+@pytest.mark.slow
+def test_optuna_search_typed_passwords_raw_hydra_escaped_and_percent_encoded(tiny_root, tmp_path,
+                                                                             postgres_server):
+    """`hydra/sweeper=optuna`: the study's storage typed with a password; tracking.optuna_storage typed with
+    Hydra's escapes (as Hydra's log prints a job's overrides, ready to copy) and a percent-encoded password,
+    which the jobs' overrides keep as typed; a failing trial too (error tag)."""
+    secrets = {"storage": "0ptunaTyped-Pw1", "escaped": "EscapedStorage@Pw(2)"}
+    pg = postgres_server
+    db = pg.create_database()
+    args = [*tiny_overrides(tiny_root, tmp_path, epochs=1),
+            f"hydra.sweeper.storage=postgresql+psycopg2://postgres:{secrets['storage']}@127.0.0.1:{pg.port}/{db}",
+            f"tracking.optuna_storage=postgresql\\://postgres\\:{urllib.parse.quote(secrets['escaped'], safe='')}"
+            f"@127.0.0.1\\:{pg.port}/{db}",
+            "hydra/sweeper=optuna", "hydra.sweeper.study_name=typed", "hydra.sweeper.sampler=grid",
+            "hydra.sweeper.max_failure_rate=1", "drop_prob=choice(0,0.2)", "trainer.batch_size=choice(100,1000)"]
+    res = _run(args, {})
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
+
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(tracking_uri=store)
+    runs = client.search_runs([client.get_experiment_by_name("dropout").experiment_id], max_results=100)
+    kids = [r for r in runs if "optuna_trial" in r.data.tags]
+    assert sorted(r.info.status for r in kids) == ["FAILED", "FAILED", "FINISHED", "FINISHED"]
+    assert all(r"tracking.optuna_storage=postgresql\://postgres\:***@127.0.0.1\:" in r.data.tags["overrides"]
+               for r in kids), kids[0].data.tags["overrides"]
+    assert kids[0].data.params["tracking.optuna_storage"].startswith("postgresql://postgres:***@127.0.0.1")
+    _check_stores(secrets, client, store, tmp_path / "mlartifacts", min_runs=5)
+    _hydra_folders_hold_typed_secrets_only_in_its_record(secrets, tmp_path / "sweep")
+
+
+# ---------------------------------------------------------------- the report
+
+def _report(out: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+    return subprocess.run([sys.executable, "-m", "sweep.report", *args, "--out", str(out / "report.html")],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def _report_leaks(secrets: dict[str, str], out: Path, res: subprocess.CompletedProcess) -> dict[str, list[str]]:
+    files = _files_text(out)
+    assert {"report.html", "report.ipynb"} <= {p.name for p in files}, sorted(files)
+    leaks = {str(p): _find(secrets, t) for p, t in files.items() if _find(secrets, t)}
+    if _find(secrets, res.stdout + res.stderr):
+        leaks["stdout/stderr"] = _find(secrets, res.stdout + res.stderr)
+    return leaks
+
+
+@pytest.mark.slow
+def test_report_writes_no_password_of_its_tracking_uri_or_storage(tiny_root, tmp_path, postgres_server,
+                                                                   mlflow_server):
+    """A grid typed with `tracking.uri=http://alice:<pw>@<server>` (Hydra escapes it in the overrides), then
+    `python -m sweep.report --tracking-uri http://alice:<pw>@<server> --optuna-storage <url with a password>
+    --show-code`: a full report, and nothing it writes (HTML, notebook, figures, summary, ranking) nor prints
+    holds a password; nor does a report on an unreachable store, whose error text names the URL."""
+    secrets = {"tracking": "Rep0rtTracking-Pw", "storage": "Rep0rtStorage@Pw"}
+    uri = mlflow_server.url.replace("http://", f"http://alice:{secrets['tracking']}@")
+    args = [a for a in tiny_overrides(tiny_root, tmp_path, epochs=1) if not a.startswith("tracking.")]
+    args += ["tracking=server", f"tracking.uri={uri}", "tracking.experiment=report-secrets",
+             "drop_prob=0,0.2"]
+    res = _run(args, {})
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
+    client = MlflowClient(tracking_uri=mlflow_server.url)
+    _check_stores({"tracking": secrets["tracking"]}, client, mlflow_server.backend_store_uri, mlflow_server.artifacts,
+                  min_runs=3, artifact_names=("config.yaml", "sweep_results.csv"))
+
+    storage = f"postgresql://bob:{urllib.parse.quote(secrets['storage'], safe='')}@127.0.0.1:1/optuna"
+    res = _report(tmp_path / "ok", "--tracking-uri", uri, "--experiment", "report-secrets", "--optuna-storage",
+                  storage, "--show-code")
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
+    summary = json.loads((tmp_path / "ok" / "report_figures" / "summary.json").read_text())
+    assert "accuracy_vs_dropout" in summary["figures"]  # it really read the runs through the URI
+    assert "alice:***@127.0.0.1" in (tmp_path / "ok" / "report.html").read_text()
+    assert _report_leaks(secrets, tmp_path / "ok", res) == {}
+
+    dead = f"http://alice:{urllib.parse.quote(secrets['tracking'])}@127.0.0.1:1"
+    res = _report(tmp_path / "dead", "--tracking-uri", dead, "--show-code")
+    assert res.returncode != 0
+    assert "127.0.0.1:1" in res.stderr  # the error names the store...
+    assert _report_leaks(secrets, tmp_path / "dead", res) == {}  # ...without its password

@@ -84,6 +84,53 @@ def test_grid_values_match_hydras_basic_sweeper(line):
         assert isinstance(dist, CategoricalDistribution) or dist.high == pytest.approx(max(grid)) and dist.low == pytest.approx(min(grid))
 
 
+# range(start, stop, step) with floats: exactly start + k*step strictly below stop, without drift. Next to it,
+# what Hydra's basic sweeper (a plain `-m` grid) really runs: its float steps accumulate (README *Search spaces*).
+FLOAT_RANGES = [  # (range, exact values, Hydra's basic sweeper)
+    ("range(0,0.3,0.1)", [0.0, 0.1, 0.2], [0.0, 0.1, 0.2]),
+    ("range(0,0.2,0.1)", [0.0, 0.1], [0.0, 0.1, 0.2]),
+    ("range(0.1,0.7,0.2)", [0.1, 0.3, 0.5], [0.1, 0.30000000000000004, 0.5]),
+    ("range(0,0.4,0.1)", [0.0, 0.1, 0.2, 0.3], [0.0, 0.1, 0.2, 0.3, 0.4]),
+    ("range(0.1,0.4,0.1)", [0.1, 0.2, 0.3], [0.1, 0.2, 0.30000000000000004, 0.4]),
+    ("range(0,1,0.3)", [0.0, 0.3, 0.6, 0.9], [0.0, 0.3, 0.6, 0.8999999999999999]),
+    ("range(1,0,-0.25)", [1.0, 0.75, 0.5, 0.25], [1.0, 0.75, 0.5, 0.25]),
+    ("range(0,10,3)", [0, 3, 6, 9], [0, 3, 6, 9]),
+    ("range(5,0,-2)", [5, 3, 1], [5, 3, 1]),
+]
+
+
+@pytest.mark.parametrize("rng, exact, hydra", FLOAT_RANGES)
+def test_float_range_is_start_plus_k_steps_strictly_below_stop(rng, exact, hydra):
+    o = parse_one(f"x={rng}")
+    assert list(o.sweep_iterator()) == hydra  # what Hydra's basic sweeper runs (README says where it differs)
+    assert _space.range_values(o.value()) == exact  # == on floats: no 0.30000000000000004, no stop value
+    dist = _space.to_distribution(o)
+    assert (dist.low, dist.high) == (min(exact), max(exact))  # Optuna's high is the last value, never stop
+    grid = [p["x"] for p in _space.parse({}, [f"x={rng}"]).grid()]
+    assert grid == sorted(exact)  # the Optuna grid sampler's points
+    assert all(type(v) is type(exact[0]) for v in grid)
+
+
+def test_range_with_a_zero_step_is_one_line():
+    with pytest.raises(SweeperError, match="step is 0"):
+        _space.to_distribution(parse_one("x=range(0,1,0.0)"))
+
+
+@pytest.mark.parametrize("rng, exact, hydra", [r for r in FLOAT_RANGES if r[0] in ("range(0,0.2,0.1)", "range(0.1,0.7,0.2)")])
+def test_preflight_checks_the_range_values_each_sweeper_runs(check, rng, exact, hydra):
+    """The Optuna sweeper: the exact values; Hydra's basic sweeper: the values it really runs."""
+    optuna_checked = [c.drop_prob for c in check("-m", "hydra/sweeper=optuna", "hydra.sweeper.sampler=grid",
+                                                   f"drop_prob={rng}")]
+    assert optuna_checked == exact
+    basic_checked = [c.drop_prob for c in check("-m", f"drop_prob={rng}")]
+    assert basic_checked == hydra
+
+
+def test_preflight_refuses_a_zero_step_range_instead_of_looping(check):
+    with pytest.raises(ConfigError, match="drop_prob=range.*step is 0"):
+        check("-m", "drop_prob=range(0,0.5,0.0)")
+
+
 def test_grid_rejects_continuous_dimensions():
     with pytest.raises(SweeperError, match="grid.*drop_prob=interval"):
         _space.parse({"drop_prob": "interval(0,0.5)"}, []).grid()

@@ -1,8 +1,9 @@
 """Hydra override grammar -> Optuna distributions, and sampled values -> override strings.
 
     choice(a,b,...)            CategoricalDistribution([a, b, ...])
-    range(a,b[,step])          Int/FloatDistribution(a, last value below b, step): like Hydra's basic sweeper,
-                               b is excluded (range(0,0.5,0.1) = 0, 0.1, 0.2, 0.3, 0.4)
+    range(a,b[,step])          Int/FloatDistribution(a, last value below b, step): a + k*step strictly
+                               below b, computed in decimal (range(0,0.5,0.1) = 0, 0.1, 0.2, 0.3, 0.4);
+                               see `range_values` for where Hydra's basic sweeper differs
     interval(a,b)              FloatDistribution(a, b)        (continuous; Hydra casts both ends to float)
     int(interval(a,b))         IntDistribution(a, b)          (both ends included)
     tag(log, interval(a,b))    the same with log=True         (a > 0)
@@ -100,9 +101,26 @@ def grid_values(dist: BaseDistribution) -> list[Any] | None:
     if isinstance(dist, IntDistribution) and not dist.log:
         return list(range(dist.low, dist.high + 1, dist.step))
     if isinstance(dist, FloatDistribution) and dist.step is not None:
-        n = int(round((dist.high - dist.low) / dist.step)) + 1
-        return [_snap(dist.low + i * dist.step) for i in range(n)]
+        low, high, step = (Decimal(repr(x)) for x in (dist.low, dist.high, dist.step))
+        n = int(((high - low) / step).to_integral_value()) + 1
+        return [float(low + i * step) for i in range(n)]  # decimal: no 0.30000000000000004, no extra point
     return None
+
+
+def range_values(r: RangeSweep) -> list[int | float]:
+    """range(start, stop[, step]): start + k*step for k = 0, 1, ... while strictly before stop (after it
+    for a negative step). Floats are computed in decimal from the numbers as written, so a float step does
+    not drift. Hydra's basic sweeper (a plain `-m` grid) accumulates the step instead: it runs
+    range(0,0.2,0.1) as 0, 0.1, 0.2 (stop included) and range(0.1,0.7,0.2) as 0.1, 0.30000000000000004, 0.5;
+    int ranges agree."""
+    start, stop, step = r.start, r.stop, r.step
+    if step == 0:
+        raise SweeperError(f"range({start},{stop},{step}) is invalid: the step is 0")
+    if all(isinstance(x, int) and not isinstance(x, bool) for x in (start, stop, step)):
+        return list(range(start, stop, step))
+    d_start, d_stop, d_step = (Decimal(repr(float(x))) for x in (start, stop, step))
+    n = max(0, math.ceil((d_stop - d_start) / d_step))
+    return [float(d_start + k * d_step) for k in range(n)]
 
 
 def _snap(x: float) -> float:
@@ -198,15 +216,16 @@ def to_distribution(o: Override) -> BaseDistribution | None:
     if log:
         raise SweeperError(f"{src} is invalid: tag(log, ...) applies to interval(a,b) only")
     if isinstance(v, RangeSweep):
-        values = list(o.sweep_iterator(transformer=Transformer.identity))
+        try:
+            values = range_values(v)
+        except SweeperError as e:
+            raise SweeperError(f"{src} is invalid: the step is 0") from e
         if not values:
             raise SweeperError(f"{src} is invalid: the range is empty (the upper bound is excluded)")
         step = abs(v.step)
-        if all(isinstance(x, int) and not isinstance(x, bool) for x in values) and isinstance(step, int):
+        if all(isinstance(x, int) for x in values):
             return IntDistribution(min(values), max(values), step=step)
-        low = float(min(values))
-        high = float(Decimal(repr(low)) + (len(values) - 1) * Decimal(repr(float(step))))
-        return FloatDistribution(_snap(low), _snap(high), step=float(step))
+        return FloatDistribution(min(values), max(values), step=float(step))
     if isinstance(v, ChoiceSweep):
         choices: list[Any] = []
         for x in o.sweep_iterator(transformer=Transformer.encode):
