@@ -181,7 +181,7 @@ def setting_table(df: pd.DataFrame, confidence: float = 0.95, alpha: float = 0.0
             table = table.sort_values("rank", na_position="last", kind="stable")
     else:
         table["rank"], table["tied"] = math.nan, False
-    paired = _paired(df, alpha, confidence)
+    paired = paired_comparisons(df, alpha, confidence)
     base_label = dict(zip(paired["setting"], paired["baseline_label"]))
     table["baseline"] = table["setting"].map(base_label)
     for metric, short in (("test_acc", "d_test"), ("gap", "d_gap")):
@@ -192,7 +192,7 @@ def setting_table(df: pd.DataFrame, confidence: float = 0.95, alpha: float = 0.0
     return table.reset_index(drop=True)
 
 
-def _paired(df: pd.DataFrame, alpha: float, confidence: float) -> pd.DataFrame:
+def paired_comparisons(df: pd.DataFrame, alpha: float = 0.05, confidence: float = 0.95) -> pd.DataFrame:
     """stats.compare_to_baseline on test accuracy and gap; empty when the runs log no dropout rate at all."""
     try:
         return S.compare_to_baseline(df, ("test_acc", "gap"), alpha=alpha, confidence=confidence)
@@ -267,7 +267,9 @@ def _pts(x: float, signed: bool = False) -> str:
     return "" if x is None or pd.isna(x) else f"{x * 100:{'+' if signed else ''}.2f}"
 
 
-def _diff(row: pd.Series, short: str) -> str:
+def diff_text(row: pd.Series, short: str) -> str:
+    """A setting_table row's paired difference (short: 'd_test' or 'd_gap') as '+0.45 [+0.36,+0.55] higher',
+    'too few seeds (2)', or '-' for a baseline or a setting without one."""
     verdict = row.get(f"{short}_verdict")
     if verdict is None or (not isinstance(verdict, str) and pd.isna(verdict)):
         return "-"  # a baseline itself, or no baseline in the sweep
@@ -277,7 +279,7 @@ def _diff(row: pd.Series, short: str) -> str:
     return f"{_pts(row[f'{short}_mean'], True)} [{_pts(row[f'{short}_lo'], True)},{_pts(row[f'{short}_hi'], True)}]{mark}"
 
 
-def _rank(row: pd.Series) -> str:
+def rank_text(row: pd.Series) -> str:
     """'1' for the top by validation, '=1' for a setting tied with it, else its place; '' without val_acc."""
     r = row.get("rank")
     if r is None or pd.isna(r):
@@ -295,9 +297,9 @@ def console_table(table: pd.DataFrame, max_rows: int = 40, label_width: int = 48
     shown = shown.assign(label=shown["label"].map(display_labels(table["label"])))
     head = ["setting", "seeds", "rank", "val %", "test %", "gap", "test vs p=0", "gap vs p=0"]
     rows = [[textwrap.wrap(str(r["label"]), label_width, break_on_hyphens=False) or [""], str(int(r["seeds"])),
-             _rank(r),
+             rank_text(r),
              _pts(r.get("val_acc_mean")), _pts(r.get("test_acc_mean")), _pts(r.get("gap_mean")),
-             _diff(r, "d_test"), _diff(r, "d_gap")] for _, r in shown.iterrows()]
+             diff_text(r, "d_test"), diff_text(r, "d_gap")] for _, r in shown.iterrows()]
     lw = max(len(head[0]), *(len(line) for r in rows for line in r[0]))
     widths = [lw] + [max(len(head[i]), *(len(r[i]) for r in rows)) for i in range(1, len(head))]
 
@@ -327,7 +329,8 @@ def end_of_sweep_text(df: pd.DataFrame, parent_id: str | None = None, sweep_dir:
                            "distinguishable).", 110), textwrap.fill(headline(df), 110), ""]
     if sweep_dir is not None:
         d = Path(sweep_dir)
-        lines.append(f"CSV:    {d / RUNS_CSV} (runs), {d / SETTINGS_CSV} (settings)")
+        lines.append(f"CSV:    {d / RUNS_CSV} (one row per run)")
+        lines.append(f"        {d / SETTINGS_CSV} (one row per setting)")
         lines.append(f"Plot:   {d / PLOT}")
     default = tracking_uri is None or _is_default_store(tracking_uri)
     lines.append("Browse: make ui" if default else
