@@ -32,7 +32,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # import this checkout's sweep
+from sweep.config import PROJECT_ROOT as ROOT  # noqa: E402
 GRID = (0.0, 0.2, 0.3, 0.5)
 TOLERANCE = 0.001  # 0.1 percentage point of accuracy
 TARGET_RATIO = 0.5

@@ -30,9 +30,8 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent  # project root
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # import this checkout's sweep, models, data
+from sweep.config import PROJECT_ROOT as ROOT  # noqa: E402
 
 VARIANTS = ("lab", "ours_fp32", "ours_bf16")
 ALIASES = {"fp32": "ours_fp32", "bf16": "ours_bf16"}

@@ -32,8 +32,8 @@ class DataError(Exception):
     """One-line, user-actionable message: what file/key, what is wrong, what to do."""
 
 
-DATASETS = ("mnist", "fashion_mnist")
-FOLDERS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}  # = torchvision class names
+FOLDERS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}  # data.name -> torchvision class (and folder) name
+DATASETS = tuple(FOLDERS)  # the allowed data.name values; sweep/config.py checks against this
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 SPLITS = {"train": FILES[:2], "t10k": FILES[2:]}  # (images, labels) per official split
 

@@ -1,9 +1,18 @@
 """dropout-sweep: measure what dropout does.
 
     conf/ -> sweep/run.py (entry, pre-flight) -> sweep/job.py (one job) -> data/, models/, sweep/train.py, sweep/track.py
-    sweep/parent.py   one MLflow parent run per multirun (a Hydra callback)
-    sweep/search/     the Optuna search behind hydra/sweeper=optuna (the plugin is a thin shim over it)
-    sweep/analysis.py runs -> tables and figures (parent summary, notebook, report)
+
+    run.py        `python sweep/run.py [-m] key=value`: preflight, then Hydra calls job.run
+    job.py        one job: validate -> data -> model -> fit -> record -> objective
+    config.py     the typed schema, validate(), PROJECT_ROOT and ${root:}
+    preflight.py  command-line checks before any job
+    train.py      the pure torch loop; allowed precisions, devices, optimizers, objective metrics
+    track.py      MLflow: a job's run lifecycle (job_run), connect, stale-run cleanup
+    parent.py     one MLflow parent run per multirun (a Hydra callback)
+    analysis.py   the parent's summary: children's final metrics (CSV), gap-vs-dropout plot
+    report.py     `python -m sweep.report`: analysis.ipynb -> HTML
+    redact.py, dblock.py, sqlite_wal.py   secrets masking, a lock on a shared database, SQLite WAL mode
+    search/       the Optuna search behind hydra/sweeper=optuna (the plugin is a thin shim over it)
 
 Importing the package is cheap: nothing heavy is imported here.
 """

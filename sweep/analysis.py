@@ -4,8 +4,10 @@ The one home of the analysis: the parent-run summary at the end of every sweep (
 from sweep/parent.py), analysis.ipynb and `python -m sweep.report` (which executes that notebook) all call
 these functions; the statistics themselves are in sweep/stats.py.
 
-- A run's row carries every parameter it logged (the whole effective configuration, any model depth), its
-  final metrics, status and `pruned` tag. A *setting* is that configuration minus the seed (stats.SETTING).
+- A run's row carries every parameter it logged (the whole effective configuration; one layerN_drop_prob
+  column per hidden layer of the deepest model, empty for shallower ones), its final metrics, status and
+  `pruned` tag; the rates are numbers, other params the strings MLflow holds. A *setting* is that
+  configuration minus the seed (stats.SETTING).
 - Results (tables, "best", figures) use completed runs only: FINISHED and not pruned. Pruned, failed and
   killed runs are counted separately ("12 finished, 3 pruned, 1 failed").
 - "Best" is the top of stats.rank by validation accuracy, with the settings it cannot be told apart from
@@ -44,7 +46,8 @@ METRIC_COLORS = {"train_acc": "tab:blue", "test_acc": "tab:orange", "val_acc": "
 SETTINGS_CSV = "sweep_settings.csv"
 RUNS_CSV = "sweep_results.csv"
 PLOT = "gap_vs_dropout.png"
-_LAYER = re.compile(r"layer(\d+)_drop_prob$")
+LAYER_PARAM = re.compile(r"layer(\d+)_drop_prob")  # sweep/job.py logs one per hidden layer, however many
+NUMERIC = ("drop_prob", "input_drop_prob", "optimizer.lr")  # and every layerN_drop_prob: numbers in the frame
 
 
 # ---------------------------------------------------------------- runs -> one frame
@@ -92,6 +95,9 @@ def _frame(df: pd.DataFrame, params: set[str], metrics: set[str]) -> pd.DataFram
             df[m] = np.nan
             metric_cols.append(m)
     df = df[[*meta, *params_sorted, *metric_cols]].copy()
+    for c in [*NUMERIC, *layer_columns(df)]:  # the same setting key either way: stats.canonical("0.5") == "0.5"
+        if c in df:
+            df[c] = pd.to_numeric(df[c], errors="coerce")
     df["pruned"] = S.is_pruned(df)
     df = S.add_setting_column(df, params_sorted)
     df[HIDDEN], df[INPUT], df["uniform_hidden"] = _rates(df)
@@ -104,7 +110,7 @@ def _frame(df: pd.DataFrame, params: set[str], metrics: set[str]) -> pd.DataFram
 
 
 def _param_order(name: str) -> tuple:
-    m = _LAYER.match(name)
+    m = LAYER_PARAM.fullmatch(name)
     if name in ("drop_prob", "input_drop_prob"):
         return (0, name == "input_drop_prob", "")
     return (1, int(m.group(1)), "") if m else (2, 0, name)
@@ -112,7 +118,8 @@ def _param_order(name: str) -> tuple:
 
 def layer_columns(df: pd.DataFrame) -> list[str]:
     """The effective per-layer rate columns the jobs logged (layer1_drop_prob ...), in layer order."""
-    return sorted((c for c in df.columns if _LAYER.match(c)), key=lambda c: int(_LAYER.match(c).group(1)))
+    names = [c for c in df.columns if LAYER_PARAM.fullmatch(c)]
+    return sorted(names, key=lambda c: int(LAYER_PARAM.fullmatch(c).group(1)))
 
 
 def _rates(df: pd.DataFrame) -> tuple[pd.Series, pd.Series, pd.Series]:
@@ -165,8 +172,8 @@ def settings_text(df: pd.DataFrame) -> str:
 def setting_table(df: pd.DataFrame, confidence: float = 0.95, alpha: float = 0.05,
                   by_rank: bool = False) -> pd.DataFrame:
     """One row per setting with completed runs, in parameter order (or best-first by validation accuracy with
-    `by_rank`; rank is NaN without validation metrics): label, rates, seeds (and pruned/unfinished runs of it), unpaired mean and t-interval of
-    val/test/train accuracy and gap, `tied` with the top (stats.rank), and the paired difference from its
+    `by_rank`; rank is NaN without validation metrics): label, rates, seeds (and pruned/unfinished runs of
+    it), unpaired mean and t-interval of val/test/train accuracy and gap, `tied` with the top (stats.rank), and the paired difference from its
     baseline on test accuracy and on gap (d_test_*, d_gap_*: mean, interval, Holm p, verdict, n)."""
     done = S.completed(df)
     if done.empty:
@@ -276,7 +283,8 @@ def diff_text(row: pd.Series, short: str) -> str:
     if verdict == S.TOO_FEW:
         return f"too few seeds ({int(row[f'{short}_n'])})"
     mark = {S.HIGHER: " higher", S.LOWER: " lower"}.get(verdict, " n.d.")
-    return f"{_pts(row[f'{short}_mean'], True)} [{_pts(row[f'{short}_lo'], True)},{_pts(row[f'{short}_hi'], True)}]{mark}"
+    lo, hi = _pts(row[f"{short}_lo"], True), _pts(row[f"{short}_hi"], True)
+    return f"{_pts(row[f'{short}_mean'], True)} [{lo},{hi}]{mark}"
 
 
 def rank_text(row: pd.Series) -> str:
@@ -355,7 +363,7 @@ def _series(table: pd.DataFrame, axis_keys: Sequence[str]) -> pd.Series:
     minus the derived per-layer rates for the hidden axis), naming only what varies between series."""
     def rest(key: str) -> dict[str, str]:
         return {k: v for k, v in S.setting_params(key).items()
-                if k not in axis_keys and not (HIDDEN_KEYS == tuple(axis_keys) and _LAYER.match(k))}
+                if k not in axis_keys and not (HIDDEN_KEYS == tuple(axis_keys) and LAYER_PARAM.fullmatch(k))}
     params = pd.DataFrame([rest(k) for k in table["setting"]], index=table.index)
     if params.shape[1] == 0:
         return pd.Series("", index=table.index)

@@ -3,6 +3,10 @@
 OmegaConf checks types while Hydra composes (a non-number for a float fails there); the
 `__post_init__` checks below run when `to_object` builds the dataclasses, before any data is
 loaded or any MLflow run exists. Every message is one line: key, bad value, what is allowed.
+The allowed values are read from the code that implements them (data/ for datasets, models/ for
+activations and inits, sweep/train.py for precisions, devices, optimizers and objective metrics),
+imported when a check runs so that importing the schema stays cheap. PROJECT_ROOT is computed here
+and only here; `${root:}` in YAML resolves to it.
 """
 from __future__ import annotations
 
@@ -76,7 +80,9 @@ class DataConf:
     verify: bool = True            # SHA-256 of the raw files
 
     def __post_init__(self):
-        check_choice("data.name", self.name, ("mnist", "fashion_mnist"))
+        from data.acquire import DATASETS
+
+        check_choice("data.name", self.name, DATASETS)
         check_positive_int("data.val_size", self.val_size, minimum=0)
         check_positive_int("data.train_eval_size", self.train_eval_size)
         if self.train_subset is not None:
@@ -94,7 +100,9 @@ class OptimizerConf:
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
 
     def __post_init__(self):
-        check_choice("optimizer.name", self.name, ("adam", "sgd"))
+        from sweep.train import OPTIMIZERS
+
+        check_choice("optimizer.name", self.name, tuple(OPTIMIZERS))
         if not (math.isfinite(self.lr) and self.lr > 0):
             _fail("optimizer.lr", self.lr, "must be a finite number > 0")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
@@ -114,10 +122,12 @@ class TrainerConf:
     progress: bool = True
 
     def __post_init__(self):
+        from sweep.train import DEVICES, PRECISIONS
+
         check_positive_int("trainer.epochs", self.epochs)
         check_positive_int("trainer.batch_size", self.batch_size)
-        check_choice("trainer.precision", self.precision, ("fp32", "bf16"))
-        check_choice("trainer.device", self.device, ("auto", "cpu", "cuda", "mps"))
+        check_choice("trainer.precision", self.precision, tuple(PRECISIONS))
+        check_choice("trainer.device", self.device, DEVICES)
         if self.threads is not None:
             check_positive_int("trainer.threads", self.threads)
 
@@ -154,9 +164,6 @@ class OptunaTrialConf:
     trial_number: Optional[int] = None
 
 
-OBJECTIVES = ("val_acc", "val_loss", "test_acc", "test_loss", "train_acc", "train_loss", "gap")
-
-
 @dataclass
 class Config:
     model: ModelConf = field(default_factory=ModelConf)
@@ -173,6 +180,8 @@ class Config:
     objective: Any = "val_acc"    # a metric name, or a list of them for multi-objective sweeps
 
     def __post_init__(self):
+        from sweep.train import METRICS
+
         check_rate("drop_prob", self.drop_prob)
         check_rate("input_drop_prob", self.input_drop_prob)
         n = len(self.model.hidden_sizes)
@@ -185,7 +194,7 @@ class Config:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             _fail("seed", self.seed, "must be an integer >= 0")
         for name in objective_names(self.objective):
-            check_choice("objective", name, OBJECTIVES)
+            check_choice("objective", name, METRICS)
         if self.data.val_size == 0 and any(n.startswith("val_") for n in objective_names(self.objective)):
             _fail("objective", self.objective, "data.val_size=0 leaves no validation set; use test_acc or set data.val_size")
 

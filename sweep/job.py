@@ -1,13 +1,14 @@
 """One job, top to bottom: validate -> load data -> build -> fit -> record -> return the objective.
 
-Recording rules: a run that raises ends FAILED with the error in a tag; Ctrl-C ends it KILLED;
-a diverging run ends FAILED and returns NaN so the sweep goes on with the other points.
+Hydra calls `run` once per job (sweep/run.py). Recording rules, kept by `track.job_run`: a run that
+raises ends FAILED with the error in a tag; Ctrl-C ends it KILLED; a diverging run ends FAILED (tags
+`diverged`, `error`) and returns NaN so the sweep goes on with the other points; a run the Optuna
+pruner stops ends FINISHED (tags `pruned`, `pruned_epoch`) and raises optuna.TrialPruned afterwards.
 """
 from __future__ import annotations
 
 import logging
 import math
-import time
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -63,58 +64,39 @@ def run(cfg: DictConfig):
                       c.input_drop_prob, c.layer_drop_probs, c.model.activation, c.model.init).to(device)
     optimizer = make_optimizer(c.optimizer.name, model.parameters(), c.optimizer.lr, c.optimizer.momentum,
                                c.optimizer.weight_decay, c.optimizer.betas)
+
+    # the Optuna trial this job is (set by the Optuna sweeper): per-epoch reports, pruning
     reporter = None
     if c.optuna.storage:
-        from sweep.search.trial import TrialReporter  # only sweeps driven by the Optuna sweeper need it
+        from sweep.search.trial import TrialReporter
 
         reporter = TrialReporter(c.optuna.storage, c.optuna.study_name, c.optuna.trial_number)
 
     sweep_dir, job_num, overrides = _job_info()
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    client = run_id = None
-    if c.tracking.enabled:
-        client, exp_id = track.connect(c.tracking)
-        parent_id, sweep_id = track.find_parent(sweep_dir)
-        tags = {"sweep_id": c.tracking.sweep_id or sweep_id, "job_num": job_num, "overrides": " ".join(overrides),
-                "dataset": c.data.name, "objective": ",".join(names), "device": device.type,
-                **(reporter.tags() if reporter else {})}
-        run_id = track.start_run(client, exp_id, run_name(c), tags, parent_run_id=parent_id).info.run_id
+    tags = {"job_num": job_num, "overrides": " ".join(overrides), "dataset": c.data.name,
+            "objective": ",".join(names), "device": device.type, **(reporter.tags() if reporter else {})}
+    pruned_at = None
+    with track.job_run(c.tracking, run_name(c), tags, sweep_dir) as mlflow_run:  # FINISHED / FAILED / KILLED
         params = track.params_from_config(resolved)
         params.update({f"layer{i}_drop_prob": str(p) for i, p in enumerate(c.layer_rates, start=1)})
-        track.log_params(client, run_id, params)
-        track.log_text(client, run_id, OmegaConf.to_yaml(track.redact_obj(resolved)), "config.yaml")
-
-    log.info("run %s on %s: %s", run_name(c), device, splits)
-    status, started = "FAILED", time.time()
-    try:
-        with logging_redirect_tqdm():
-            metrics = _train_and_record(c, model, optimizer, splits, client, run_id, reporter, names)
-        status = "FINISHED"
-        return _objective(metrics, names)
-    except _Pruned as p:
-        status = "FINISHED"  # it did all the pruner let it do; the tags say the rest
-        log.info("pruned by Optuna after epoch %d", p.epoch)
-        if client:
-            track.set_tags(client, run_id, {"pruned": "true", "pruned_epoch": p.epoch})
-        raise reporter.pruned(p.epoch) from None
-    except Diverged as e:
-        log.error("diverged: %s", e)
-        if client:
-            track.set_tags(client, run_id, {"error": f"Diverged: {e}", "diverged": "true"})
-        return math.nan if len(names) == 1 else [math.nan] * len(names)
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    except BaseException as e:
-        if client:
-            track.set_tags(client, run_id, {"error": f"{type(e).__name__}: {e}"})
-        raise
-    finally:
-        if client:
+        mlflow_run.log_params(params)
+        mlflow_run.log_text(OmegaConf.to_yaml(track.redact_obj(resolved)), "config.yaml")
+        log.info("run %s on %s: %s", run_name(c), device, splits)
+        with mlflow_run.timed("train_seconds"), logging_redirect_tqdm():
             try:
-                track.log_metrics(client, run_id, {"train_seconds": time.time() - started}, step=0)
-            finally:  # a run is never left RUNNING because its last metric could not be written
-                track.terminate(client, run_id, status)
+                metrics = _train_and_record(c, model, optimizer, splits, mlflow_run, reporter, names)
+            except _Pruned as p:  # it did all the pruner let it do: FINISHED, and the tags say the rest
+                log.info("pruned by Optuna after epoch %d", p.epoch)
+                mlflow_run.set_tags({"pruned": "true", "pruned_epoch": p.epoch})
+                pruned_at = p.epoch
+            except Diverged as e:  # FAILED, but the sweep goes on with the other points
+                log.error("diverged: %s", e)
+                mlflow_run.fail(f"Diverged: {e}", diverged="true")
+                metrics = {}
+    if pruned_at is not None:
+        raise reporter.pruned(pruned_at) from None
+    return _objective(metrics, names)
 
 
 class _Pruned(Exception):
@@ -123,7 +105,7 @@ class _Pruned(Exception):
         self.epoch = epoch
 
 
-def _train_and_record(c: Config, model, optimizer, splits, client, run_id, reporter, names) -> dict[str, float]:
+def _train_and_record(c: Config, model, optimizer, splits, mlflow_run: track.Run, reporter, names) -> dict[str, float]:
     """The epoch loop: log each epoch's metrics, one summary line, and ask the pruner whether to go on."""
     metrics: dict[str, float] = {}
     bar = tqdm(total=c.trainer.epochs, desc=run_name(c), unit="epoch", disable=not c.trainer.progress, leave=False)
@@ -131,8 +113,7 @@ def _train_and_record(c: Config, model, optimizer, splits, client, run_id, repor
                        seed=c.seed, precision=c.trainer.precision, train_eval_size=c.data.train_eval_size,
                        drop_last=c.trainer.drop_last):
         epoch = int(metrics.pop("epoch"))
-        if client:
-            track.log_metrics(client, run_id, metrics, step=epoch)
+        mlflow_run.log_metrics(metrics, step=epoch)
         bar.update()
         log.info("epoch %d/%d  train_acc %.4f  val_acc %s  test_acc %.4f  gap %+.4f  fit_loss %.4f",
                  epoch, c.trainer.epochs, metrics["train_acc"],

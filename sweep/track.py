@@ -1,7 +1,14 @@
 """MLflow recording through an explicit `MlflowClient` (no fluent global state, so several jobs
-in one process, or a parent and its children, never step on each other's active run)."""
+in one process, or a parent and its children, never step on each other's active run).
+
+`job_run` is a job's whole MLflow lifecycle: connect, start, then FINISHED, FAILED (with an `error`
+tag) or KILLED (Ctrl-C) whatever happens inside it, including a write that fails. With tracking off it
+yields a `Run` whose writes do nothing, so the job has one code path. The rest: reachability checks,
+stale-run cleanup, and the parent-run file jobs read to find their parent.
+"""
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import socket
@@ -11,7 +18,7 @@ import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import json
 
@@ -150,10 +157,13 @@ def set_tags(client: MlflowClient, run_id: str, tags: dict[str, Any]) -> None:
 
 
 def terminate(client: MlflowClient, run_id: str, status: str, error: str | None = None) -> None:
-    """End a run with `status`; `error` (redacted, truncated) says why it did not finish."""
-    if error:
-        set_tags(client, run_id, {"error": error})
-    client.set_terminated(run_id, status=status)
+    """End a run with `status`; `error` (redacted, truncated) says why it did not finish.
+    The run ends even when the tag cannot be written."""
+    try:
+        if error:
+            set_tags(client, run_id, {"error": error})
+    finally:
+        client.set_terminated(run_id, status=status)
 
 
 def start_run(client: MlflowClient, experiment_id: str, name: str, tags: dict[str, Any],
@@ -204,9 +214,81 @@ def find_parent(sweep_dir: str | Path | None) -> tuple[str | None, str | None]:
     return info["run_id"], info["sweep_id"]
 
 
+class Run:
+    """One job's MLflow run, as `job_run` yields it. Without a client (tracking off) every write does nothing."""
+
+    def __init__(self, client: MlflowClient | None = None, run_id: str | None = None):
+        self.client, self.id = client, run_id
+        self.error: str | None = None  # set by `fail`: the run ends FAILED although the job returns
+
+    def log_params(self, params: dict[str, str]) -> None:
+        if self.client:
+            log_params(self.client, self.id, params)
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        if self.client:
+            log_metrics(self.client, self.id, metrics, step)
+
+    def log_text(self, text: str, path: str) -> None:
+        if self.client:
+            log_text(self.client, self.id, text, path)
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        if self.client:
+            set_tags(self.client, self.id, tags)
+
+    def fail(self, error: str, **tags: Any) -> None:
+        """End FAILED with `error` (and `tags`) when the block ends, without raising: the sweep goes on."""
+        self.error = error
+        self.set_tags({"error": error, **tags})
+
+    @contextlib.contextmanager
+    def timed(self, key: str) -> Iterator[None]:
+        """Log the block's wall time as metric `key` (step 0), also when it raises. When it raised, a failure
+        to write the metric is not allowed to replace the block's own error."""
+        started = time.time()
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.log_metrics({key: time.time() - started}, step=0)
+            raise
+        self.log_metrics({key: time.time() - started}, step=0)
+
+
+@contextlib.contextmanager
+def job_run(tracking, name: str, tags: dict[str, Any], sweep_dir: str | Path | None = None) -> Iterator[Run]:
+    """A job's MLflow run from start to end; a no-op `Run` when `tracking.enabled` is false.
+
+    Inside the block the run is RUNNING. It ends KILLED on KeyboardInterrupt, FAILED with tag
+    `error=<Type>: <message>` on any other exception (a failed write included), FAILED with the reason
+    given to `Run.fail`, else FINISHED. Child of the sweep's parent run when `sweep_dir` has one; tag
+    `sweep_id` is `tracking.sweep_id`, else the parent's. `connect` errors (TrackingError) come before any run.
+    """
+    if not tracking.enabled:
+        yield Run()
+        return
+    client, experiment_id = connect(tracking)
+    parent_id, sweep_id = find_parent(sweep_dir)
+    run = Run(client, start_run(client, experiment_id, name, {"sweep_id": tracking.sweep_id or sweep_id, **tags},
+                                parent_run_id=parent_id).info.run_id)
+    status, error = "FAILED", None
+    try:
+        yield run
+        status = "FAILED" if run.error else "FINISHED"  # `fail` already wrote its tag
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    except BaseException as e:
+        error = f"{type(e).__name__}: {e}"
+        raise
+    finally:  # a run is never left RUNNING, whatever failed inside
+        terminate(client, run.id, status, error)
+
+
 def status_name(status: int) -> str:
     return RunStatus.to_string(status)
 
 
-__all__ = ["connect", "start_run", "log_metrics", "log_text", "set_tags", "terminate", "params_from_config",
+__all__ = ["Run", "job_run", "connect", "start_run", "log_metrics", "log_text", "set_tags", "terminate", "params_from_config",
            "find_parent", "write_parent", "log_params", "TrackingError", "PARENT_FILE", "redact_obj", "git_commit", "status_name"]

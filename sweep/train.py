@@ -17,7 +17,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-PRECISIONS = ("fp32", "bf16")
+# The allowed values of trainer.precision, trainer.device, optimizer.name and objective live here, beside
+# the code that implements them; sweep/config.py checks configs against these.
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}  # name -> autocast dtype (None: no autocast)
+DEVICES = ("auto", "cpu", "cuda", "mps")
+# what `fit` yields each epoch (besides `epoch` and `fit_loss`, the mean minibatch loss with dropout on):
+# measured with dropout off, any of them can be a sweep's objective
+METRICS = ("val_acc", "val_loss", "test_acc", "test_loss", "train_acc", "train_loss", "gap")
 EVAL_BATCH = 5000  # big enough to be fast, small enough to keep activations modest
 
 
@@ -46,21 +52,28 @@ def seed_everything(seed: int) -> None:
 
 
 def autocast(device: torch.device, precision: str):
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    dtype = PRECISIONS[precision]
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _adam(params, lr, momentum, weight_decay, betas) -> torch.optim.Optimizer:
+    # the fused kernel (CPU and CUDA) saves ~12-20 % of a training step here; None = torch's default
+    fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params) or None
+    return torch.optim.Adam(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay, fused=fused)
+
+
+def _sgd(params, lr, momentum, weight_decay, betas) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+
+OPTIMIZERS = {"adam": _adam, "sgd": _sgd}  # optimizer.name -> factory(params, lr, momentum, weight_decay, betas)
 
 
 def make_optimizer(name: str, params, lr: float, momentum: float = 0.0, weight_decay: float = 0.0,
                    betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Optimizer:
-    params = list(params)
-    if name == "adam":
-        # the fused kernel (CPU and CUDA) saves ~12-20 % of a training step here; None = torch's default
-        fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params) or None
-        return torch.optim.Adam(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay, fused=fused)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    raise ValueError(f"optimizer={name!r} is unknown; allowed: adam, sgd")
+    if name not in OPTIMIZERS:
+        raise ValueError(f"optimizer={name!r} is unknown; allowed: {', '.join(OPTIMIZERS)}")
+    return OPTIMIZERS[name](list(params), lr, momentum, weight_decay, betas)
 
 
 @torch.inference_mode()

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from sweep.config import PROJECT_ROOT as ROOT
 
 
 def tiny_overrides(data_root: Path, out: Path, epochs: int = 2) -> list[str]:

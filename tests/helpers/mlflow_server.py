@@ -1,13 +1,13 @@
-"""A real `mlflow server` for tests: PostgreSQL backend store (tests/pg.py), artifacts proxied by the
+"""A real `mlflow server` for tests: PostgreSQL backend store (helpers/pg.py), artifacts proxied by the
 server into a temporary folder, bound to a free loopback port, stopped (its whole process group) at
 teardown.
 
-    from pg import postgres_server  # noqa: F401
-    from mlflow_server import mlflow_server  # noqa: F401
+    from helpers.pg import postgres_server  # noqa: F401
+    from helpers.mlflow_server import mlflow_server  # noqa: F401
 
     def test_x(mlflow_server): ...   # mlflow_server.url == "http://127.0.0.1:<port>"
 
-Without PostgreSQL the fixture skips like tests/pg.py does; a server that does not come up (or dies)
+Without PostgreSQL the fixture skips like helpers/pg.py does; a server that does not come up (or dies)
 is a skip too, except under CI=true, where it is a failure: CI must really run these tests.
 """
 from __future__ import annotations

@@ -6,7 +6,7 @@ PostgreSQL refuses to run as root, so as root the server runs as the `postgres` 
 in a folder owned by it. Without the binaries the tests skip -- except under CI=true, where a
 missing server fails: CI installs it (.ci/run) and must really run these tests.
 
-    from pg import postgres_server, postgres_url  # noqa: F401  (pytest fixtures)
+    from helpers.pg import postgres_server, postgres_url  # noqa: F401  (pytest fixtures)
 
     def test_x(postgres_url): ...   # "postgresql+psycopg2://postgres:secret@127.0.0.1:<port>/<fresh db>"
 """
