@@ -1,88 +1,525 @@
-"""What a sweep's parent run receives at the end (sweep/parent.py calls `summarize_children`): its
-children's final metrics and dropout rates (one column per hidden layer, any depth) as a CSV, and the
-overfitting picture (train/test accuracy and their gap against drop_prob) as a PNG."""
+"""Runs -> one DataFrame -> settings and replicates -> paired statistics -> tables, sentences and figures.
+
+The one home of the analysis: the parent-run summary at the end of every sweep (`summarize_children`, called
+from sweep/parent.py), analysis.ipynb and `python -m sweep.report` (which executes that notebook) all call
+these functions; the statistics themselves are in sweep/stats.py.
+
+- A run's row carries every parameter it logged (the whole effective configuration; one layerN_drop_prob
+  column per hidden layer of the deepest model, empty for shallower ones), its final metrics, status and
+  `pruned` tag; the rates are numbers, other params the strings MLflow holds. A *setting* is that
+  configuration minus the seed (stats.SETTING).
+- Results (tables, "best", figures) use completed runs only: FINISHED and not pruned. Pruned, failed and
+  killed runs are counted separately ("12 finished, 3 pruned, 1 failed").
+- "Best" is the top of stats.rank by validation accuracy, with the settings it cannot be told apart from
+  (tied); never by a test metric. Each setting is compared with its p = 0 baseline, paired by seed, on test
+  accuracy and gap (Holm over the settings); below stats.MIN_SEEDS seeds: "too few seeds", no interval.
+- Figures put the mean effective hidden-layer rate on x (the mean of layerN_drop_prob, which is drop_prob
+  when every layer uses it, whatever the depth) and draw one series per value of everything else that
+  varies (the input rate, a learning rate, ...): up to SERIES_MAX series get a colour and a line each;
+  more (an Optuna search draws a new setting every trial) become one point per setting coloured by the
+  input rate. Error bars are the t-intervals of the mean over seeds, drawn from three seeds on.
+
+Imports pandas, MLflow's client and matplotlib (lazily), never torch: reading results needs no training code.
+"""
 from __future__ import annotations
 
+import math
 import re
 import tempfile
+import textwrap
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
-from mlflow.tracking import MlflowClient
+
+from sweep import stats as S
 
 METRICS = ("train_acc", "val_acc", "test_acc", "gap", "train_loss", "val_loss", "test_loss")
-PARAMS = ("drop_prob", "input_drop_prob", "seed", "optimizer.name", "optimizer.lr", "trainer.epochs", "data.name")
+TAGS = ("job_num", "pruned", "pruned_epoch", "optuna_study", "optuna_trial")  # run tags kept as columns
+HIDDEN_KEYS = ("drop_prob", "layer_drop_probs")  # plus layerN_drop_prob: the hidden-layer rates
+INPUT_KEYS = ("input_drop_prob",)
+HIDDEN, INPUT = "hidden_rate", "input_rate"  # derived numeric columns (mean effective hidden rate, input rate)
+SERIES_MAX = 6
+METRIC_COLORS = {"train_acc": "tab:blue", "test_acc": "tab:orange", "val_acc": "tab:green", "gap": "tab:red"}
+SETTINGS_CSV = "sweep_settings.csv"
+RUNS_CSV = "sweep_results.csv"
+PLOT = "gap_vs_dropout.png"
 LAYER_PARAM = re.compile(r"layer(\d+)_drop_prob")  # sweep/job.py logs one per hidden layer, however many
+NUMERIC = ("drop_prob", "input_drop_prob", "optimizer.lr")  # and every layerN_drop_prob: numbers in the frame
 
 
-def layer_params(runs) -> list[str]:
-    """layer1_drop_prob, layer2_drop_prob, ... for the deepest model among `runs`, in layer order."""
-    names = {k for r in runs for k in r.data.params if LAYER_PARAM.fullmatch(k)}
-    return sorted(names, key=lambda k: int(LAYER_PARAM.fullmatch(k).group(1)))
+# ---------------------------------------------------------------- runs -> one frame
+
+def frame_from_runs(runs: Iterable[Any]) -> pd.DataFrame:
+    """One row per MLflow Run object (MlflowClient.search_runs)."""
+    rows, params, metrics = [], set(), set()
+    for r in runs:
+        row = {"run_id": r.info.run_id, "run_name": r.info.run_name, "status": r.info.status,
+               **{t: r.data.tags.get(t) for t in TAGS}}
+        row.update(r.data.params)
+        row.update(r.data.metrics)
+        params |= set(r.data.params)
+        metrics |= set(r.data.metrics)
+        rows.append(row)
+    return _frame(pd.DataFrame(rows), params, metrics)
 
 
-def children_frame(client: MlflowClient, parent_id: str) -> pd.DataFrame:
-    """One row per child run: status, the dropout rates (input, shared, every hidden layer), final metrics."""
+def frame_from_search(runs: pd.DataFrame) -> pd.DataFrame:
+    """The same frame from mlflow.search_runs' DataFrame (columns params.*, metrics.*, tags.*)."""
+    out = pd.DataFrame({"run_id": runs["run_id"], "status": runs["status"],
+                        "run_name": runs.get("tags.mlflow.runName")}, index=runs.index)
+    for t in TAGS:
+        out[t] = runs[f"tags.{t}"] if f"tags.{t}" in runs else None
+    params = [c.removeprefix("params.") for c in runs.columns if c.startswith("params.")]
+    metrics = [c.removeprefix("metrics.") for c in runs.columns if c.startswith("metrics.")]
+    # a key no run of this selection logged is a column of NaN in the experiment-wide frame: drop it
+    params = [p for p in params if runs[f"params.{p}"].notna().any()]
+    metrics = [m for m in metrics if runs[f"metrics.{m}"].notna().any()]
+    extra = pd.DataFrame({**{p: runs[f"params.{p}"] for p in params}, **{m: runs[f"metrics.{m}"] for m in metrics}},
+                         index=runs.index)
+    return _frame(pd.concat([out, extra], axis=1).reset_index(drop=True), set(params), set(metrics))
+
+
+def _frame(df: pd.DataFrame, params: set[str], metrics: set[str]) -> pd.DataFrame:
+    """Columns in a stable order (identity, params, metrics), the setting key and label, the numeric rates."""
+    meta = ["run_id", "run_name", "status", *TAGS]
+    for c in meta:
+        if c not in df:
+            df[c] = None
+    params_sorted = sorted(params, key=_param_order)
+    metric_cols = [m for m in METRICS if m in metrics] + sorted(metrics - set(METRICS))
+    for m in METRICS:  # the summary's columns exist even before any run logged them
+        if m not in df:
+            df[m] = np.nan
+            metric_cols.append(m)
+    df = df[[*meta, *params_sorted, *metric_cols]].copy()
+    for c in [*NUMERIC, *layer_columns(df)]:  # the same setting key either way: stats.canonical("0.5") == "0.5"
+        if c in df:
+            df[c] = pd.to_numeric(df[c], errors="coerce")
+    df["pruned"] = S.is_pruned(df)
+    df = S.add_setting_column(df, params_sorted)
+    df[HIDDEN], df[INPUT], df["uniform_hidden"] = _rates(df)
+    if len(df):
+        order = {k: i for i, k in enumerate(S.settings_order(df))}
+        seed = pd.to_numeric(df.get(S.SEED, pd.Series(index=df.index, dtype=float)), errors="coerce")
+        df = (df.assign(_o=df[S.SETTING].map(order), _s=seed).sort_values(["_o", "_s"], kind="stable")
+              .drop(columns=["_o", "_s"]).reset_index(drop=True))
+    return df
+
+
+def _param_order(name: str) -> tuple:
+    m = LAYER_PARAM.fullmatch(name)
+    if name in ("drop_prob", "input_drop_prob"):
+        return (0, name == "input_drop_prob", "")
+    return (1, int(m.group(1)), "") if m else (2, 0, name)
+
+
+def layer_columns(df: pd.DataFrame) -> list[str]:
+    """The effective per-layer rate columns the jobs logged (layer1_drop_prob ...), in layer order."""
+    names = [c for c in df.columns if LAYER_PARAM.fullmatch(c)]
+    return sorted(names, key=lambda c: int(LAYER_PARAM.fullmatch(c).group(1)))
+
+
+def _rates(df: pd.DataFrame) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """Mean effective hidden rate (layerN_drop_prob, else drop_prob), input rate (0 when not logged), and
+    whether every hidden layer of the run uses one rate."""
+    layers = layer_columns(df)
+    if layers:
+        rates = df[layers].apply(pd.to_numeric, errors="coerce")
+        hidden, uniform = rates.mean(axis=1), rates.nunique(axis=1, dropna=True) <= 1
+    else:
+        hidden = pd.to_numeric(df.get("drop_prob", pd.Series(np.nan, index=df.index)), errors="coerce")
+        uniform = pd.Series(True, index=df.index)
+    inp = pd.to_numeric(df.get("input_drop_prob", pd.Series(0.0, index=df.index)), errors="coerce").fillna(0.0)
+    return hidden, inp, uniform.astype(bool)
+
+
+# ---------------------------------------------------------------- counts, settings, best
+
+def run_counts(df: pd.DataFrame) -> dict[str, int]:
+    """finished (completed: FINISHED, not pruned), pruned, failed, killed, running; and total."""
+    pruned = S.is_pruned(df)
+    status = df["status"].where(~pruned, "PRUNED")
+    out = {"finished": int((status == "FINISHED").sum()), "pruned": int(pruned.sum()),
+           "failed": int((status == "FAILED").sum()), "killed": int((status == "KILLED").sum()),
+           "running": int(status.isin(["RUNNING", "SCHEDULED"]).sum())}
+    out["total"] = len(df)
+    return out
+
+
+def counts_text(counts: dict[str, int]) -> str:
+    """'12 finished, 3 pruned, 1 failed' (killed and running only when there are some)."""
+    parts = [f"{counts['finished']} finished", f"{counts['pruned']} pruned", f"{counts['failed']} failed"]
+    parts += [f"{counts[k]} {k}" for k in ("killed", "running") if counts.get(k)]
+    return ", ".join(parts)
+
+
+def settings_text(df: pd.DataFrame) -> str:
+    """'2 settings x 3 seeds' (or '5 settings, 1-3 seeds each') over completed runs."""
+    done = S.completed(df)
+    if done.empty:
+        return "no completed settings"
+    seeds = done.groupby(S.SETTING)[S.SEED].agg(lambda s: s.map(S.canonical).nunique())
+    n = sorted(set(seeds))
+    many = "s" if len(seeds) > 1 else ""
+    if len(n) == 1:
+        return f"{len(seeds)} setting{many} x {n[0]} seed{'s' if n[0] > 1 else ''}"
+    return f"{len(seeds)} settings, {n[0]}-{n[-1]} seeds each"
+
+
+def setting_table(df: pd.DataFrame, confidence: float = 0.95, alpha: float = 0.05,
+                  by_rank: bool = False) -> pd.DataFrame:
+    """One row per setting with completed runs, in parameter order (or best-first by validation accuracy with
+    `by_rank`; rank is NaN without validation metrics): label, rates, seeds (and pruned/unfinished runs of
+    it), unpaired mean and t-interval of val/test/train accuracy and gap, `tied` with the top (stats.rank), and the paired difference from its
+    baseline on test accuracy and on gap (d_test_*, d_gap_*: mean, interval, Holm p, verdict, n)."""
+    done = S.completed(df)
+    if done.empty:
+        return pd.DataFrame(columns=["setting", "label", HIDDEN, INPUT, "seeds", "rank", "tied"])
+    table = S.summarize(df, ("val_acc", "test_acc", "train_acc", "gap"), confidence, keep=(HIDDEN, INPUT))
+    table = table[table["seeds"] > 0].reset_index(drop=True)
+    if done["val_acc"].notna().any():
+        ranking = S.rank(df, "val_acc", alpha=alpha, confidence=confidence)
+        table = table.merge(ranking[["setting", "tied"]].assign(rank=range(1, len(ranking) + 1)), on="setting",
+                            how="left")
+        if by_rank:
+            table = table.sort_values("rank", na_position="last", kind="stable")
+    else:
+        table["rank"], table["tied"] = math.nan, False
+    paired = paired_comparisons(df, alpha, confidence)
+    base_label = dict(zip(paired["setting"], paired["baseline_label"]))
+    table["baseline"] = table["setting"].map(base_label)
+    for metric, short in (("test_acc", "d_test"), ("gap", "d_gap")):
+        part = paired[paired["metric"] == metric].set_index("setting")
+        for col in ("n", "mean_diff", "ci_low", "ci_high", "p_holm", "verdict"):
+            name = {"mean_diff": "mean", "ci_low": "lo", "ci_high": "hi"}.get(col, col)
+            table[f"{short}_{name}"] = table["setting"].map(part[col]) if len(part) else None
+    return table.reset_index(drop=True)
+
+
+def paired_comparisons(df: pd.DataFrame, alpha: float = 0.05, confidence: float = 0.95) -> pd.DataFrame:
+    """stats.compare_to_baseline on test accuracy and gap; empty when the runs log no dropout rate at all."""
+    try:
+        return S.compare_to_baseline(df, ("test_acc", "gap"), alpha=alpha, confidence=confidence)
+    except ValueError:  # no dropout keys among the params: no baseline can be named
+        return S.compare(df, [], "test_acc")
+
+
+def best(df: pd.DataFrame, confidence: float = 0.95, alpha: float = 0.05) -> dict[str, Any] | None:
+    """The best setting by validation accuracy among completed runs (None without validation metrics):
+    its label, seeds, mean val/test accuracy and gap, and the labels it is tied with."""
+    done = S.completed(df)
+    if done.empty or done["val_acc"].isna().all():
+        return None
+    table = setting_table(df, confidence, alpha, by_rank=True)
+    top = table.iloc[0]
+    return {"setting": top["setting"], "label": top["label"], "seeds": int(top["seeds"]),
+            "val_acc": top["val_acc_mean"], "test_acc": top["test_acc_mean"], "gap": top["gap_mean"],
+            "tied_with": [lab for lab in table.loc[table["tied"].fillna(False).astype(bool), "label"]
+                          if lab != top["label"]]}
+
+
+def headline(df: pd.DataFrame, confidence: float = 0.95, alpha: float = 0.05) -> str:
+    """The report's sentence: the best by validation accuracy (or the settings tied for it), then the top
+    setting against its p = 0 baseline on test accuracy and gap, paired by seed."""
+    done = S.completed(df)
+    if done.empty:
+        return "Best: no completed runs to rank."
+    if done["val_acc"].isna().all():
+        return ("Best: not chosen; the runs have no validation split (data.val_size=0), and choosing by the "
+                "test set would make its test accuracy an optimistic estimate.")
+    ranking = S.rank(df, "val_acc", alpha=alpha, confidence=confidence)
+    short = display_labels(df[S.LABEL])
+    ranking["label"] = ranking["label"].map(short)
+    parts = [S.ranking_sentence(ranking)]
+    top = ranking["setting"].iloc[0]
+    try:
+        baselines = S.find_baselines(df)
+    except ValueError:
+        baselines = {}
+    if top in baselines:
+        paired = S.compare(df, [(top, baselines[top])], "test_acc", alpha, confidence)
+        paired = pd.concat([paired, S.compare(df, [(top, baselines[top])], "gap", alpha, confidence)])
+        paired["label"], paired["baseline_label"] = paired["label"].map(short), paired["baseline_label"].map(short)
+        tested = paired["verdict"] != S.TOO_FEW
+        if tested.any():
+            parts += S.comparison_sentences(paired)
+        else:
+            parts.append(f"{ranking['label'].iloc[0]} vs {paired['baseline_label'].iloc[0]} (no dropout): too few "
+                         f"paired seeds ({int(paired['n'].iloc[0])}, need {S.MIN_SEEDS}) for an interval.")
+    elif baselines and S.dropout_free(S.setting_params(top)):
+        parts.append("The top setting trains without dropout.")
+    else:
+        parts.append("The sweep has no setting without dropout (p = 0, all else equal) to compare it with.")
+    return " ".join(parts)
+
+
+# ---------------------------------------------------------------- the console table
+
+_LONG_FLOAT = re.compile(r"(?<![\w.])\d+\.\d{5,}(?:e-?\d+)?")
+
+
+def display_labels(labels: Iterable[str]) -> dict[str, str]:
+    """label -> the label with long floats (a search's 0.324876732149455) at 4 significant digits, for
+    screens and legends; labels that would then collide keep every digit. Keys and CSVs keep exact values."""
+    labels = list(dict.fromkeys(labels))
+    short = {lab: _LONG_FLOAT.sub(lambda m: f"{float(m.group()):.4g}", lab) for lab in labels}
+    clash = pd.Series(list(short.values())).duplicated(keep=False).to_numpy()
+    return {lab: (lab if c else short[lab]) for lab, c in zip(labels, clash)}
+
+
+def _pts(x: float, signed: bool = False) -> str:
+    return "" if x is None or pd.isna(x) else f"{x * 100:{'+' if signed else ''}.2f}"
+
+
+def diff_text(row: pd.Series, short: str) -> str:
+    """A setting_table row's paired difference (short: 'd_test' or 'd_gap') as '+0.45 [+0.36,+0.55] higher',
+    'too few seeds (2)', or '-' for a baseline or a setting without one."""
+    verdict = row.get(f"{short}_verdict")
+    if verdict is None or (not isinstance(verdict, str) and pd.isna(verdict)):
+        return "-"  # a baseline itself, or no baseline in the sweep
+    if verdict == S.TOO_FEW:
+        return f"too few seeds ({int(row[f'{short}_n'])})"
+    mark = {S.HIGHER: " higher", S.LOWER: " lower"}.get(verdict, " n.d.")
+    lo, hi = _pts(row[f"{short}_lo"], True), _pts(row[f"{short}_hi"], True)
+    return f"{_pts(row[f'{short}_mean'], True)} [{lo},{hi}]{mark}"
+
+
+def rank_text(row: pd.Series) -> str:
+    """'1' for the top by validation, '=1' for a setting tied with it, else its place; '' without val_acc."""
+    r = row.get("rank")
+    if r is None or pd.isna(r):
+        return ""
+    return "1" if r == 1 else ("=1" if bool(row.get("tied")) else str(int(r)))
+
+
+def console_table(table: pd.DataFrame, max_rows: int = 40, label_width: int = 48) -> str:
+    """The table of points as fixed-width text (about 100 columns): setting, seeds, rank by validation accuracy
+    ('=1': tied with the best), mean val / test accuracy and gap in %, and the paired difference from p = 0 in
+    test accuracy and gap (95 % interval, verdict). More than `max_rows` settings: the best by validation."""
+    if table.empty:
+        return "(no completed runs)"
+    shown = table if len(table) <= max_rows else table.sort_values("rank", kind="stable").head(max_rows)
+    shown = shown.assign(label=shown["label"].map(display_labels(table["label"])))
+    head = ["setting", "seeds", "rank", "val %", "test %", "gap", "test vs p=0", "gap vs p=0"]
+    rows = [[textwrap.wrap(str(r["label"]), label_width, break_on_hyphens=False) or [""], str(int(r["seeds"])),
+             rank_text(r),
+             _pts(r.get("val_acc_mean")), _pts(r.get("test_acc_mean")), _pts(r.get("gap_mean")),
+             diff_text(r, "d_test"), diff_text(r, "d_gap")] for _, r in shown.iterrows()]
+    lw = max(len(head[0]), *(len(line) for r in rows for line in r[0]))
+    widths = [lw] + [max(len(head[i]), *(len(r[i]) for r in rows)) for i in range(1, len(head))]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(c.ljust(w) if i in (0, 6, 7) else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+    out = [line(head), line(["-" * w for w in widths])]
+    for r in rows:
+        out.append(line([r[0][0], *r[1:]]))
+        out += [line([extra] + [""] * (len(head) - 1)) for extra in r[0][1:]]
+    if len(table) > max_rows:
+        out.append(f"... the {max_rows} best by validation shown; {len(table) - max_rows} more in {SETTINGS_CSV}")
+    return "\n".join(out)
+
+
+def end_of_sweep_text(df: pd.DataFrame, parent_id: str | None = None, sweep_dir: Path | str | None = None,
+                      tracking_uri: str | None = None) -> str:
+    """What the console shows when a sweep ends: counts, the table of points, the sentence, and where the
+    CSVs, the plot, the MLflow UI and the report are."""
+    from sweep.redact import redact
+
+    table = setting_table(df)
+    lines = [f"Sweep summary: {len(df)} runs: {counts_text(run_counts(df))}; {settings_text(df)}.", "",
+             console_table(table), "",
+             textwrap.fill("Means over completed seeds; rank by validation accuracy (=1: tied with the best); "
+                           "'vs p=0': paired by seed, mean [95 % CI] in points, Holm-corrected (n.d. = not "
+                           "distinguishable).", 110), textwrap.fill(headline(df), 110), ""]
+    if sweep_dir is not None:
+        d = Path(sweep_dir)
+        lines.append(f"CSV:    {d / RUNS_CSV} (one row per run)")
+        lines.append(f"        {d / SETTINGS_CSV} (one row per setting)")
+        lines.append(f"Plot:   {d / PLOT}")
+    default = tracking_uri is None or _is_default_store(tracking_uri)
+    lines.append("Browse: make ui" if default else
+                 f"Browse: mlflow ui --backend-store-uri {redact(tracking_uri)}")
+    args = ([f"--tracking-uri {redact(tracking_uri)}"] if not default else []) + (
+        [f"--parent-run-id {parent_id}"] if parent_id else [])
+    lines.append("Report: make report" + (f" REPORT_ARGS='{' '.join(args)}'" if args else ""))
+    return "\n".join(lines)
+
+
+def _is_default_store(uri: str) -> bool:
+    from sweep.config import PROJECT_ROOT
+
+    return uri.startswith("sqlite:///") and Path(uri.removeprefix("sqlite:///")).resolve() == \
+        (PROJECT_ROOT / "runs" / "mlflow.db").resolve()
+
+
+# ---------------------------------------------------------------- figures
+
+def _series(table: pd.DataFrame, axis_keys: Sequence[str]) -> pd.Series:
+    """Per setting (table row), the label of its series: the setting's params minus the x-axis keys (and
+    minus the derived per-layer rates for the hidden axis), naming only what varies between series."""
+    def rest(key: str) -> dict[str, str]:
+        return {k: v for k, v in S.setting_params(key).items()
+                if k not in axis_keys and not (HIDDEN_KEYS == tuple(axis_keys) and LAYER_PARAM.fullmatch(k))}
+    params = pd.DataFrame([rest(k) for k in table["setting"]], index=table.index)
+    if params.shape[1] == 0:
+        return pd.Series("", index=table.index)
+    labelled = S.add_setting_column(params, list(params.columns))
+    varying = params.nunique() > 1
+    return labelled[S.LABEL].map(display_labels(labelled[S.LABEL])) if varying.any() else \
+        pd.Series("", index=table.index)
+
+
+def _draw(ax, df: pd.DataFrame, table: pd.DataFrame, metrics: Sequence[tuple[str, str]], x: str) -> None:
+    """Per-run points (faint), per-setting means (with t-intervals from MIN_SEEDS seeds) joined per series,
+    for each (metric, linestyle) pair; accuracies and gaps in points."""
+    import matplotlib.pyplot as plt
+
+    done = S.completed(df)
+    keys = HIDDEN_KEYS if x == HIDDEN else INPUT_KEYS
+    series = _series(table, keys)
+    names = list(dict.fromkeys(series))
+    discrete = len(names) <= SERIES_MAX
+    colors = {n: plt.cm.tab10(i % 10) for i, n in enumerate(names)}
+    for mi, (metric, style) in enumerate(metrics):
+        word = metric.replace("_acc", "").replace("gap", "gap (train - test)")
+        if discrete:
+            for name in names:
+                t = table[series == name].sort_values(x)
+                color = colors[name] if len(names) > 1 else METRIC_COLORS.get(metric, "black")
+                runs = done[done[S.SETTING].isin(t["setting"])]
+                ax.scatter(runs[x], runs[metric] * 100, s=10, color=color, alpha=0.35, zorder=2)
+                lo, hi, mean = t[f"{metric}_ci_low"], t[f"{metric}_ci_high"], t[f"{metric}_mean"]
+                err = np.vstack([(mean - lo).fillna(0), (hi - mean).fillna(0)]) * 100
+                unique_x = t[x].nunique() == len(t)
+                label = ", ".join(s for s in (word if len(metrics) > 1 or len(names) == 1 else "", name) if s)
+                ax.errorbar(t[x], mean * 100, yerr=err if np.any(err) else None, fmt=style if unique_x else "o",
+                            color=color, capsize=3, ms=4, label=label or None, zorder=3)
+        else:  # many settings (a search): one point per setting, coloured by the other rate
+            other = INPUT if x == HIDDEN else HIDDEN
+            sc = ax.scatter(table[x], table[f"{metric}_mean"] * 100, c=table[other], cmap="viridis", s=18,
+                            marker="o" if mi == 0 else "^", label=word if len(metrics) > 1 else None)
+            if mi == 0:
+                ax.figure.colorbar(sc, ax=ax, label="input dropout rate" if other == INPUT
+                                   else "mean hidden-layer dropout rate")
+    if len(metrics) > 1 or (discrete and len(names) > 1):
+        ax.legend(fontsize=7, loc="best")
+
+
+def axis_label(df: pd.DataFrame, x: str = HIDDEN) -> str:
+    if x == INPUT:
+        return "input dropout rate (input_drop_prob)"
+    uniform = bool(S.completed(df)["uniform_hidden"].all())
+    n = len(layer_columns(df))
+    return ("hidden-layer dropout rate (drop_prob)" if uniform else
+            f"mean effective hidden-layer dropout rate (over {n} layers; rates differ per layer)")
+
+
+def _empty(ax) -> None:
+    ax.text(0.5, 0.5, "no completed runs", ha="center", va="center", transform=ax.transAxes)
+
+
+def accuracy_figure(df: pd.DataFrame, table: pd.DataFrame | None = None, ax=None):
+    """Final train (dashed) and test (solid) accuracy against the mean effective hidden rate."""
+    import matplotlib.pyplot as plt
+
+    table = setting_table(df) if table is None else table
+    fig, ax = (plt.subplots(figsize=(6.4, 4.2), constrained_layout=True) if ax is None else (ax.figure, ax))
+    if table.empty:
+        _empty(ax)
+    else:
+        _draw(ax, df, table, (("train_acc", "--o"), ("test_acc", "-o")), HIDDEN)
+    ax.set_xlabel(axis_label(df))
+    ax.set_ylabel("final accuracy (%)")
+    return fig
+
+
+def gap_figure(df: pd.DataFrame, table: pd.DataFrame | None = None):
+    """The gap (train - test, points) against the mean effective hidden rate, and against the input rate in a
+    second panel when the input rate varies."""
+    import matplotlib.pyplot as plt
+
+    table = setting_table(df) if table is None else table
+    axes_x = [HIDDEN] + ([INPUT] if not table.empty and table[INPUT].nunique() > 1 else [])
+    fig, axes = plt.subplots(1, len(axes_x), figsize=(6.4 * len(axes_x), 4.2), squeeze=False,
+                             constrained_layout=True)
+    for ax, x in zip(axes[0], axes_x):
+        if table.empty:
+            _empty(ax)
+        else:
+            _draw(ax, df, table, (("gap", "-o"),), x)
+        ax.axhline(0, color="black", lw=0.5)
+        ax.set_xlabel(axis_label(df, x))
+        ax.set_ylabel("gap = train - test accuracy (points)")
+    return fig
+
+
+def overview_figure(df: pd.DataFrame, table: pd.DataFrame | None = None):
+    """The parent run's picture: accuracies above, the gap below, against the mean effective hidden rate."""
+    import matplotlib.pyplot as plt
+
+    table = setting_table(df) if table is None else table
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7.2, 7.0), sharex=True, constrained_layout=True)
+    if table.empty:
+        _empty(top)
+    else:
+        _draw(top, df, table, (("train_acc", "--o"), ("test_acc", "-o")), HIDDEN)
+        _draw(bottom, df, table, (("gap", "-o"),), HIDDEN)
+    bottom.axhline(0, color="black", lw=0.5)
+    top.set_ylabel("final accuracy (%)")
+    bottom.set_ylabel("gap = train - test (points)")
+    bottom.set_xlabel(axis_label(df))
+    c = run_counts(df)
+    top.set_title(f"Train vs test accuracy and gap ({settings_text(df)}; {counts_text(c)})\n"
+                  f"points: runs; lines: means over seeds; bars: 95 % t-interval (from {S.MIN_SEEDS} seeds)",
+                  fontsize=9)
+    return fig
+
+
+# ---------------------------------------------------------------- the parent run's summary
+
+def children_frame(client, parent_id: str) -> pd.DataFrame:
+    """Every child run of a sweep's parent run, as frame_from_runs."""
     parent = client.get_run(parent_id)
     runs = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'",
                               max_results=10_000)
-    layers = layer_params(runs)
-    params = [*PARAMS[:2], *layers, *PARAMS[2:]]
-    rows = []
-    for r in runs:
-        row = {"run_id": r.info.run_id, "run_name": r.info.run_name, "status": r.info.status,
-               "job_num": r.data.tags.get("job_num"), "pruned": r.data.tags.get("pruned") == "true"}
-        row.update({p: r.data.params.get(p) for p in params})
-        row.update({m: r.data.metrics.get(m) for m in METRICS})
-        rows.append(row)
-    df = pd.DataFrame(rows, columns=["run_id", "run_name", "status", "job_num", "pruned", *params, *METRICS])
-    for col in ("drop_prob", "input_drop_prob", *layers, "optimizer.lr"):
-        df[col] = pd.to_numeric(df[col], errors="coerce")
-    return df.sort_values(["drop_prob", "input_drop_prob", "seed"], na_position="last").reset_index(drop=True)
+    return frame_from_runs(runs)
 
 
-def plot_gap(df: pd.DataFrame, path: Path) -> None:
-    """Final train and test accuracy against drop_prob (mean over seeds, points per run), gap below."""
+def summarize_children(client, parent_id: str, sweep_dir: Path | None) -> pd.DataFrame:
+    """Logs onto the parent run (and writes into the sweep folder): the runs' CSV, the settings' CSV, the
+    overview plot, the counts (`children` tag) and the best setting by validation accuracy."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    done = df[(df.status == "FINISHED") & ~df.pruned & df.test_acc.notna()]
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(6.4, 6.4), sharex=True, constrained_layout=True)
-    if done.empty:
-        top.text(0.5, 0.5, "no finished runs", ha="center", va="center", transform=top.transAxes)
-    else:
-        mean = done.groupby("drop_prob")[["train_acc", "test_acc", "gap"]].mean().reset_index()
-        for col, color in (("train_acc", "tab:blue"), ("test_acc", "tab:orange")):
-            top.scatter(done.drop_prob, done[col] * 100, s=12, color=color, alpha=0.5)
-            top.plot(mean.drop_prob, mean[col] * 100, "-o", color=color, label=col.replace("_acc", " accuracy"))
-        top.fill_between(mean.drop_prob, mean.test_acc * 100, mean.train_acc * 100, color="grey", alpha=0.2,
-                         label="gap")
-        bottom.scatter(done.drop_prob, done.gap * 100, s=12, color="tab:red", alpha=0.5)
-        bottom.plot(mean.drop_prob, mean.gap * 100, "-o", color="tab:red")
-        bottom.axhline(0, color="black", lw=0.5)
-        top.legend(loc="lower left")
-    top.set_ylabel("final accuracy (%)")
-    top.set_title("Train vs test accuracy against dropout")
-    bottom.set_xlabel("hidden-layer dropout rate drop_prob")
-    bottom.set_ylabel("gap = train - test (points)")
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def summarize_children(client: MlflowClient, parent_id: str, sweep_dir: Path | None) -> pd.DataFrame:
     df = children_frame(client, parent_id)
+    table = setting_table(df)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(sweep_dir) if sweep_dir else Path(tmp)
         out.mkdir(parents=True, exist_ok=True)
-        df.to_csv(out / "sweep_results.csv", index=False)
-        plot_gap(df, out / "gap_vs_dropout.png")
-        client.log_artifact(parent_id, str(out / "sweep_results.csv"))
-        client.log_artifact(parent_id, str(out / "gap_vs_dropout.png"))
-    finished = df[df.status == "FINISHED"]
-    client.set_tag(parent_id, "children", f"{len(finished)} finished / {len(df)}")
-    if not finished.empty and finished.test_acc.notna().any():
-        best = finished.loc[finished.test_acc.idxmax()]
-        client.log_metric(parent_id, "best_test_acc", float(best.test_acc))
+        df.to_csv(out / RUNS_CSV, index=False)
+        table.to_csv(out / SETTINGS_CSV, index=False)
+        fig = overview_figure(df, table)
+        fig.savefig(out / PLOT, dpi=120)
+        plt.close(fig)
+        for name in (RUNS_CSV, SETTINGS_CSV, PLOT):
+            client.log_artifact(parent_id, str(out / name))
+    c = run_counts(df)
+    others = c["total"] - c["finished"]
+    client.set_tag(parent_id, "children", f"{c['finished']} finished / {c['total']}" if not others
+                   else f"{counts_text(c)} / {c['total']}")
+    client.set_tag(parent_id, "settings", settings_text(df))
+    top = best(df)
+    if top is not None:
+        client.set_tag(parent_id, "best_setting", top["label"])
+        client.set_tag(parent_id, "best_setting_tied_with", ", ".join(top["tied_with"]) or "none")
+        for name, key in (("best_setting_val_acc", "val_acc"), ("best_setting_test_acc", "test_acc"),
+                          ("best_setting_gap", "gap"), ("best_setting_seeds", "seeds")):
+            if pd.notna(top[key]):
+                client.log_metric(parent_id, name, float(top[key]))
     return df

@@ -2,7 +2,8 @@
 
 The parent's id goes into the sweep folder, where every job (in this process, a joblib worker or
 a SLURM node sharing the folder) finds it. At the end the parent gets a CSV of its children's
-final metrics and a plot of train/test accuracy and the gap against dropout. If the sweep dies
+final metrics and a plot of train/test accuracy and the gap against dropout, and the console shows the
+table of points (sweep.analysis.end_of_sweep_text). If the sweep dies
 with an exception, an exit hook still closes the parent as FAILED with what was done so far.
 
 Several workers (processes or machines) given one `tracking.sweep_id` share one parent: the lookup
@@ -44,11 +45,13 @@ class MlflowSweepCallback(Callback):
         self.client = None
         self.parent_id: str | None = None
         self.sweep_dir: Path | None = None
+        self.tracking_uri: str | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         if not config.tracking.enabled:
             return
         self.sweep_dir = Path(config.hydra.sweep.dir)
+        self.tracking_uri = config.tracking.uri
         sweep_id = config.tracking.sweep_id or self.sweep_dir.name
         self.client, exp_id = track.connect(config.tracking)
         overrides = " ".join(config.hydra.overrides.task)
@@ -93,12 +96,13 @@ class MlflowSweepCallback(Callback):
             return
         parent, self.parent_id = self.parent_id, None
         try:
-            from sweep.analysis import children_frame, summarize_children
+            from sweep.analysis import children_frame, end_of_sweep_text, summarize_children
 
             for _ in range(3):  # a worker sharing the parent may end a child (or write its summary) meanwhile
-                seen = _states(summarize_children(self.client, parent, self.sweep_dir))
-                if _states(children_frame(self.client, parent)) == seen:
+                df = summarize_children(self.client, parent, self.sweep_dir)
+                if _states(children_frame(self.client, parent)) == _states(df):
                     break
+            print("\n" + end_of_sweep_text(df, parent, self.sweep_dir, self.tracking_uri), flush=True)
         except Exception as e:  # noqa: BLE001 - a failed summary must not hide the sweep's own outcome
             log.warning("could not summarise sweep %s: %s", parent, e)
         track.terminate(self.client, parent, status)

@@ -36,6 +36,7 @@ SEED = "seed"
 SETTING = "setting"            # column added by add_setting_column: the exact key (JSON of the setting's params)
 LABEL = "setting_label"        # column added by add_setting_column: short, names only what varies
 MIN_SEEDS = 3                  # fewer paired seeds: no interval, no test
+MAX_NAMED = 5                  # a sentence names at most this many tied settings, then "and N more"
 
 # Keys (fnmatch patterns) that are not part of a setting: the seed, and what never changes what is trained.
 NOT_SETTING = (
@@ -503,6 +504,10 @@ def ranking_sentence(ranking: pd.DataFrame) -> str:
         worst_p = ranking["p_holm"].iloc[1:].max()
         return (f"Best by {words}: {top['label']} ({value}, n={int(top['seeds'])} seeds); every other setting is "
                 f"distinguishably worse (Holm-adjusted {_p(worst_p).replace('=', '<=', 1)}).")
-    names = ", ".join(tied["label"])
-    return (f"Best by {words}: tied between {names} "
-            f"(cannot be separated with {_seed_count(tied['n'].iloc[1:])} paired seeds).")
+    names = list(tied["label"])
+    sep = "; " if any(", " in n for n in names) else ", "  # labels such as "p=0.5, p_in=0.2" need ";"
+    listed = sep.join(names) if len(names) <= MAX_NAMED else (
+        sep.join(names[:MAX_NAMED]) + f" and {len(names) - MAX_NAMED} more")
+    seeds = _seed_count(tied["n"].iloc[1:])
+    return (f"Best by {words}: tied between {listed} "
+            f"(cannot be separated with {seeds} paired seed{'' if seeds == '1' else 's'}).")
