@@ -12,7 +12,7 @@ sys.path[0] = str(Path(__file__).resolve().parents[1])
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from sweep import job, preflight  # noqa: E402
+from sweep import job, preflight, signals  # noqa: E402
 from sweep.config import PROJECT_ROOT  # noqa: E402
 
 
@@ -29,12 +29,13 @@ def main(cfg: DictConfig):
 
 
 if __name__ == "__main__":
+    signals.install()  # issue 9: SIGTERM (SLURM, timeout, docker stop) takes Ctrl-C's path below
     preflight.main_or_exit(sys.argv[1:])
     try:
         main()
-    except KeyboardInterrupt:  # Ctrl-C: the job already ended its run KILLED; end the sweep's parent too
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: the job already ended its run KILLED; end the sweep's parent too
         from sweep.parent import close_open_parents
 
         close_open_parents("KILLED")
-        print("interrupted: the current run was recorded as KILLED", file=sys.stderr)
-        sys.exit(130)
+        print(f"{signals.describe(e)}: the current run was recorded as KILLED", file=sys.stderr)
+        sys.exit(signals.exit_code(e))  # issue 9: 130 for Ctrl-C, 143 for SIGTERM
