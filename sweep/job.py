@@ -16,7 +16,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 import data
 from models import build_mlp
-from sweep import track
+from sweep import resume, signals, track  # issue 9: resume, signals
 from sweep.config import Config, objective_names, validate  # validate: typed, checked; ConfigError is one line
 from sweep.train import Diverged, fit, make_optimizer, pick_device, seed_everything
 
@@ -51,8 +51,11 @@ def _objective(metrics: dict[str, float], names: list[str]):
 
 
 def run(cfg: DictConfig):
+    signals.install()  # issue 9: a joblib/loky worker ends its run KILLED on SIGTERM too
     c = validate(cfg)
     names = objective_names(c.objective)
+    if (reused := resume.finished_objective(c, names, in_multirun())) is not None:  # issue 9: grids resume
+        return reused
     if c.trainer.threads:
         torch.set_num_threads(c.trainer.threads)
     seed_everything(c.seed)
@@ -77,6 +80,7 @@ def run(cfg: DictConfig):
         parent_id, sweep_id = track.find_parent(sweep_dir)
         tags = {"sweep_id": c.tracking.sweep_id or sweep_id, "job_num": job_num, "overrides": " ".join(overrides),
                 "dataset": c.data.name, "objective": ",".join(names), "device": device.type,
+                resume.HASH_TAG: resume.config_hash(c),  # issue 9: grids resume
                 **(reporter.tags() if reporter else {})}
         run_id = track.start_run(client, exp_id, run_name(c), tags, parent_run_id=parent_id).info.run_id
         params = track.params_from_config(resolved)
@@ -101,6 +105,8 @@ def run(cfg: DictConfig):
         log.error("diverged: %s", e)
         if client:
             track.set_tags(client, run_id, {"error": f"Diverged: {e}", "diverged": "true"})
+        if not in_multirun():
+            raise  # issue 9: a single run that diverges exits 1 (sweep/run.py); a sweep goes on
         return math.nan if len(names) == 1 else [math.nan] * len(names)
     except KeyboardInterrupt:
         status = "KILLED"

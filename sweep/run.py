@@ -14,6 +14,7 @@ from omegaconf import DictConfig  # noqa: E402
 
 from sweep import job, preflight, signals  # noqa: E402
 from sweep.config import PROJECT_ROOT  # noqa: E402
+from sweep.train import Diverged  # noqa: E402 - issue 9
 
 
 @hydra.main(version_base="1.3", config_path=str(PROJECT_ROOT / "conf"), config_name="config")
@@ -21,6 +22,9 @@ def main(cfg: DictConfig):
     """Returns the objective (val_acc by default) so sweepers can optimise it."""
     try:
         return job.run(cfg)
+    except Diverged as e:  # issue 9: recorded FAILED by the job; a single run must not exit 0
+        print(f"error: the run diverged ({e}); try a lower optimizer.lr", file=sys.stderr)
+        sys.exit(1)
     except preflight.USER_ERRORS as e:
         if preflight.debug() or job.in_multirun():
             raise  # the sweeper records this job as failed and goes on
