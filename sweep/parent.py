@@ -23,7 +23,7 @@ from typing import Iterator
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from sweep import sweepdir, track  # issue 9: sweepdir
+from sweep import signals, sweepdir, track  # issue 9: signals, sweepdir
 from sweep.dblock import db_lock, lockable
 
 log = logging.getLogger("sweep")
@@ -94,6 +94,9 @@ class MlflowSweepCallback(Callback):
         if self.parent_id is None:
             return
         parent, self.parent_id = self.parent_id, None
+        if status != "FINISHED":  # issue 9: no child of ours left RUNNING (a joblib worker stopped mid-job)
+            with contextlib.suppress(Exception):
+                signals.end_orphaned_children(self.client, parent)
         try:
             from sweep.analysis import children_frame, summarize_children
 

@@ -9,9 +9,7 @@ from omegaconf import OmegaConf
 
 from helpers.cli import mlflow_runs
 from helpers.proc import epoch_logged, start, wait_for
-from sweep import resume
-from sweep.config import validate
-from sweep.config import PROJECT_ROOT
+from sweep.config import PROJECT_ROOT, validate
 
 
 def _typed(*overrides):
@@ -22,6 +20,8 @@ def _typed(*overrides):
 
 
 def test_config_hash_covers_what_is_trained_and_nothing_else():
+    from sweep import resume
+
     base = resume.config_hash(_typed())
     assert resume.config_hash(_typed()) == base  # stable
     for same in ("tracking.sweep_id=x", "tracking.uri=sqlite:////elsewhere.db", "trainer.progress=false",
@@ -73,6 +73,6 @@ def test_kill_9_a_grid_then_the_same_command_trains_only_what_is_missing(tiny_ro
     assert by_status == ["FINISHED"] * 4 + ["KILLED"]
     new = [r for r in kids if r.info.run_id not in done_ids and r.info.status == "FINISHED"]
     assert len(new) == 1 and new[0].data.params["trainer.epochs"] == "60"
-    hashes = {r.data.tags[resume.HASH_TAG] for r in kids if r.info.status == "FINISHED"}
+    hashes = {r.data.tags["config_hash"] for r in kids if r.info.status == "FINISHED"}
     assert len(hashes) == 4
     assert parents[0].data.tags["children"] == "4 finished / 5"  # the summary covers every point

@@ -129,3 +129,16 @@ def test_ctrl_c_still_exits_130_on_a_single_run(tiny_root, tmp_path):
     assert _end(proc) == 130, _log(tmp_path)
     _, runs = mlflow_runs(tmp_path)
     assert [r.info.status for r in runs] == ["KILLED"]
+
+
+def test_sigterm_to_a_joblib_worker_of_a_grid_stops_the_grid_and_leaves_nothing_running(tiny_root, tmp_path):
+    proc = start(["drop_prob=0,0.2", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], tmp_path, tiny_root,
+                 epochs=300)
+    ready = tmp_path / "sweep" / "mlflow_parent.json"
+    runs = wait_for(lambda: len(runs_with_metrics(tmp_path, ready)) >= 2 and runs_with_metrics(tmp_path, ready),
+                    tmp_path, what="epoch in both workers")
+    os.kill(int(runs[0].data.tags["pid"]), signal.SIGTERM)
+    assert _end(proc) == 143, _log(tmp_path)
+    parents, children = _by_role(tmp_path)
+    assert [p.info.status for p in parents] == ["KILLED"]
+    assert sorted(c.info.status for c in children) == ["KILLED", "KILLED"]

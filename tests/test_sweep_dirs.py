@@ -14,7 +14,6 @@ from omegaconf import OmegaConf
 
 from helpers.cli import ROOT, mlflow_runs, tiny_overrides
 from helpers.proc import init_store, start, wait_for_epoch
-from sweep import sweepdir
 from sweep.config import PROJECT_ROOT
 
 
@@ -26,6 +25,8 @@ def test_default_sweep_dir_claims_a_folder_of_its_own():
 
 
 def test_claim_suffixes_a_taken_folder_and_answers_the_same_within_a_process(tmp_path, monkeypatch):
+    from sweep import sweepdir
+
     monkeypatch.setattr(sweepdir, "_claimed", {})
     first = sweepdir.claim(str(tmp_path), "stamp")
     assert first == str(tmp_path / "stamp") and sweepdir.claim(str(tmp_path), "stamp") == first  # cached
