@@ -17,7 +17,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 import data
 from models import build_mlp
-from sweep import track
+from sweep import resume, signals, track  # issue 9: resume, signals
 from sweep.config import Config, objective_names, validate  # validate: typed, checked; ConfigError is one line
 from sweep.train import Diverged, fit, make_optimizer, pick_device, seed_everything
 
@@ -52,8 +52,11 @@ def _objective(metrics: dict[str, float], names: list[str]):
 
 
 def run(cfg: DictConfig):
+    signals.install()  # issue 9: a joblib/loky worker ends its run KILLED on SIGTERM too
     c = validate(cfg)
     names = objective_names(c.objective)
+    if (reused := resume.finished_objective(c, names, in_multirun())) is not None:  # issue 9: grids resume
+        return reused
     if c.trainer.threads:
         torch.set_num_threads(c.trainer.threads)
     seed_everything(c.seed)
@@ -75,8 +78,10 @@ def run(cfg: DictConfig):
     sweep_dir, job_num, overrides = _job_info()
     resolved = OmegaConf.to_container(cfg, resolve=True)
     tags = {"job_num": job_num, "overrides": " ".join(overrides), "dataset": c.data.name,
-            "objective": ",".join(names), "device": device.type, **(reporter.tags() if reporter else {})}
-    pruned_at = None
+            "objective": ",".join(names), "device": device.type,
+            resume.HASH_TAG: resume.config_hash(c),  # grids resume: the same point is found again
+            **(reporter.tags() if reporter else {})}
+    pruned_at = diverged = None
     with track.job_run(c.tracking, run_name(c), tags, sweep_dir) as mlflow_run:  # FINISHED / FAILED / KILLED
         params = track.params_from_config(resolved)
         params.update({f"layer{i}_drop_prob": str(p) for i, p in enumerate(c.layer_rates, start=1)})
@@ -93,7 +98,9 @@ def run(cfg: DictConfig):
             except Diverged as e:  # FAILED, but the sweep goes on with the other points
                 log.error("diverged: %s", e)
                 mlflow_run.fail(f"Diverged: {e}", diverged="true")
-                metrics = {}
+                metrics, diverged = {}, e
+    if diverged is not None and not in_multirun():
+        raise diverged  # a single run that diverges exits 1 with one line (sweep/run.py); a sweep goes on
     if pruned_at is not None:
         raise reporter.pruned(pruned_at) from None
     return _objective(metrics, names)

@@ -59,6 +59,18 @@ def test_diverging_point_fails_alone_and_the_grid_goes_on(cli):
     assert "test_acc" not in bad.data.metrics
 
 
+@pytest.mark.parametrize("lr", ["1e10", "1e12"])
+def test_a_single_run_that_diverges_exits_1_with_one_line(cli, lr):
+    res = cli(f"optimizer.lr={lr}", epochs=3)
+    assert res.returncode == 1, res.stderr[-3000:]
+    lines = [l for l in res.stderr.splitlines() if l.strip()]  # (a fresh store also logs its creation)
+    assert [l for l in lines if l.startswith("error:")] == lines[-1:], res.stderr
+    assert lines[-1].startswith("error: the run diverged") and "Traceback" not in res.stderr
+    _, runs = mlflow_runs(cli.out)
+    (run,) = runs
+    assert run.info.status == "FAILED" and run.data.tags["diverged"] == "true"
+
+
 @pytest.mark.parametrize("arg", ["drop_prob=1.0", "drop_prob=abc", "trainer.epochs=0", "data=cifar",
                                  "layer_drop_probs=[0.1]", "trainer.nope=1"])
 def test_bad_input_stops_before_any_run_with_one_line(cli, arg):

@@ -36,6 +36,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from optuna.trial import TrialState
 
 from sweep.dblock import db_lock, lockable
+from sweep import signals  # issue 9
 from sweep.search.trial import MAX_EPOCHS_ATTR, PRUNER_ARGS, PRUNER_ATTR, PRUNERS, build_pruner, open_storage
 from sweep.redact import redact
 
@@ -482,6 +483,10 @@ class _Run:
                 with contextlib.suppress(Exception):
                     self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
                 self.heartbeat.discard(trial_id)
+                if self.tracking:  # issue 9: its MLflow run says FAIL too, and is never left RUNNING
+                    with contextlib.suppress(Exception):
+                        signals.end_trial_runs(self.tracking.client, self.tracking.experiment_id,
+                                               self.tracking.parent_id, self.s.study_name, trial.number)
             raise
         self.s.job_idx += len(returns)
         self.returns.extend(returns)
