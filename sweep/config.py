@@ -101,6 +101,8 @@ class OptimizerConf:
             _fail("optimizer.weight_decay", self.weight_decay, "must be a finite number >= 0")
         if not 0 <= self.momentum < 1:
             _fail("optimizer.momentum", self.momentum, "must be in [0, 1)")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            _fail("optimizer.betas", list(self.betas), "Adam needs exactly two numbers, each in [0, 1)")
 
 
 @dataclass
@@ -154,7 +156,26 @@ class OptunaTrialConf:
     trial_number: Optional[int] = None
 
 
-OBJECTIVES = ("val_acc", "val_loss", "test_acc", "test_loss", "train_acc", "train_loss", "gap")
+# The metrics a run can return as its objective, and what each one means to a search: accuracies are
+# maximised; losses and the train-test accuracy gap (overfitting) minimised. The Optuna sweeper's default
+# `direction` comes from here (${objective_direction:...} in its config).
+OBJECTIVE_DIRECTIONS = {"val_acc": "maximize", "val_loss": "minimize", "test_acc": "maximize",
+                        "test_loss": "minimize", "train_acc": "maximize", "train_loss": "minimize",
+                        "gap": "minimize"}
+OBJECTIVES = tuple(OBJECTIVE_DIRECTIONS)
+
+
+def objective_direction(objective: Any) -> Any:
+    """The direction(s) that improve `objective` (a name or a list of names): "maximize"/"minimize", a list
+    of them for a list, None for a name of unknown meaning (the sweeper then asks for a direction)."""
+    if objective is None:
+        return None
+    if isinstance(objective, str):
+        return OBJECTIVE_DIRECTIONS.get(objective)
+    return [OBJECTIVE_DIRECTIONS.get(str(name)) for name in objective]
+
+
+OmegaConf.register_new_resolver("objective_direction", objective_direction, replace=True)
 
 
 @dataclass
@@ -182,8 +203,10 @@ class Config:
         for i, p in enumerate(self.layer_drop_probs):
             if p is not None:
                 check_rate(f"layer_drop_probs.{i}", p)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            _fail("seed", self.seed, "must be an integer >= 0")
+        from sweep.train import SEED_MAX
+
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= SEED_MAX:
+            _fail("seed", self.seed, f"must be an integer in [0, {SEED_MAX}] (what torch's generators accept)")
         for name in objective_names(self.objective):
             check_choice("objective", name, OBJECTIVES)
         if self.data.val_size == 0 and any(n.startswith("val_") for n in objective_names(self.objective)):

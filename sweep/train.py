@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import random
 from collections.abc import Iterator
 
@@ -35,7 +36,24 @@ def pick_device(name: str = "auto") -> torch.device:
         return torch.device("cpu")
     if name == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("trainer.device=cuda but no CUDA device is visible; use trainer.device=auto or cpu")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+        raise RuntimeError("trainer.device=mps but this machine has no usable Apple MPS device; "
+                           "use trainer.device=auto or cpu")
     return torch.device(name)
+
+
+THREADS_PER_CPU = 4  # more torch threads than this only oversubscribe the cores (and 100000 exhausts memory)
+
+
+def max_threads() -> int:
+    """The most intra-op threads `trainer.threads` may ask for on this machine."""
+    return THREADS_PER_CPU * (os.cpu_count() or 1)
+
+
+# torch.manual_seed and torch.Generator.manual_seed take an integer < 2**64 (a uint64); `fit` also seeds
+# seed + 1, so the largest seed a run can use is 2**64 - 2. random.seed takes any integer and numpy gets
+# seed % 2**32, so torch sets the bound.
+SEED_MAX = 2**64 - 2
 
 
 def seed_everything(seed: int) -> None:
