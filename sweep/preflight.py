@@ -253,7 +253,9 @@ def check_cli(argv: list[str]) -> list[Config]:
     multirun = any(a in ("-m", "--multirun") for a in argv)
     if _local_launcher(composed, multirun):
         _check_machine(checked)
-    storage = _sweeper_storage(composed, list(composed.hydra.overrides.task)) if multirun else None
+    # the sweeper is given the command line's own overrides (a sweep override as written), not Hydra's
+    arguments = [o.input_line for o in parsed if not o.is_hydra_override()]
+    storage = _sweeper_storage(composed, arguments) if multirun else None
     for name, root, download, verify in {(c.data.name, c.data.root, c.data.download, c.data.verify) for c in checked}:
         data.ensure_files(name, root, download=download, verify=verify)
     for c in checked:  # split sizes against the real file: a bad data.val_size fails here, not in every job

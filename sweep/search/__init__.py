@@ -14,13 +14,6 @@ import inspect
 from typing import Any
 
 
-def check_options(options: dict[str, Any]) -> None:
-    """Validate the sweeper's own options (sampler, direction, n_trials, storage...); raises SweeperError."""
-    from sweep.search.loop import OptunaSweeperImpl
-
-    OptunaSweeperImpl(**options)
-
-
 def check_sweep(options: dict[str, Any], arguments: list[str], config: Any) -> None:
     """Every check a sweep makes before its first trial, without opening the study or starting a run: the
     options (an unknown key included), the search space of `params` and the command line's sweep overrides

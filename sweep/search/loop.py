@@ -51,7 +51,7 @@ LIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.W
 SPACE_ATTR = "dropout_sweeper.search_space"
 STORAGE_ENV = "DROPOUT_OPTUNA_STORAGE"
 _STUDY_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
-SEED_MAX = 2**32 - 1  # Optuna's samplers seed numpy's RandomState, which takes [0, 2**32 - 1]
+SAMPLER_SEED_MAX = 2**32 - 1  # Optuna's samplers seed numpy's RandomState, which takes [0, 2**32 - 1]
 
 
 def _name(value: Any) -> str:
@@ -100,7 +100,7 @@ class OptunaSweeperImpl:
         self.pruner_name = _name(pruner)
         if self.pruner_name not in PRUNERS:
             raise SweeperError(f"hydra.sweeper.pruner={self.pruner_name} is invalid; allowed: {', '.join(PRUNERS)}")
-        _check_int("seed", seed, 0, allow_none=True, maximum=SEED_MAX)
+        _check_int("seed", seed, 0, allow_none=True, maximum=SAMPLER_SEED_MAX)
         _check_int("n_trials", n_trials, 1)
         _check_int("n_jobs", n_jobs, 1)
         _check_int("heartbeat_interval", heartbeat_interval, 1, allow_none=True)
@@ -222,7 +222,7 @@ class OptunaSweeperImpl:
     def make_sampler(self, search_space: SearchSpace, offset: int) -> optuna.samplers.BaseSampler:
         """A fresh sampler for the next ask, seeded with seed + the trial's index in the study, so a
         resumed study or a second worker never replays the first draws of another."""
-        seed = None if self.seed is None else (self.seed + offset) % (SEED_MAX + 1)
+        seed = None if self.seed is None else (self.seed + offset) % (SAMPLER_SEED_MAX + 1)
         a, name = self.sampler_args, self.sampler_name
         if name == "tpe":
             kw = {"multivariate": bool(a.get("multivariate", False)), "constant_liar": bool(a.get("constant_liar", True))}
