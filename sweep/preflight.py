@@ -262,12 +262,12 @@ def check_cli(argv: list[str]) -> list[Config]:
         train_idx, _ = split_indices(train_count(c.data.name, c.data.root), val_size=c.data.val_size, seed=c.seed,
                                      train_subset=c.data.train_subset)
         _check_batch(c, len(train_idx))
-    out_key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
-    track.check_writable(out_key, Path(OmegaConf.select(composed, out_key)))
     if checked[0].tracking.enabled:
-        track.check_reachable(checked[0].tracking.uri)
         if checked[0].tracking.uri.startswith("sqlite:"):
             probe_database("tracking.uri", checked[0].tracking.uri, "experiments", "MLflow")
+        track.check_reachable(checked[0].tracking.uri)
     if storage:
         probe_database("hydra.sweeper.storage", storage, "studies", "Optuna")
+    out_key = "hydra.sweep.dir" if multirun else "hydra.run.dir"  # created last: a refused command leaves none
+    track.check_writable(out_key, Path(OmegaConf.select(composed, out_key)))
     return checked

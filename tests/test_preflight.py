@@ -88,11 +88,12 @@ def _random_bytes(path):
 
 
 def test_corrupt_mlflow_store_is_refused_and_left_alone(cli):
-    db = cli.out / "mlflow.db"
+    db = cli.out / "store" / "mlflow.db"
     before = _random_bytes(db)
-    refused(cli(), cli.out, "tracking.uri=sqlite:///", "not a SQLite database", store_readable=False)
+    refused(cli(f"tracking.uri=sqlite:///{db}"), cli.out, "tracking.uri=sqlite:///", "not a SQLite database")
     assert db.read_bytes() == before
-    assert sorted(p.name for p in db.parent.iterdir()) == ["mlflow.db"]
+    assert sorted(p.name for p in db.parent.iterdir()) == ["mlflow.db"]  # no journal, no WAL file
+    assert not (cli.out / "run").exists()  # a refused command makes no output folder either
 
 
 def test_read_only_mlflow_store_is_refused_and_left_alone(cli):
