@@ -110,6 +110,8 @@ class OptimizerConf:
             _fail("optimizer.weight_decay", self.weight_decay, "must be a finite number >= 0")
         if not 0 <= self.momentum < 1:
             _fail("optimizer.momentum", self.momentum, "must be in [0, 1)")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            _fail("optimizer.betas", list(self.betas), "Adam needs exactly two numbers, each in [0, 1)")
 
 
 @dataclass
@@ -165,6 +167,22 @@ class OptunaTrialConf:
     trial_number: Optional[int] = None
 
 
+def objective_direction(objective: Any) -> Any:
+    """The direction(s) that improve `objective` (a name or a list of names; sweep.train.METRIC_DIRECTIONS):
+    "maximize"/"minimize", a list of them for a list, None for a name of unknown meaning (the sweeper then
+    asks for a direction). The Optuna sweeper's default `direction` comes from here (${objective_direction:...})."""
+    from sweep.train import METRIC_DIRECTIONS
+
+    if objective is None:
+        return None
+    if isinstance(objective, str):
+        return METRIC_DIRECTIONS.get(objective)
+    return [METRIC_DIRECTIONS.get(str(name)) for name in objective]
+
+
+OmegaConf.register_new_resolver("objective_direction", objective_direction, replace=True)
+
+
 @dataclass
 class Config:
     model: ModelConf = field(default_factory=ModelConf)
@@ -192,8 +210,10 @@ class Config:
         for i, p in enumerate(self.layer_drop_probs):
             if p is not None:
                 check_rate(f"layer_drop_probs.{i}", p)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            _fail("seed", self.seed, "must be an integer >= 0")
+        from sweep.train import SEED_MAX
+
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= SEED_MAX:
+            _fail("seed", self.seed, f"must be an integer in [0, {SEED_MAX}] (what torch's generators accept)")
         for name in objective_names(self.objective):
             check_choice("objective", name, METRICS)
         if self.data.val_size == 0 and any(n.startswith("val_") for n in objective_names(self.objective)):

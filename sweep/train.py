@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import random
 from collections.abc import Iterator
 
@@ -23,7 +24,11 @@ PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}  # name -> autocast dtype (N
 DEVICES = ("auto", "cpu", "cuda", "mps")
 # what `fit` yields each epoch (besides `epoch` and `fit_loss`, the mean minibatch loss with dropout on):
 # measured with dropout off, any of them can be a sweep's objective
-METRICS = ("val_acc", "val_loss", "test_acc", "test_loss", "train_acc", "train_loss", "gap")
+# The metrics `fit` yields that a run can return as its objective, and what each means to a search:
+# accuracies are maximised; losses and the train-test accuracy gap (overfitting) minimised.
+METRIC_DIRECTIONS = {"val_acc": "maximize", "val_loss": "minimize", "test_acc": "maximize",
+                     "test_loss": "minimize", "train_acc": "maximize", "train_loss": "minimize", "gap": "minimize"}
+METRICS = tuple(METRIC_DIRECTIONS)
 EVAL_BATCH = 5000  # big enough to be fast, small enough to keep activations modest
 
 
@@ -41,7 +46,24 @@ def pick_device(name: str = "auto") -> torch.device:
         return torch.device("cpu")
     if name == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("trainer.device=cuda but no CUDA device is visible; use trainer.device=auto or cpu")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+        raise RuntimeError("trainer.device=mps but this machine has no usable Apple MPS device; "
+                           "use trainer.device=auto or cpu")
     return torch.device(name)
+
+
+THREADS_PER_CPU = 4  # more torch threads than this only oversubscribe the cores (and 100000 exhausts memory)
+
+
+def max_threads() -> int:
+    """The most intra-op threads `trainer.threads` may ask for on this machine."""
+    return THREADS_PER_CPU * (os.cpu_count() or 1)
+
+
+# torch.manual_seed and torch.Generator.manual_seed take an integer < 2**64 (a uint64); `fit` also seeds
+# seed + 1, so the largest seed a run can use is 2**64 - 2. random.seed takes any integer and numpy gets
+# seed % 2**32, so torch sets the bound.
+SEED_MAX = 2**64 - 2
 
 
 def seed_everything(seed: int) -> None:

@@ -72,3 +72,73 @@ def test_data_root_that_is_a_file(check, tmp_path):
     f.write_text("x")
     with pytest.raises(ConfigError, match="data.root"):
         check(f"data.root={f}")
+
+
+# ------------------------------------------------------------------ pre-flight: meanings and store probes
+def test_objective_directions_follow_meaning():
+    from sweep.config import objective_direction
+    from sweep.train import METRICS as OBJECTIVES
+
+    assert [objective_direction(o) for o in ("val_acc", "test_acc", "train_acc")] == ["maximize"] * 3
+    assert [objective_direction(o) for o in ("val_loss", "test_loss", "train_loss", "gap")] == ["minimize"] * 4
+    assert objective_direction(["val_acc", "gap"]) == ["maximize", "minimize"]
+    assert objective_direction("perplexity") is None and objective_direction(None) is None
+    assert all(objective_direction(o) in ("maximize", "minimize") for o in OBJECTIVES)
+
+
+@pytest.mark.parametrize("args, direction", [
+    ([], "maximize"), (["objective=val_loss"], "minimize"), (["objective=[gap,val_acc]"], ["minimize", "maximize"]),
+    (["objective=val_loss", "hydra.sweeper.direction=maximize"], "maximize"),  # typed: an explicit override
+])
+def test_sweeper_direction_defaults_to_the_objectives_meaning(check, args, direction):
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from sweep.config import PROJECT_ROOT
+
+    check("-m", "+search=dropout", *args)
+    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=["+search=dropout", *args], return_hydra_config=True)
+    assert OmegaConf.to_container(cfg.hydra.sweeper, resolve=True)["direction"] == direction
+
+
+def test_probe_refuses_a_corrupt_sqlite_file_without_touching_it(tmp_path):
+    import os
+
+    from sweep.preflight import probe_database
+
+    db = tmp_path / "x.db"
+    db.write_bytes(os.urandom(8192))
+    before = db.read_bytes()
+    with pytest.raises(ConfigError, match="not a SQLite database"):
+        probe_database("tracking.uri", f"sqlite:///{db}", "experiments", "MLflow")
+    assert db.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["x.db"]
+
+
+def test_probe_accepts_a_missing_file_in_a_writable_folder_and_creates_nothing(tmp_path):
+    from sweep.preflight import probe_database
+
+    probe_database("hydra.sweeper.storage", f"sqlite:///{tmp_path}/new.db", "studies", "Optuna")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_probe_refuses_a_read_only_or_foreign_file(tmp_path):
+    import sqlite3
+
+    from sweep.preflight import probe_database
+
+    db = tmp_path / "mlflow.db"
+    sqlite3.connect(db).execute("CREATE TABLE studies (x)").connection.close()
+    with pytest.raises(ConfigError, match="not an MLflow store"):
+        probe_database("tracking.uri", f"sqlite:///{db}", "experiments", "MLflow")
+    probe_database("hydra.sweeper.storage", f"sqlite:///{db}", "studies", "Optuna")  # Optuna's: fine
+    db.chmod(0o444)
+    with pytest.raises(ConfigError, match="read-only"):
+        probe_database("hydra.sweeper.storage", f"sqlite:///{db}", "studies", "Optuna")
+
+
+def test_a_search_space_typed_on_the_command_line_reaches_the_sweepers_checks(check):
+    configs = check("-m", "hydra/sweeper=optuna", "drop_prob=interval(0,0.5)", "hydra.sweeper.enqueue=[{drop_prob:0.4}]")
+    assert sorted(c.drop_prob for c in configs)[0] == 0.0
+    with pytest.raises(ConfigError, match=r"hydra.sweeper.enqueue\[0\]: drop_prob=0.6 is outside drop_prob=interval\(0,0.5\)"):
+        check("-m", "hydra/sweeper=optuna", "drop_prob=interval(0,0.5)", "hydra.sweeper.enqueue=[{drop_prob:0.6}]")

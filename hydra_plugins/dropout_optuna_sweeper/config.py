@@ -56,8 +56,9 @@ class OptunaSweeperConf:
     sampler: Sampler = Sampler.tpe
     seed: Optional[int] = 777           # the sampler's seed (null = not reproducible)
     sampler_args: SamplerArgs = field(default_factory=SamplerArgs)
-    # "maximize" | "minimize", or one per objective for a multi-objective study (objective=[a,b])
-    direction: Any = "maximize"
+    # "maximize" | "minimize", or one per objective for a multi-objective study (objective=[a,b]).
+    # Default: what the objective means (sweep.train.METRIC_DIRECTIONS): accuracies up, losses and gap down
+    direction: Any = "${objective_direction:${oc.select:objective,null}}"
     # finished trials (COMPLETE + PRUNED) the study should hold: resuming or adding workers never exceeds it
     n_trials: int = 20
     n_jobs: int = 1                     # trials handed to the launcher at once

@@ -52,6 +52,7 @@ LIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.W
 SPACE_ATTR = "dropout_sweeper.search_space"
 STORAGE_ENV = "DROPOUT_OPTUNA_STORAGE"
 _STUDY_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
+SAMPLER_SEED_MAX = 2**32 - 1  # Optuna's samplers seed numpy's RandomState, which takes [0, 2**32 - 1]
 
 
 def _name(value: Any) -> str:
@@ -67,11 +68,16 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _check_int(key: str, value: Any, minimum: int, allow_none: bool = False) -> None:
+def _flat(directions: list[str]) -> str:
+    return directions[0] if len(directions) == 1 else "[" + ",".join(directions) + "]"
+
+
+def _check_int(key: str, value: Any, minimum: int, allow_none: bool = False, maximum: int | None = None) -> None:
     if value is None and allow_none:
         return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise SweeperError(f"hydra.sweeper.{key}={value!r} is invalid: must be an integer >= {minimum}"
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or (maximum is not None and value > maximum):
+        allowed = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise SweeperError(f"hydra.sweeper.{key}={value!r} is invalid: must be an integer {allowed}"
                            + (" or null" if allow_none else ""))
 
 
@@ -95,7 +101,7 @@ class OptunaSweeperImpl:
         self.pruner_name = _name(pruner)
         if self.pruner_name not in PRUNERS:
             raise SweeperError(f"hydra.sweeper.pruner={self.pruner_name} is invalid; allowed: {', '.join(PRUNERS)}")
-        _check_int("seed", seed, 0, allow_none=True)
+        _check_int("seed", seed, 0, allow_none=True, maximum=SAMPLER_SEED_MAX)
         _check_int("n_trials", n_trials, 1)
         _check_int("n_jobs", n_jobs, 1)
         _check_int("heartbeat_interval", heartbeat_interval, 1, allow_none=True)
@@ -162,6 +168,49 @@ class OptunaSweeperImpl:
         objective = _plain(objective)
         return [objective] if isinstance(objective, str) else [str(x) for x in objective]
 
+    def plan(self, arguments: list[str]) -> tuple[SearchSpace, list[str], list[dict[str, Any]] | None,
+                                                  list[dict[str, Any]]]:
+        """(search space, objective names, grid points or None, enqueued configurations): every check that
+        needs the search space or the objective, made before any study or MLflow run exists. The pre-flight
+        check runs it too (sweep.search.check_sweep), so a mistake stops the command before it starts."""
+        space = _space.parse(self.params, arguments)
+        if not space.distributions:
+            raise SweeperError("nothing to search: set hydra.sweeper.params (e.g. +search=dropout) or give a sweep "
+                               "override such as drop_prob=interval(0,0.5)")
+        names = self.objective_names()
+        if len(names) != len(self.directions):
+            raise SweeperError(f"hydra.sweeper.direction={self.directions} has {len(self.directions)} "
+                               f"entries but objective={names} has {len(names)}: give one direction per objective")
+        self._check_directions(names)
+        if len(names) > 1 and self.sampler_name == "cmaes":
+            raise SweeperError("hydra.sweeper.sampler=cmaes cannot optimise several objectives; "
+                               "use nsgaii, tpe or random")
+        grid = space.grid() if self.sampler_name == "grid" else None
+        fixed = [] if grid is not None else [
+            space.check_params(p, f"hydra.sweeper.enqueue[{i}]") for i, p in enumerate(self.enqueue)]
+        return space, names, grid, fixed
+
+    def _check_directions(self, names: list[str]) -> None:
+        """A direction against what its objective means (sweep.train.METRIC_DIRECTIONS): the default follows
+        the objective; a config file's direction that contradicts it is refused; one typed on the command line
+        (hydra.sweeper.direction=...) is an explicit override and is used as given."""
+        from sweep.train import METRIC_DIRECTIONS as OBJECTIVE_DIRECTIONS
+
+        wrong = [(n, d, OBJECTIVE_DIRECTIONS[n]) for n, d in zip(names, self.directions)
+                 if n in OBJECTIVE_DIRECTIONS and d != OBJECTIVE_DIRECTIONS[n]]
+        if not wrong:
+            return
+        typed = [o for o in OmegaConf.select(self.config, "hydra.overrides.hydra", default=None) or []
+                 if str(o).lstrip("+~").split("=", 1)[0].split(".")[:3] == ["hydra", "sweeper", "direction"]]
+        said = ", ".join(f"objective={n} is a {'loss or gap' if want == 'minimize' else 'accuracy'} to {want}"
+                         for n, _, want in wrong)
+        if typed:
+            log.warning("hydra.sweeper.direction=%s as typed, although %s", _flat(self.directions), said)
+            return
+        raise SweeperError(f"hydra.sweeper.direction={_flat(self.directions)} contradicts the objective: {said}; "
+                           "leave direction out to take it from the objective, or type "
+                           f"hydra.sweeper.direction={_flat(self.directions)} on the command line to force it")
+
     def pruner_description(self) -> dict[str, Any]:
         a = self.pruner_args
         args = {k: a[k] for k in PRUNER_ARGS[self.pruner_name] if a.get(k) is not None}
@@ -174,7 +223,7 @@ class OptunaSweeperImpl:
     def make_sampler(self, search_space: SearchSpace, offset: int) -> optuna.samplers.BaseSampler:
         """A fresh sampler for the next ask, seeded with seed + the trial's index in the study, so a
         resumed study or a second worker never replays the first draws of another."""
-        seed = None if self.seed is None else self.seed + offset
+        seed = None if self.seed is None else (self.seed + offset) % (SAMPLER_SEED_MAX + 1)
         a, name = self.sampler_args, self.sampler_name
         if name == "tpe":
             kw = {"multivariate": bool(a.get("multivariate", False)), "constant_liar": bool(a.get("constant_liar", True))}
@@ -268,23 +317,10 @@ class _Run:
     def __init__(self, sweeper: OptunaSweeperImpl, arguments: list[str]) -> None:
         self.s = sweeper
         self.cfg = sweeper.config
-        self.space = _space.parse(sweeper.params, arguments)
-        if not self.space.distributions:
-            raise SweeperError("nothing to search: set hydra.sweeper.params (e.g. +search=dropout) or give a sweep "
-                               "override such as drop_prob=interval(0,0.5)")
-        self.names = sweeper.objective_names()
-        if len(self.names) != len(sweeper.directions):
-            raise SweeperError(f"hydra.sweeper.direction={sweeper.directions} has {len(sweeper.directions)} "
-                               f"entries but objective={self.names} has {len(self.names)}: give one direction per objective")
+        self.space, self.names, self.grid, self.fixed_configs = sweeper.plan(arguments)
         self.multi = len(self.names) > 1
-        if self.multi and sweeper.sampler_name == "cmaes":
-            raise SweeperError("hydra.sweeper.sampler=cmaes cannot optimise several objectives; "
-                               "use nsgaii, tpe or random")
-        self.grid = self.space.grid() if sweeper.sampler_name == "grid" else None
         if self.grid is not None and sweeper.enqueue:
             log.info("grid sampler: hydra.sweeper.enqueue is ignored (every grid point is evaluated anyway)")
-        self.fixed_configs = [] if self.grid is not None else [
-            self.space.check_params(p, f"hydra.sweeper.enqueue[{i}]") for i, p in enumerate(sweeper.enqueue)]
         self.target = sweeper.n_trials if self.grid is None else min(sweeper.n_trials, len(self.grid))
         self.threads = sweeper.threads_per_job()
         self.epochs = OmegaConf.select(self.cfg, "trainer.epochs", default=None)
