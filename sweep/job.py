@@ -67,7 +67,7 @@ def run(cfg: DictConfig):
     if c.optuna.storage:
         from sweep.search.trial import TrialReporter  # only sweeps driven by the Optuna sweeper need it
 
-        reporter = TrialReporter(c.optuna.storage, c.optuna.study_name, c.optuna.trial_number)
+        reporter = TrialReporter(c.optuna.storage, c.optuna.study_name, c.optuna.trial_number, max_epochs=c.trainer.epochs)
 
     sweep_dir, job_num, overrides = _job_info()
     resolved = OmegaConf.to_container(cfg, resolve=True)
@@ -79,6 +79,8 @@ def run(cfg: DictConfig):
                 "dataset": c.data.name, "objective": ",".join(names), "device": device.type,
                 **(reporter.tags() if reporter else {})}
         run_id = track.start_run(client, exp_id, run_name(c), tags, parent_run_id=parent_id).info.run_id
+        if reporter:
+            reporter.record_run(run_id)  # the sweeper's hook finds the run through the trial
         params = track.params_from_config(resolved)
         params.update({f"layer{i}_drop_prob": str(p) for i, p in enumerate(c.layer_rates, start=1)})
         track.log_params(client, run_id, params)
