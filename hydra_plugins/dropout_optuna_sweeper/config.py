@@ -51,6 +51,7 @@ def _app_default(key: str, default: str) -> str:
 @dataclass
 class OptunaSweeperConf:
     _target_: str = "hydra_plugins.dropout_optuna_sweeper.optuna_sweeper.OptunaSweeper"
+    _recursive_: bool = False  # a `sampler._target_` (hydra-optuna-sweeper's spelling) is read, not instantiated
     defaults: List[Any] = field(default_factory=lambda: [{"sampler": "tpe"}])
 
     sampler: Any = MISSING              # a name, or the node hydra/sweeper/sampler=<name> puts here
@@ -83,6 +84,7 @@ class OptunaSweeperConf:
 
 ConfigStore.instance().store(group="hydra/sweeper", name="optuna", node=OptunaSweeperConf,
                              provider="dropout_optuna_sweeper")
-for _name in SAMPLERS:  # `- override hydra/sweeper/sampler: tpe`, as hydra-optuna-sweeper configs write it
-    ConfigStore.instance().store(group="hydra/sweeper/sampler", name=_name, node={"name": _name},
-                                 provider="dropout_optuna_sweeper")
+for _name, _spec in SAMPLERS.items():  # `- override hydra/sweeper/sampler: tpe`, as hydra-optuna-sweeper writes it;
+    # null = the sweeper's own setting (seed, sampler_args); more keywords of the Optuna class with +key=...
+    ConfigStore.instance().store(group="hydra/sweeper/sampler", name=_name, provider="dropout_optuna_sweeper",
+                                 node={"name": _name, "seed": None, **{k: None for k in _spec.args}})

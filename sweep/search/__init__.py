@@ -22,4 +22,4 @@ def check_options(options: dict[str, Any]) -> None:
     (one line per refused key)."""
     from sweep.search.loop import OptunaSweeperImpl
 
-    OptunaSweeperImpl(**options)
+    OptunaSweeperImpl(**{k: v for k, v in options.items() if not k.startswith("_")})  # _target_, _recursive_

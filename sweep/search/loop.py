@@ -94,12 +94,16 @@ def _sampler(value: Any, sampler_args: dict[str, Any]) -> tuple[str, int | None,
     node = dict(value)
     node.pop("_partial_", None)
     target, name = node.pop("_target_", None), node.pop("name", None)
-    if name is None and target is not None:
+    if target is not None:  # a class, as hydra-optuna-sweeper names it, says more than the group's default name
         name = TARGETS.get(str(target))
         if name is None:
             raise SweeperError(f"hydra.sweeper.sampler._target_={target} is not offered here; use "
                                f"hydra.sweeper.sampler=<name>, one of: {', '.join(SAMPLERS)}")
-    name = _name(name or "tpe")
+    if name is None:  # the group always names one: the node was replaced, e.g. by +hydra.sweeper.sampler.<key>=...
+        raise SweeperError(f"hydra.sweeper.sampler={node} names no sampler; choose one with "
+                           f"hydra/sweeper/sampler=<name> and then set hydra.sweeper.sampler.<key>, or use "
+                           f"hydra.sweeper.sampler=<name> with hydra.sweeper.sampler_args.*; names: {', '.join(SAMPLERS)}")
+    name = _name(name)
     if name not in SAMPLERS:
         raise SweeperError(f"hydra.sweeper.sampler.name={name} is invalid; allowed: {', '.join(SAMPLERS)}")
     seed = node.pop("seed", None)
@@ -329,7 +333,7 @@ class _Run:
         # jobs get their trial only when the app's config has the node for it and can reach the study
         self.sends_trial = _hook.receives_trial(self.cfg) and sweeper.storage_url is not None
         if not self.sends_trial and sweeper.pruner_name != "none":
-            why = "the study is in memory (hydra.sweeper.storage=null)" if sweeper.storage_url is None else \
+            why = "the study is in memory: hydra.sweeper.storage=null" if sweeper.storage_url is None else \
                 f"the app's config has no `{_hook.NODE}` node with {', '.join(_hook.RECEIVER_KEYS)}"
             log.info("hydra.sweeper.pruner=%s: jobs cannot report to their trials (%s), so none is pruned",
                      sweeper.pruner_name, why)
