@@ -122,7 +122,7 @@ def _check_sweeper_options(composed: DictConfig) -> None:
     try:
         check_options(options)
     except SweeperError as e:
-        raise ConfigError(str(e).splitlines()[0]) from None
+        raise ConfigError(str(e)) from None  # one line, or one per refused key
 
 
 def check_cli(argv: list[str]) -> list[Config]:

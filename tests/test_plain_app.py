@@ -37,6 +37,7 @@ def results(out: Path) -> dict:
     return yaml.safe_load((out / "sweep" / "optimization_results.yaml").read_text())
 
 
+@pytest.mark.slow
 def test_a_plain_app_is_swept_with_a_persistent_study(tmp_path):
     url = f"sqlite:///{tmp_path}/optuna.db"
     res = plain(tmp_path, "-m", "hydra/sweeper=optuna", "x=interval(-2,2)", "y=choice(-1,0,1)",
@@ -63,6 +64,7 @@ def test_a_plain_app_is_swept_with_a_persistent_study(tmp_path):
     assert len(optuna.load_study(study_name="plain", storage=url).trials) == 8
 
 
+@pytest.mark.slow
 def test_a_plain_app_defaults_to_an_in_memory_study_and_reports_a_failing_job(tmp_path):
     res = plain(tmp_path, "-m", "hydra/sweeper=optuna", "x=choice(1,2)", "error=choice(false,true)",
                 "hydra.sweeper.sampler=grid", "hydra.sweeper.max_failure_rate=1")
@@ -76,6 +78,7 @@ def test_a_plain_app_defaults_to_an_in_memory_study_and_reports_a_failing_job(tm
     assert "Error executing job with overrides" not in out  # JobReturn's own line is kept off stderr
 
 
+@pytest.mark.slow
 def test_hydra_optuna_sweepers_example_config_loads_as_it_is(tmp_path):
     """hydra-optuna-sweeper's example/conf/config.yaml, unchanged: the sampler group default, sampler.seed,
     direction, study_name, storage: null (in memory), n_trials, n_jobs, max_failure_rate, params."""
