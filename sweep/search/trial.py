@@ -48,7 +48,7 @@ def open_storage(url: str, *, pooled: bool = True, **heartbeat: Any):
     import warnings
 
     import optuna
-    from sqlalchemy.exc import IntegrityError
+    from sqlalchemy.exc import IntegrityError, OperationalError
 
     if pooled:  # the sweeper, which creates the database: optuna-dashboard reading it must not block writes
         use_wal(url)
@@ -60,11 +60,12 @@ def open_storage(url: str, *, pooled: bool = True, **heartbeat: Any):
                 return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url, pooled=pooled),
                                                   skip_compatibility_check=not pooled,
                                                   skip_table_creation=not pooled, **heartbeat)
-        except IntegrityError:
+        except (IntegrityError, OperationalError) as e:
             # Optuna stamps its schema version on every open, even a read-only one; another program
             # (a dashboard, a notebook, a second worker) opening a brand-new database at the same
-            # moment stamps it first. The database is then initialised: opening again succeeds.
-            if attempt == 2:
+            # moment stamps it first ("UNIQUE constraint", or SQLite's "table alembic_version already
+            # exists"). The database is then initialised: opening again succeeds.
+            if attempt == 2 or (isinstance(e, OperationalError) and "already exists" not in str(e)):
                 raise
             time.sleep(0.2 * (attempt + 1))
 
