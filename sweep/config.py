@@ -160,8 +160,20 @@ class TrackingConf:
 
 
 @dataclass
+class OptunaSweeperDefaults:
+    """This project's defaults for hydra.sweeper.* (the generic plugin's: minimize, in memory, unnamed)."""
+    direction: Any = "${objective_direction:${oc.select:objective,null}}"  # what the objective means
+    storage: Optional[str] = "${tracking.optuna_storage}"  # so tracking=server moves both stores
+    study_name: Optional[str] = "dropout"
+
+
+@dataclass
 class OptunaTrialConf:
-    """Set by the Optuna sweeper for each job; lets the job report epochs to its trial (pruning)."""
+    """How this app meets the Optuna sweeper (sweep/search/hook.py): its hook, its defaults for the
+    sweeper's options, and the three keys the sweeper sets for each job so the job can report epochs
+    to its trial (pruning)."""
+    hook: str = "sweep.optuna_hook.DropoutHook"
+    sweeper: OptunaSweeperDefaults = field(default_factory=OptunaSweeperDefaults)
     storage: Optional[str] = None
     study_name: Optional[str] = None
     trial_number: Optional[int] = None

@@ -73,7 +73,7 @@ def run(cfg: DictConfig):
     if c.optuna.storage:
         from sweep.search.trial import TrialReporter
 
-        reporter = TrialReporter(c.optuna.storage, c.optuna.study_name, c.optuna.trial_number)
+        reporter = TrialReporter(c.optuna.storage, c.optuna.study_name, c.optuna.trial_number, max_epochs=c.trainer.epochs)
 
     sweep_dir, job_num, overrides = _job_info()
     resolved = OmegaConf.to_container(cfg, resolve=True)
@@ -83,6 +83,8 @@ def run(cfg: DictConfig):
             **(reporter.tags() if reporter else {})}
     pruned_at = diverged = None
     with track.job_run(c.tracking, run_name(c), tags, sweep_dir) as mlflow_run:  # FINISHED / FAILED / KILLED
+        if reporter and mlflow_run.id:
+            reporter.record_run(mlflow_run.id)  # the sweeper's hook finds the run through the trial
         params = track.params_from_config(resolved)
         params.update({f"layer{i}_drop_prob": str(p) for i, p in enumerate(c.layer_rates, start=1)})
         mlflow_run.log_params(params)

@@ -150,7 +150,7 @@ def _sweeper_storage(composed: DictConfig, arguments: list[str]) -> str | None:
     try:
         check_sweep(options, arguments, composed)
     except SweeperError as e:
-        raise ConfigError(str(e).splitlines()[0]) from None
+        raise ConfigError(str(e)) from None  # one line, or one per refused key
     return options.get("storage")
 
 

@@ -57,22 +57,6 @@ def describe(exc: BaseException) -> str:
     return "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
 
 
-def end_trial_runs(client, experiment_id: str, parent_id: str | None, study: str, number: int) -> None:
-    """The MLflow run of a trial the sweep was interrupted in: tagged optuna_state=FAIL like its trial, and
-    ended KILLED if its job could not end it (a worker the launcher stopped)."""
-    from sweep import track
-
-    flt = f"tags.optuna_study = '{study}' and tags.optuna_trial = '{number}'"
-    if parent_id:
-        flt += f" and tags.mlflow.parentRunId = '{parent_id}'"
-    for run in client.search_runs([experiment_id], flt, max_results=50):
-        if run.data.tags.get("optuna_state") not in (None, "FAIL"):
-            continue  # a run of this trial number in another sweep sharing the study: not ours
-        client.set_tag(run.info.run_id, "optuna_state", "FAIL")
-        if run.info.status == "RUNNING":
-            track.terminate(client, run.info.run_id, "KILLED", error="killed: the sweep was interrupted while it ran")
-
-
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

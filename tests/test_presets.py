@@ -57,13 +57,13 @@ def check_preset(option: str, conf: Path = CONF) -> int:
     checked = 1
     sweeper = cfg.hydra.sweeper
     if OmegaConf.select(cfg, "hydra.sweeper.params") is not None:
-        from sweep.search import check_options
+        from sweep.search import check_sweep
         from sweep.search.space import SweeperError
 
         opts = OmegaConf.to_container(sweeper, resolve=True)
         opts.pop("_target_", None)
         try:
-            check_options(opts)
+            check_sweep(opts, [], cfg)
         except SweeperError as e:
             raise ConfigError(str(e).splitlines()[0]) from None
         points = [[f"{k}={v}" for k, v in point.items()] for point in sweeper.get("enqueue") or []]

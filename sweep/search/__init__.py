@@ -1,12 +1,16 @@
-"""The Optuna search behind `hydra/sweeper=optuna`.
+"""The Optuna search behind `hydra/sweeper=optuna`: a generic Hydra sweeper, usable by any Hydra app.
 
+    choices.py  the samplers, pruners and directions offered, and the code that builds them
     space.py    Hydra override grammar <-> Optuna distributions
     loop.py     the ask/tell loop over Hydra's launcher (study, locks, heartbeats)
-    trial.py    the job's side: storage, pruner, per-epoch reports (pruning)
+    hook.py     how an app adds its own behaviour (named in its config), and the node that receives a trial
+    trial.py    the job's side: storage, pruner, per-epoch reports (pruning), what the job tells its trial
     results.py  what a search leaves behind: results files, plots, the best configuration
 
 `hydra_plugins/dropout_optuna_sweeper` only registers the config and forwards to `loop`; the
-pre-flight check calls `check_sweep`. Nothing heavy is imported until a function needs it.
+pre-flight check calls `check_sweep`. This project's own parts (objective names, threads, MLflow)
+are in `sweep/optuna_hook.py`, which nothing here imports. Nothing heavy is imported until a function
+needs it.
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ def check_sweep(options: dict[str, Any], arguments: list[str], config: Any) -> N
     from sweep.search.loop import OptunaSweeperImpl
     from sweep.search.space import SweeperError
 
+    options = {k: v for k, v in options.items() if not k.startswith("_")}  # _target_, _recursive_
     allowed = [p for p in inspect.signature(OptunaSweeperImpl.__init__).parameters if p != "self"]
     unknown = sorted(set(options) - set(allowed))
     if unknown:
