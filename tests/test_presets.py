@@ -102,7 +102,7 @@ def test_every_shipped_option_composes_and_validates(option):
     ("experiment", "typo", "# @package _global_\ntrainer:\n  epoch: 3\n", ["epoch"]),
     ("search", "bad_enqueue", "# @package _global_\ndefaults:\n  - override /hydra/sweeper: optuna\n"
      "hydra:\n  sweeper:\n    params:\n      drop_prob: interval(0, 0.5)\n    enqueue:\n      - {drop_prob: 1.5}\n",
-     ["drop_prob=1.5", "[0, 1)"]),
+     ["drop_prob=1.5", "outside drop_prob=interval(0, 0.5)"]),  # the sweeper's own check comes first
     ("search", "bad_space", "# @package _global_\ndefaults:\n  - override /hydra/sweeper: optuna\n"
      "hydra:\n  sweeper:\n    params:\n      input_drop_prob: interval(0.2, 1.5)\n",
      ["input_drop_prob", "[0, 1)"]),
