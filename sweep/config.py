@@ -58,10 +58,13 @@ class ModelConf:
     num_classes: int = 10
     activation: str = "relu"
     init: str = "xavier_uniform"
+    constant_capacity: bool = False  # widen hidden layer i to hidden_sizes[i] / (1 - its rate) (Srivastava Fig. 9b)
 
     def __post_init__(self):
         from models.mlp import ACTIVATIONS, INITS
 
+        if not isinstance(self.constant_capacity, bool):
+            _fail("model.constant_capacity", self.constant_capacity, "must be true or false")
         check_choice("model.activation", self.activation, tuple(ACTIVATIONS))
         check_choice("model.init", self.init, tuple(INITS))
         if not self.hidden_sizes:

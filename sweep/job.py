@@ -64,7 +64,8 @@ def run(cfg: DictConfig):
     splits = data.load_splits(c.data.name, c.data.root, val_size=c.data.val_size, seed=c.seed, device=device,
                               train_subset=c.data.train_subset, download=c.data.download, verify=c.data.verify)
     model = build_mlp(c.model.in_features, c.model.hidden_sizes, c.model.num_classes, c.drop_prob,
-                      c.input_drop_prob, c.layer_drop_probs, c.model.activation, c.model.init).to(device)
+                      c.input_drop_prob, c.layer_drop_probs, c.model.activation, c.model.init,
+                      constant_capacity=c.model.constant_capacity).to(device)
     optimizer = make_optimizer(c.optimizer.name, model.parameters(), c.optimizer.lr, c.optimizer.momentum,
                                c.optimizer.weight_decay, c.optimizer.betas)
 
@@ -87,6 +88,7 @@ def run(cfg: DictConfig):
             reporter.record_run(mlflow_run.id)  # the sweeper's hook finds the run through the trial
         params = track.params_from_config(resolved)
         params.update({f"layer{i}_drop_prob": str(p) for i, p in enumerate(c.layer_rates, start=1)})
+        params.update({f"layer{i}_width": str(w) for i, w in enumerate(model.hidden_sizes, start=1)})  # as built
         mlflow_run.log_params(params)
         mlflow_run.log_text(OmegaConf.to_yaml(track.redact_obj(resolved)), "config.yaml")
         log.info("run %s on %s: %s", run_name(c), device, splits)

@@ -33,6 +33,13 @@ def test_every_grid_point_is_checked(check):
     assert sorted(c.drop_prob for c in check("drop_prob=0,0.2,0.3,0.5")) == [0, 0.2, 0.3, 0.5]
 
 
+def test_constant_capacity_is_off_by_default_and_a_bool(check):
+    (c,) = check()
+    assert c.model.constant_capacity is False
+    (c,) = check("model.constant_capacity=true")
+    assert c.model.constant_capacity is True
+
+
 def test_groups(check):
     (c,) = check("optimizer=sgd")
     assert c.optimizer.name == "sgd" and c.optimizer.momentum == 0.9
@@ -57,6 +64,7 @@ def test_groups(check):
     (["optimizer.lr=0"], ["optimizer.lr=0"]),
     (["objective=accuracy"], ["objective='accuracy'", "val_acc"]),
     (["drop_prob=interval(0.5,0.1)"], ["drop_prob=interval(0.5,0.1)", "lower < upper"]),
+    (["model.constant_capacity=maybe"], ["model.constant_capacity", "maybe"]),
 ])
 def test_bad_values_give_one_line_naming_key_value_and_allowed(check, args, words):
     with pytest.raises(ConfigError) as err:

@@ -61,9 +61,10 @@ def check_preset(option: str, conf: Path = CONF) -> int:
         from sweep.search.space import SweeperError
 
         opts = OmegaConf.to_container(sweeper, resolve=True)
-        opts.pop("_target_", None)
+        optuna = opts.pop("_target_", "").startswith("hydra_plugins.dropout_optuna_sweeper.")
         try:
-            check_sweep(opts, [], cfg)
+            if optuna:  # a study preset's grid runs on Hydra's basic sweeper, whose options are Hydra's own
+                check_sweep(opts, [], cfg)
         except SweeperError as e:
             raise ConfigError(str(e).splitlines()[0]) from None
         points = [[f"{k}={v}" for k, v in point.items()] for point in sweeper.get("enqueue") or []]
