@@ -24,7 +24,8 @@ import data
 from data.acquire import train_count
 from data.load import split_indices
 from sweep import track
-from sweep.config import PROJECT_ROOT, Config, ConfigError, one_line as _one_line, validate
+from sweep.config import PROJECT_ROOT, Config, ConfigError, objective_names, one_line as _one_line, validate
+from sweep.train import selection_error
 
 USER_ERRORS = (ConfigError, data.DataError, track.TrackingError)
 _SKIP_FLAGS = {"-h", "--help", "--hydra-help", "--info", "-i", "--shell-completion", "-sc", "--cfg", "-c",
@@ -123,6 +124,9 @@ def _check_sweeper_options(composed: DictConfig) -> None:
         check_options(options)
     except SweeperError as e:
         raise ConfigError(str(e).splitlines()[0]) from None
+    refused = selection_error(objective_names(OmegaConf.select(composed, "objective")))  # the test set never selects
+    if refused:
+        raise ConfigError(refused)
 
 
 def check_cli(argv: list[str]) -> list[Config]:
@@ -147,7 +151,7 @@ def check_cli(argv: list[str]) -> list[Config]:
     for name, root, download, verify in {(c.data.name, c.data.root, c.data.download, c.data.verify) for c in checked}:
         data.ensure_files(name, root, download=download, verify=verify)
     for c in checked:  # split sizes against the real file: a bad data.val_size fails here, not in every job
-        split_indices(train_count(c.data.name, c.data.root), val_size=c.data.val_size, seed=c.seed,
+        split_indices(train_count(c.data.name, c.data.root), val_size=c.data.val_size, seed=c.data.split_seed,
                       train_subset=c.data.train_subset)
     multirun = any(a in ("-m", "--multirun") for a in argv)
     if multirun:
