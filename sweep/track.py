@@ -23,7 +23,6 @@ from typing import Any, Iterator
 import json
 
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunStatus
-from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 from mlflow.tracking import MlflowClient
 
 from sweep.config import PROJECT_ROOT
@@ -148,12 +147,15 @@ def log_text(client: MlflowClient, run_id: str, text: str, path: str) -> None:
     client.log_text(run_id, redact(text), path)
 
 
+DATASET_CONTEXT = "mlflow.data.context"  # the input tag `mlflow.log_input(..., context=)` writes and the UI shows
+
+
 def dataset_inputs(records) -> list[DatasetInput]:
     """data.load.SplitRecord -> MLflow dataset inputs: name and digest, the raw files' SHA-256s as the
     source, sizes and split seed as the profile, the split's use as context (the UI's Dataset column)."""
     return [DatasetInput(Dataset(name=r.name, digest=r.digest, source_type="local", source=json.dumps(r.source),
                                  profile=json.dumps(r.profile)),
-                         tags=[InputTag(MLFLOW_DATASET_CONTEXT, r.context)]) for r in records]
+                         tags=[InputTag(DATASET_CONTEXT, r.context)]) for r in records]
 
 
 TAG_LIMIT = 5000  # MLflow refuses longer tag values (8000 on its server); an error text can be longer
