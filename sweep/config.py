@@ -78,6 +78,7 @@ class DataConf:
     name: str = "mnist"
     root: str = "${root:}/data/files"
     val_size: int = 5000          # held out of the 60k training images, seeded; the test set is never used to select
+    split_seed: int = 0           # draws the validation split and the train_eval subset; `seed` does not touch them
     train_subset: Optional[int] = None  # keep only this many training images (quick runs)
     train_eval_size: int = 10_000  # fixed seeded subset for per-epoch train_* metrics
     download: bool = True
@@ -88,6 +89,7 @@ class DataConf:
 
         check_choice("data.name", self.name, DATASETS)
         check_positive_int("data.val_size", self.val_size, minimum=0)
+        check_positive_int("data.split_seed", self.split_seed, minimum=0)
         check_positive_int("data.train_eval_size", self.train_eval_size)
         if self.train_subset is not None:
             check_positive_int("data.train_subset", self.train_subset)
@@ -120,6 +122,7 @@ class OptimizerConf:
 @dataclass
 class TrainerConf:
     epochs: int = 15
+    eval_every: int = 1       # evaluate (and log, and report to a pruner) every k epochs; the last epoch always
     batch_size: int = 100
     drop_last: bool = True
     precision: str = "fp32"   # bf16 = autocast (AVX-512 BF16 CPUs and recent GPUs)
@@ -131,6 +134,7 @@ class TrainerConf:
         from sweep.train import DEVICES, PRECISIONS
 
         check_positive_int("trainer.epochs", self.epochs)
+        check_positive_int("trainer.eval_every", self.eval_every)
         check_positive_int("trainer.batch_size", self.batch_size)
         check_choice("trainer.precision", self.precision, tuple(PRECISIONS))
         check_choice("trainer.device", self.device, DEVICES)
@@ -210,7 +214,7 @@ class Config:
     input_drop_prob: float = 0.0  # on the input pixels
     # per hidden layer: null = use drop_prob; set one with layer_drop_probs.0=0.2 (0-based)
     layer_drop_probs: List[Optional[float]] = field(default_factory=lambda: [None, None, None, None])
-    seed: int = 777
+    seed: int = 777               # initialisation, batch order and dropout masks (the split: data.split_seed)
     objective: Any = "val_acc"    # a metric name, or a list of them for multi-objective sweeps
 
     def __post_init__(self):

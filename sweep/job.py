@@ -19,7 +19,7 @@ import data
 from models import build_mlp
 from sweep import resume, signals, track  # issue 9: resume, signals
 from sweep.config import Config, objective_names, validate  # validate: typed, checked; ConfigError is one line
-from sweep.train import Diverged, fit, make_optimizer, pick_device, seed_everything
+from sweep.train import AT_BEST, BestEpoch, Diverged, fit, make_optimizer, pick_device, seed_everything
 
 log = logging.getLogger("sweep")
 
@@ -61,8 +61,9 @@ def run(cfg: DictConfig):
         torch.set_num_threads(c.trainer.threads)
     seed_everything(c.seed)
     device = pick_device(c.trainer.device)
-    splits = data.load_splits(c.data.name, c.data.root, val_size=c.data.val_size, seed=c.seed, device=device,
-                              train_subset=c.data.train_subset, download=c.data.download, verify=c.data.verify)
+    splits = data.load_splits(c.data.name, c.data.root, val_size=c.data.val_size, split_seed=c.data.split_seed,
+                              device=device, train_subset=c.data.train_subset, download=c.data.download,
+                              verify=c.data.verify)
     model = build_mlp(c.model.in_features, c.model.hidden_sizes, c.model.num_classes, c.drop_prob,
                       c.input_drop_prob, c.layer_drop_probs, c.model.activation, c.model.init,
                       constant_capacity=c.model.constant_capacity).to(device)
@@ -91,6 +92,7 @@ def run(cfg: DictConfig):
         params.update({f"layer{i}_width": str(w) for i, w in enumerate(model.hidden_sizes, start=1)})  # as built
         mlflow_run.log_params(params)
         mlflow_run.log_text(OmegaConf.to_yaml(track.redact_obj(resolved)), "config.yaml")
+        mlflow_run.log_inputs(splits.records)  # the UI's Dataset column: name, digest, sizes, split seed
         log.info("run %s on %s: %s", run_name(c), device, splits)
         with mlflow_run.timed("train_seconds"), logging_redirect_tqdm():
             try:
@@ -117,15 +119,24 @@ class _Pruned(Exception):
 
 
 def _train_and_record(c: Config, model, optimizer, splits, mlflow_run: track.Run, reporter, names) -> dict[str, float]:
-    """The epoch loop: log each epoch's metrics, one summary line, and ask the pruner whether to go on."""
+    """The epoch loop: log each evaluated epoch's metrics (step = epoch) and, when it is the best by validation
+    accuracy so far, `best_epoch` and `at_best_val.<metric>`; one summary line; ask the pruner whether to go on."""
     metrics: dict[str, float] = {}
+    best = BestEpoch()
+    if len(splits.val_x) == 0:
+        log.info("no validation split (data.val_size=0): no best-epoch metrics")
+        mlflow_run.set_tags({"at_best_val": "none: data.val_size=0 leaves no validation split"})
     bar = tqdm(total=c.trainer.epochs, desc=run_name(c), unit="epoch", disable=not c.trainer.progress, leave=False)
     for metrics in fit(model, optimizer, splits, epochs=c.trainer.epochs, batch_size=c.trainer.batch_size,
-                       seed=c.seed, precision=c.trainer.precision, train_eval_size=c.data.train_eval_size,
-                       drop_last=c.trainer.drop_last):
+                       seed=c.seed, split_seed=c.data.split_seed, precision=c.trainer.precision,
+                       train_eval_size=c.data.train_eval_size, drop_last=c.trainer.drop_last,
+                       eval_every=c.trainer.eval_every):
         epoch = int(metrics.pop("epoch"))
         mlflow_run.log_metrics(metrics, step=epoch)
-        bar.update()
+        if best.update(epoch, metrics):
+            mlflow_run.log_metrics({"best_epoch": epoch, **{f"{AT_BEST}{k}": v for k, v in best.metrics.items()}},
+                                   step=epoch)
+        bar.update(epoch - bar.n)
         log.info("epoch %d/%d  train_acc %.4f  val_acc %s  test_acc %.4f  gap %+.4f  fit_loss %.4f",
                  epoch, c.trainer.epochs, metrics["train_acc"],
                  f"{metrics['val_acc']:.4f}" if "val_acc" in metrics else "-",
@@ -134,4 +145,7 @@ def _train_and_record(c: Config, model, optimizer, splits, mlflow_run: track.Run
             bar.close()
             raise _Pruned(epoch)
     bar.close()
+    if best.epoch is not None:
+        log.info("best validation accuracy %.4f at epoch %d (test_acc %.4f, gap %+.4f there)", best.metrics["val_acc"],
+                 best.epoch, best.metrics["test_acc"], best.metrics["gap"])
     return metrics

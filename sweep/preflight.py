@@ -28,9 +28,9 @@ import data
 from data.acquire import train_count
 from data.load import split_indices
 from sweep import track
-from sweep.config import PROJECT_ROOT, Config, ConfigError, one_line as _one_line, validate
+from sweep.config import PROJECT_ROOT, Config, ConfigError, objective_names, one_line as _one_line, validate
 from sweep.redact import redact
-from sweep.train import THREADS_PER_CPU, max_threads, pick_device
+from sweep.train import THREADS_PER_CPU, max_threads, pick_device, selection_error
 
 USER_ERRORS = (ConfigError, data.DataError, track.TrackingError)
 _SKIP_FLAGS = {"-h", "--help", "--hydra-help", "--info", "-i", "--shell-completion", "-sc", "--cfg", "-c",
@@ -139,6 +139,9 @@ def _sweeper_storage(composed: DictConfig, arguments: list[str]) -> str | None:
     target = OmegaConf.select(composed, "hydra.sweeper._target_") or ""
     if not target.startswith("hydra_plugins.dropout_optuna_sweeper."):
         return None
+    refused = selection_error(objective_names(OmegaConf.select(composed, "objective")))  # the test set never selects
+    if refused:
+        raise ConfigError(refused)
     from sweep.search import check_sweep
     from sweep.search.space import SweeperError
 
@@ -268,7 +271,7 @@ def check_cli(argv: list[str]) -> list[Config]:
     for name, root, download, verify in {(c.data.name, c.data.root, c.data.download, c.data.verify) for c in checked}:
         data.ensure_files(name, root, download=download, verify=verify)
     for c in checked:  # split sizes against the real file: a bad data.val_size fails here, not in every job
-        train_idx, _ = split_indices(train_count(c.data.name, c.data.root), val_size=c.data.val_size, seed=c.seed,
+        train_idx, _ = split_indices(train_count(c.data.name, c.data.root), val_size=c.data.val_size, seed=c.data.split_seed,
                                      train_subset=c.data.train_subset)
         _check_batch(c, len(train_idx))
     if checked[0].tracking.enabled:

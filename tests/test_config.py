@@ -65,6 +65,14 @@ def test_groups(check):
     (["objective=accuracy"], ["objective='accuracy'", "val_acc"]),
     (["drop_prob=interval(0.5,0.1)"], ["drop_prob=interval(0.5,0.1)", "lower < upper"]),
     (["model.constant_capacity=maybe"], ["model.constant_capacity", "maybe"]),
+    (["trainer.eval_every=0"], ["trainer.eval_every=0", "integer >= 1"]),
+    (["trainer.eval_every=1.5"], ["trainer.eval_every", "1.5"]),
+    (["data.split_seed=-1"], ["data.split_seed=-1", "integer >= 0"]),
+    (["-m", "hydra/sweeper=optuna", "+search=dropout", "objective=test_acc"],
+     ["objective=test_acc is refused for a search", "the test set must not select", "use val_acc"]),
+    (["-m", "+search=dropout", "objective=[val_acc,gap]", "hydra.sweeper.direction=[maximize,minimize]"],
+     ["objective=[val_acc,gap] is refused for a search", "gap reads the test set", "val_gap"]),
+    (["-m", "+search=dropout", "objective=test_loss", "hydra.sweeper.direction=minimize"], ["objective=test_loss"]),
 ])
 def test_bad_values_give_one_line_naming_key_value_and_allowed(check, args, words):
     with pytest.raises(ConfigError) as err:
@@ -150,3 +158,19 @@ def test_a_search_space_typed_on_the_command_line_reaches_the_sweepers_checks(ch
     assert sorted(c.drop_prob for c in configs)[0] == 0.0
     with pytest.raises(ConfigError, match=r"hydra.sweeper.enqueue\[0\]: drop_prob=0.6 is outside drop_prob=interval\(0,0.5\)"):
         check("-m", "hydra/sweeper=optuna", "drop_prob=interval(0,0.5)", "hydra.sweeper.enqueue=[{drop_prob:0.6}]")
+
+
+def test_split_seed_and_eval_every_defaults(check):
+    (c,) = check()
+    assert (c.data.split_seed, c.trainer.eval_every, c.seed) == (0, 1, 777)
+
+
+def test_validation_objectives_may_drive_a_search(check):
+    (c, *_) = check("-m", "+search=dropout", "objective=[val_acc,val_gap]", "hydra.sweeper.direction=[maximize,minimize]")
+    assert list(c.objective) == ["val_acc", "val_gap"]
+
+
+def test_test_metrics_may_still_be_returned_by_a_grid_and_a_single_run(check, tiny_root, tmp_path):
+    args = [a for a in tiny_overrides(tiny_root, tmp_path) if not a.startswith("data.val_size")]
+    assert [c.objective for c in check_cli(["-m", *args, "+experiment=lab", "drop_prob=0,0.5"])] == ["test_acc"] * 2
+    assert check("objective=gap")[0].objective == "gap"

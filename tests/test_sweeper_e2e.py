@@ -106,15 +106,15 @@ def test_grid_evaluates_every_point_once_with_hydras_range_bounds(cli):
 
 def test_multi_objective_search_writes_the_pareto_front(cli):
     out = cli.out
-    res, study = sweep_ok(cli, "+search=dropout", "objective=[val_acc,gap]",
+    res, study = sweep_ok(cli, "+search=dropout", "objective=[val_acc,val_gap]",
                           "hydra.sweeper.direction=[maximize,minimize]", "hydra.sweeper.sampler=nsgaii",
                           "hydra.sweeper.n_trials=3", "hydra.sweeper.enqueue=[]", epochs=1)
-    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"] and study.metric_names == ["val_acc", "gap"]
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"] and study.metric_names == ["val_acc", "val_gap"]
     assert states(study) == ["COMPLETE"] * 3
     results = yaml.safe_load((out / "sweep" / "optimization_results.yaml").read_text())
     front = results["pareto_front"]
     assert {p["trial"] for p in front} == {t.number for t in study.best_trials}
-    assert set(front[0]["values"]) == {"val_acc", "gap"} and "Pareto front" in res.stdout
+    assert set(front[0]["values"]) == {"val_acc", "val_gap"} and "Pareto front" in res.stdout
 
 
 def test_pruning_stops_a_bad_trial_early(cli):
