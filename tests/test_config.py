@@ -103,7 +103,7 @@ def test_objective_directions_follow_meaning():
 
 
 @pytest.mark.parametrize("args, direction", [
-    ([], "maximize"), (["objective=val_loss"], "minimize"), (["objective=[gap,val_acc]"], ["minimize", "maximize"]),
+    ([], "maximize"), (["objective=val_loss"], "minimize"), (["objective=[val_gap,val_acc]"], ["minimize", "maximize"]),
     (["objective=val_loss", "hydra.sweeper.direction=maximize"], "maximize"),  # typed: an explicit override
 ])
 def test_sweeper_direction_defaults_to_the_objectives_meaning(check, args, direction):
