@@ -80,3 +80,18 @@ def test_the_default_median_waits_for_five_finished_trials(tmp_path):
     t.set_user_attr(MAX_EPOCHS_ATTR, 3)
     r = TrialReporter(url, "s", t.number)
     assert [r.should_stop(e, 0.1) for e in (1, 2)] == [False, False]  # 4 finished trials: never
+
+
+@pytest.mark.slow
+def test_the_real_cli_prunes_no_earlier_than_two_thirds_of_the_epochs(cli):
+    """End to end: the sweeper stores the derived warm-up in the study and the job's reporter honours it. A
+    learning rate of 1e-7 learns nothing; with 6 epochs it is stopped after epoch 4 (2/3 of 6), not before."""
+    res = cli("-m", "hydra/sweeper=optuna", f"hydra.sweeper.storage=sqlite:///{cli.out}/optuna.db",
+              "hydra.sweeper.study_name=t", "hydra.sweeper.sampler=grid", "optimizer.lr=choice(0.001,0.0000001)",
+              "hydra.sweeper.pruner=median", "hydra.sweeper.pruner_args.n_startup_trials=1", epochs=6)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    study = optuna.load_study(study_name="t", storage=f"sqlite:///{cli.out}/optuna.db")
+    assert study.user_attrs[PRUNER_ATTR]["args"]["n_warmup_steps"] == 4
+    good, bad = study.trials
+    assert good.state.name == "COMPLETE" and sorted(good.intermediate_values) == [1, 2, 3, 4, 5, 6]
+    assert bad.state.name == "PRUNED" and sorted(bad.intermediate_values) == [1, 2, 3, 4]
