@@ -246,7 +246,8 @@ def test_pruner_description_round_trips(name, cls):
     if name == "hyperband":
         assert desc["args"]["max_resource"] == 7  # a trial's resource is its epochs
     if name == "median":
-        assert desc["args"] == {"n_startup_trials": 2, "n_warmup_steps": 2, "interval_steps": 1}
+        # the defaults: 5 finished trials, a warm-up of two thirds of the epochs (tests/test_pruning.py)
+        assert desc["args"] == {"n_startup_trials": 5, "n_warmup_steps": 4, "interval_steps": 1}
 
 
 def test_threads_are_shared_out_under_joblib(monkeypatch):

@@ -35,8 +35,12 @@ class SamplerArgs:
 @dataclass
 class PrunerArgs:
     """Settings of the pruner; a step is an epoch. Each pruner takes the ones it knows."""
-    n_startup_trials: int = 2    # median: trials that must finish before any is pruned
-    n_warmup_steps: int = 2      # median: epochs a trial always runs before it can be pruned
+    # median: trials that must finish before any is pruned (Optuna's default; with 2, the median of two
+    # early trials pruned most high dropout rates: README, Pruning)
+    n_startup_trials: int = 5
+    # median: epochs a trial always runs before it can be pruned; null = two thirds of its epochs (the app
+    # hook's max_resource; 0 when the app does not say): high dropout rates are behind early (README, Pruning)
+    n_warmup_steps: Optional[int] = None
     interval_steps: int = 1      # median
     min_resource: int = 1        # hyperband, successive_halving: epochs before the first rung
     max_resource: Optional[int] = None  # hyperband: null = the app hook's (trainer.epochs), else auto

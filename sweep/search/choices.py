@@ -47,6 +47,19 @@ PRUNERS: dict[str, tuple[str, dict[str, Any]]] = {
                                                        "min_early_stopping_rate": 0}),
 }
 PRUNER_ARGS = {name: args for name, (_, args) in PRUNERS.items()}
+WARMUP_SHARE = (2, 3)  # median: a trial always runs 2/3 of its steps when n_warmup_steps is null
+
+
+def default_warmup(max_resource: int | None) -> int:
+    """The median pruner's n_warmup_steps when none is given: two thirds of a trial's steps (its epochs, from
+    the app's hook), rounded down; 0 when unknown. High dropout rates learn more slowly and are behind in
+    the first epochs, level only about two thirds of the way (README, Pruning: bench/pruning.py)."""
+    if not isinstance(max_resource, int) or isinstance(max_resource, bool) or max_resource <= 0:
+        return 0
+    num, den = WARMUP_SHARE
+    return (num * max_resource) // den
+
+
 DIRECTIONS = ("maximize", "minimize")
 
 

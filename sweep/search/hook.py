@@ -43,7 +43,8 @@ class SweepHook:
         return None
 
     def max_resource(self) -> int | None:
-        """The most steps a trial reports (hyperband's max_resource when not given); None: Optuna's "auto"."""
+        """The most steps a trial reports (hyperband's max_resource when not given, and the median pruner's
+        default warm-up, 2/3 of it); None: Optuna's "auto", and no warm-up."""
         return None
 
     def job_overrides(self) -> list[str]:

@@ -45,7 +45,7 @@ from sweep.dblock import db_lock, lockable
 from sweep.redact import redact
 from sweep.search import hook as _hook, results as _report, space as _space
 from sweep.search.choices import (DIRECTIONS, PRUNER_ARGS, PRUNERS, SAMPLERS, SINGLE_OBJECTIVE, TARGETS,
-                                  make_sampler, sampler_keywords)
+                                  default_warmup, make_sampler, sampler_keywords)
 from sweep.search.space import SearchSpace, SweeperError
 from sweep.search.trial import PRUNER_ATTR, build_pruner, open_storage
 
@@ -288,6 +288,8 @@ class OptunaSweeperImpl:
             resource = self.hook.max_resource()
             if isinstance(resource, int):
                 args["max_resource"] = resource
+        if self.pruner_name == "median" and args.get("n_warmup_steps") is None:
+            args["n_warmup_steps"] = default_warmup(self.hook.max_resource())  # 2/3 of a trial's epochs
         return {"name": self.pruner_name, "args": args}
 
     def make_sampler(self, search_space: SearchSpace, offset: int) -> optuna.samplers.BaseSampler:
