@@ -24,7 +24,7 @@ from omegaconf.errors import OmegaConfBaseException
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # ${root:} in YAML: outputs never depend on the directory Hydra (or the user) runs from.
 OmegaConf.register_new_resolver("root", lambda: str(PROJECT_ROOT), replace=True)
-from sweep import sweepdir  # noqa: E402,F401 - issue 9: registers ${sweep_dir:} (every sweep its own folder)
+from sweep import sweepdir  # noqa: E402,F401 - registers ${sweep_dir:} (every sweep its own folder)
 
 
 class ConfigError(ValueError):

@@ -17,7 +17,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 import data
 from models import build_mlp
-from sweep import resume, signals, track  # issue 9: resume, signals
+from sweep import resume, signals, track
 from sweep.config import Config, objective_names, validate  # validate: typed, checked; ConfigError is one line
 from sweep.train import AT_BEST, BestEpoch, Diverged, fit, make_optimizer, pick_device, seed_everything
 
@@ -52,10 +52,10 @@ def _objective(metrics: dict[str, float], names: list[str]):
 
 
 def run(cfg: DictConfig):
-    signals.install()  # issue 9: a joblib/loky worker ends its run KILLED on SIGTERM too
+    signals.install()  # a joblib/loky worker ends its run KILLED on SIGTERM too
     c = validate(cfg)
     names = objective_names(c.objective)
-    if (reused := resume.finished_objective(c, names, in_multirun())) is not None:  # issue 9: grids resume
+    if (reused := resume.finished_objective(c, names, in_multirun())) is not None:  # grids resume
         return reused
     if c.trainer.threads:
         torch.set_num_threads(c.trainer.threads)

@@ -24,7 +24,7 @@ from typing import Iterator
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from sweep import signals, sweepdir, track  # issue 9: signals, sweepdir
+from sweep import signals, sweepdir, track
 from sweep.dblock import db_lock, lockable
 
 log = logging.getLogger("sweep")
@@ -58,7 +58,7 @@ class MlflowSweepCallback(Callback):
         tags = {"sweep_id": sweep_id, "sweep_role": "parent", "sweep_dir": str(self.sweep_dir),
                 "overrides": overrides, "sweeper": config.hydra.sweeper.get("_target_", "").rsplit(".", 1)[-1],
                 "launcher": config.hydra.launcher.get("_target_", "").rsplit(".", 1)[-1]}
-        hold = sweepdir.Hold(self.client, self.sweep_dir, config.tracking.sweep_id)  # issue 9: no silent take-over
+        hold = sweepdir.Hold(self.client, self.sweep_dir, config.tracking.sweep_id)  # no silent take-over
         if config.tracking.sweep_id:
             with parent_lock(_lock_urls(config), f"{config.tracking.experiment}/{sweep_id}") as held:
                 self.parent_id = self._shared_parent(exp_id, sweep_id)
@@ -68,7 +68,7 @@ class MlflowSweepCallback(Callback):
         else:
             self.parent_id = track.start_run(self.client, exp_id, f"sweep {sweep_id}", tags).info.run_id
         track.write_parent(self.sweep_dir, self.parent_id, sweep_id)
-        hold.release()  # issue 9
+        hold.release()
         _OPEN.append(self)
         log.info("MLflow parent run %s (sweep %s) in %s", self.parent_id, sweep_id, track.redact(config.tracking.uri))
 
@@ -97,7 +97,7 @@ class MlflowSweepCallback(Callback):
         if self.parent_id is None:
             return
         parent, self.parent_id = self.parent_id, None
-        if status != "FINISHED":  # issue 9: no child of ours left RUNNING (a joblib worker stopped mid-job)
+        if status != "FINISHED":  # no child of ours left RUNNING (a joblib worker stopped mid-job)
             with contextlib.suppress(Exception):
                 signals.end_orphaned_children(self.client, parent)
         try:

@@ -14,7 +14,7 @@ from omegaconf import DictConfig  # noqa: E402
 
 from sweep import job, preflight, signals  # noqa: E402
 from sweep.config import PROJECT_ROOT  # noqa: E402
-from sweep.train import Diverged  # noqa: E402 - issue 9
+from sweep.train import Diverged  # noqa: E402
 
 
 @hydra.main(version_base="1.3", config_path=str(PROJECT_ROOT / "conf"), config_name="config")
@@ -22,7 +22,7 @@ def main(cfg: DictConfig):
     """Returns the objective (val_acc by default) so sweepers can optimise it."""
     try:
         return job.run(cfg)
-    except Diverged as e:  # issue 9: recorded FAILED by the job; a single run must not exit 0
+    except Diverged as e:  # recorded FAILED by the job; a single run must not exit 0
         print(f"error: the run diverged ({e}); try a lower optimizer.lr", file=sys.stderr)
         sys.exit(1)
     except preflight.USER_ERRORS as e:
@@ -33,7 +33,7 @@ def main(cfg: DictConfig):
 
 
 if __name__ == "__main__":
-    signals.install()  # issue 9: SIGTERM (SLURM, timeout, docker stop) takes Ctrl-C's path below
+    signals.install()  # SIGTERM (SLURM, timeout, docker stop) takes Ctrl-C's path below
     preflight.main_or_exit(sys.argv[1:])
     try:
         main()
@@ -42,4 +42,4 @@ if __name__ == "__main__":
 
         close_open_parents("KILLED")
         print(f"{signals.describe(e)}: the current run was recorded as KILLED", file=sys.stderr)
-        sys.exit(signals.exit_code(e))  # issue 9: 130 for Ctrl-C, 143 for SIGTERM
+        sys.exit(signals.exit_code(e))  # 130 for Ctrl-C, 143 for SIGTERM
