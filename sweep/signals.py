@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import threading
 
 log = logging.getLogger("sweep")
