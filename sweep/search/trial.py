@@ -19,7 +19,7 @@ import math
 import time
 from typing import Any
 
-from sweep.search.choices import build_pruner  # noqa: F401 - jobs rebuild the study's pruner from here
+from sweep.search.choices import build_pruner
 from sweep.sqlite_wal import use_wal
 
 PRUNER_ATTR = "dropout_sweeper.pruner"  # study user attribute: {"name": ..., "args": {...}}
