@@ -1,21 +1,16 @@
 """Bad input through the real CLI: exit code 2, one line naming the key or file and what is allowed,
 no traceback, and no MLflow run recorded."""
 import shutil
-import socket
 
 import pytest
 
 from helpers.cli import mlflow_runs
 from helpers.idx import write_idx_dataset
+from helpers.net import free_port
 
 pytestmark = pytest.mark.slow
 SECRET = "hunter2-s3cret"
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _assert_one_line_error(res, *words):
@@ -92,7 +87,7 @@ def test_output_folder_that_cannot_be_written(cli, tmp_path):
 
 @pytest.mark.parametrize("scheme", ["http", "postgresql"])
 def test_tracking_server_that_does_not_answer_shows_uri_without_password(cli, scheme):
-    uri = f"{scheme}://alice:{SECRET}@127.0.0.1:{_free_port()}" + ("/mlflow" if scheme == "postgresql" else "")
+    uri = f"{scheme}://alice:{SECRET}@127.0.0.1:{free_port()}" + ("/mlflow" if scheme == "postgresql" else "")
     line = _assert_one_line_error(cli(f"tracking.uri={uri}"), "tracking.uri", "alice:***@127.0.0.1")
     assert SECRET not in line
 

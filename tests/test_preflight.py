@@ -4,7 +4,6 @@ MLflow run (or sweep parent) exists. A store that is refused is never written to
 from __future__ import annotations
 
 import os
-import socket
 import sqlite3
 import subprocess
 import uuid
@@ -14,15 +13,11 @@ import torch
 
 from helpers.cli import ROOT, mlflow_runs
 from helpers.pg import PASSWORD, PostgresServer, require_bindir
+from helpers.net import free_port
 
 pytestmark = pytest.mark.slow
 SECRET = "hunter2-s3cret"
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def refused(res, out, *words, store_readable: bool = True) -> str:
@@ -123,7 +118,7 @@ def test_corrupt_optuna_store_is_refused_and_left_alone(cli):
 
 
 def test_unreachable_optuna_storage_hides_the_password(cli):
-    url = f"postgresql://bob:{SECRET}@127.0.0.1:{_free_port()}/optuna"
+    url = f"postgresql://bob:{SECRET}@127.0.0.1:{free_port()}/optuna"
     line = refused(cli(*sweep(f"hydra.sweeper.storage={url}")), cli.out, "hydra.sweeper.storage=", "bob:***@127.0.0.1",
                    "cannot be reached")
     assert SECRET not in line

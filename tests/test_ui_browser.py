@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from helpers.cli import mlflow_runs, run_cli, tiny_overrides
+from helpers.net import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -38,11 +38,6 @@ def _missing(what: str):
         pytest.fail(f"{what} (CI=true: the browser test must run; .ci/run installs chromium)")
     pytest.skip(what)
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +58,7 @@ def sweep(tiny_root, tmp_path_factory):
 def mlflow_ui(sweep):
     """`mlflow ui` on the sweep's store, bound to 127.0.0.1 on a free port; stopped (its whole process
     group) when the module's tests are done."""
-    port = _free_port()
+    port = free_port()
     log_path = sweep["out"] / "mlflow_ui.log"
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
     with open(log_path, "w") as log:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,17 +24,14 @@ from pathlib import Path
 
 import pytest
 
+from helpers.net import free_port
+
 START_TIMEOUT = 240  # the server imports a lot and migrates a fresh database: 20-90 s on a busy 2-core box
 
 
 def under_ci() -> bool:
     return os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
 
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class MlflowServer:
@@ -45,7 +41,7 @@ class MlflowServer:
         self.backend_store_uri = backend_store_uri
         self.artifacts = artifacts
         self.log = log
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
 

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers.net import free_port
+
 PASSWORD = "secret"  # trust authentication ignores it; it is there to prove it never leaks
 
 
@@ -45,11 +47,6 @@ def find_bindir() -> Path | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 class PostgresServer:
     def __init__(self, bindir: Path) -> None:
@@ -59,7 +56,7 @@ class PostgresServer:
         self.folder = Path(tempfile.mkdtemp(prefix="pgtest-"))
         self.data = self.folder / "data"
         self.log = self.folder / "server.log"
-        self.port = _free_port()
+        self.port = free_port()
         if self.as_root:
             import pwd
 
