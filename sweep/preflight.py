@@ -165,4 +165,5 @@ def check_cli(argv: list[str]) -> list[Config]:
     track.check_writable(out_key, Path(OmegaConf.select(composed, out_key)))
     if checked[0].tracking.enabled:
         track.check_reachable(checked[0].tracking.uri)
+        track.check_artifact_location(checked[0].tracking)
     return checked
