@@ -507,11 +507,18 @@ def summarize_children(client, parent_id: str, sweep_dir: Path | None) -> pd.Dat
         fig = overview_figure(df, table)
         fig.savefig(staged / PLOT, dpi=120)
         plt.close(fig)
+        files = (RUNS_CSV, SETTINGS_CSV, PLOT)
+
+        def into_sweep_folder() -> None:
+            for name in files if sweep_dir else ():
+                atomic.copy(staged / name, Path(sweep_dir) / name)
+
+        def onto_parent() -> None:
+            for name in files:
+                client.log_artifact(parent_id, str(staged / name))
+
         failed: list[Exception] = []  # each place gets what it can take; the first failure is raised at the end
-        for write in ([lambda: [atomic.copy(staged / n, Path(sweep_dir) / n) for n in (RUNS_CSV, SETTINGS_CSV, PLOT)]]
-                      if sweep_dir else []) + [
-                lambda: [client.log_artifact(parent_id, str(staged / n)) for n in (RUNS_CSV, SETTINGS_CSV, PLOT)],
-                lambda: _tag_summary(client, parent_id, df)]:
+        for write in (into_sweep_folder, onto_parent, lambda: _tag_summary(client, parent_id, df)):
             try:
                 write()
             except Exception as e:  # noqa: BLE001

@@ -117,7 +117,8 @@ class MlflowSweepCallback(Callback):
                 "optuna_trial": OmegaConf.select(config, "optuna.trial_number", default=None),
                 "optuna_study": OmegaConf.select(config, "optuna.study_name", default=None)}
         try:
-            track.record_failed_run(config.tracking, _job_name(config), tags, hc.sweep.dir, f"{type(e).__name__}: {e}")
+            name, params = _job_identity(config)
+            track.record_failed_run(config.tracking, name, tags, hc.sweep.dir, f"{type(e).__name__}: {e}", params)
         except Exception as err:  # noqa: BLE001 - the job's own error is what the user must see
             log.warning("could not record the failed job in MLflow: %s", track.redact(str(err)).splitlines()[0]
                         if str(err) else type(err).__name__)
@@ -156,15 +157,20 @@ class MlflowSweepCallback(Callback):
                     _OPEN.remove(self)
 
 
-def _job_name(config: DictConfig) -> str:
-    """The name the job's own run would have had, or its number when its config is the problem."""
+def _job_identity(config: DictConfig) -> tuple[str, dict[str, str]]:
+    """The name and params the job's own run would have had (so the summary can place it), or its number
+    and the raw params when its config is the problem."""
+    task = OmegaConf.to_container(OmegaConf.masked_copy(config, [k for k in config if k != "hydra"]), resolve=True)
+    params = track.params_from_config(task)
     try:
         from sweep.config import validate
         from sweep.job import run_name
 
-        return run_name(validate(OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])))
+        c = validate(OmegaConf.create(task))
+        params.update({f"layer{i}_drop_prob": str(p) for i, p in enumerate(c.layer_rates, start=1)})
+        return run_name(c), params
     except Exception:  # noqa: BLE001
-        return f"job {config.hydra.job.get('num')}"
+        return f"job {config.hydra.job.get('num')}", params
 
 
 def _job_error(job_return) -> BaseException:

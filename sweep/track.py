@@ -3,8 +3,10 @@ in one process, or a parent and its children, never step on each other's active 
 
 `job_run` is a job's whole MLflow lifecycle: connect, start, then FINISHED, FAILED (with an `error`
 tag) or KILLED (Ctrl-C) whatever happens inside it, including a write that fails. With tracking off it
-yields a `Run` whose writes do nothing, so the job has one code path. The rest: reachability checks,
-stale-run cleanup, and the parent-run file jobs read to find their parent.
+yields a `Run` whose writes do nothing, so the job has one code path. The rest: reachability and
+artifact-location checks, opening a store (its tables created once, whatever the number of workers:
+`open_store`), stale-run cleanup, a FAILED run for a job that died before its own run began, and the
+parent-run file jobs read to find their parent.
 """
 from __future__ import annotations
 
@@ -398,14 +400,18 @@ def runs_started() -> int:
     return _STARTED
 
 
-def record_failed_run(tracking, name: str, tags: dict[str, Any], sweep_dir: str | Path | None, error: str) -> str:
+def record_failed_run(tracking, name: str, tags: dict[str, Any], sweep_dir: str | Path | None, error: str,
+                      params: dict[str, str] | None = None) -> str:
     """A FAILED run for a job that raised before `job_run` began (e.g. out of memory building its model), child
     of the sweep's parent like the job's own run would have been; returns its id."""
     client, experiment_id = connect(tracking)
     parent_id, sweep_id = find_parent(sweep_dir)
     run_id = start_run(client, experiment_id, name, {"sweep_id": tracking.sweep_id or sweep_id, **tags},
                        parent_run_id=parent_id).info.run_id
-    terminate(client, run_id, "FAILED", error)
+    try:
+        log_params(client, run_id, params or {})
+    finally:
+        terminate(client, run_id, "FAILED", error)
     return run_id
 
 
