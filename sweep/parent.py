@@ -166,7 +166,7 @@ def _job_identity(config: DictConfig) -> tuple[str, dict[str, str]]:
         from sweep.config import validate
         from sweep.job import run_name
 
-        c = validate(OmegaConf.create(task))
+        c = validate(config)  # drops the hydra node itself
         params.update({f"layer{i}_drop_prob": str(p) for i, p in enumerate(c.layer_rates, start=1)})
         return run_name(c), params
     except Exception:  # noqa: BLE001
