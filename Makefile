@@ -8,7 +8,8 @@ STAMP := $(VENV)/.installed-stamp
 GRID ?= drop_prob=0,0.2,0.3,0.5
 PYTEST_ARGS ?=
 
-.PHONY: install data system-deps sweep test test-fast ui report bench clean-runs
+.PHONY: install data system-deps sweep test test-fast ui report bench bench-study clean-runs \
+	study-overfit study-datasize study-capacity
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -41,6 +42,20 @@ ui: install
 
 bench: data
 	$(BIN)/python bench/speed.py
+
+bench-study: data
+	$(BIN)/python bench/study.py
+
+# The studies (README "Studies"): each grid, 5 seeds included, is the preset's hydra.sweeper.params
+# (conf/experiment/<name>.yaml); STUDY_ARGS changes an axis or adds overrides, e.g. STUDY_ARGS="seed=1,2,3".
+study-overfit: data
+	$(BIN)/python sweep/run.py -m +experiment=overfit $(STUDY_ARGS)
+
+study-datasize: data
+	$(BIN)/python sweep/run.py -m +experiment=datasize $(STUDY_ARGS)
+
+study-capacity: data
+	$(BIN)/python sweep/run.py -m +experiment=capacity $(STUDY_ARGS)
 
 clean-runs:
 	rm -rf runs/multirun runs/single runs/mlflow.db runs/mlartifacts runs/optuna.db

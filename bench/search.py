@@ -12,6 +12,11 @@ seed and epochs per trial, each in a study of its own under runs/bench_search/<t
           enqueued configurations first; --no-enqueue for TPE alone) with the median pruner, stopped
           (Ctrl-C) as soon as the epochs it has trained reach the grid's budget.
           A second run with the same --out and settings reuses the grid (e.g. --no-enqueue after the default).
+          --sampler gp (or qmc, random...) runs the same search with another sampler, in a study of its own;
+          --sampler-startup N sets its random trials before it models (TPE's and GP's default is 10):
+
+    .venv/bin/python bench/search.py --out DIR --no-enqueue --sampler-startup 2              # TPE
+    .venv/bin/python bench/search.py --out DIR --no-enqueue --sampler-startup 2 --sampler gp # GP, same grid
 
 Epochs spent are counted from the Optuna storage (each job reports every epoch it trains to its
 trial, pruned or not), so they are epochs actually trained. The target (issue #3): the search reaches
@@ -112,7 +117,10 @@ def main() -> None:
     ap.add_argument("--max-trials", type=int, default=30, help="upper bound on the search's trials")
     ap.add_argument("--warmup", type=int, default=1, help="median pruner: epochs before a trial can be pruned")
     ap.add_argument("--startup", type=int, default=2, help="median pruner: trials finished before pruning starts")
-    ap.add_argument("--no-enqueue", action="store_true", help="TPE alone, without the three known configurations")
+    ap.add_argument("--no-enqueue", action="store_true", help="the sampler alone, without the three known configurations")
+    ap.add_argument("--sampler", default="tpe", help="hydra.sweeper.sampler of the search (tpe, gp, qmc, random...)")
+    ap.add_argument("--sampler-startup", type=int, default=None,
+                    help="hydra.sweeper.sampler_args.n_startup_trials (tpe, gp, cmaes; Optuna's default 10)")
     ap.add_argument("--out", type=Path, default=None, help="folder (default runs/bench_search/<time>)")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = ap.parse_args()
@@ -141,11 +149,14 @@ def main() -> None:
     grid_best = max(grid, key=lambda t: t.value)
     grid_epochs = sum(len(t.intermediate_values) for t in grid)
 
-    study = "search_tpe_only" if args.no_enqueue else "search"
+    study = (f"search_{args.sampler}_only" if args.no_enqueue else
+             "search" if args.sampler == "tpe" else f"search_{args.sampler}")
     search_cmd = [*run, *common(args, out), f"hydra.sweep.dir={out}/{study}", "+search=dropout",
                   f"hydra.sweeper.study_name={study}", f"hydra.sweeper.n_trials={args.max_trials}",
                   "hydra.sweeper.pruner=median", f"hydra.sweeper.pruner_args.n_warmup_steps={args.warmup}",
-                  f"hydra.sweeper.pruner_args.n_startup_trials={args.startup}"]
+                  f"hydra.sweeper.pruner_args.n_startup_trials={args.startup}", f"hydra.sweeper.sampler={args.sampler}"]
+    if args.sampler_startup is not None:
+        search_cmd.append(f"hydra.sweeper.sampler_args.n_startup_trials={args.sampler_startup}")
     if args.no_enqueue:
         search_cmd.append("hydra.sweeper.enqueue=[]")
     if trials(out, study):
@@ -176,7 +187,8 @@ def main() -> None:
           f"({describe(grid_best)}), {grid_epochs} epochs, {grid_info['wall_s']:.0f} s")
     for t in grid:
         print(f"         trial {t.number}: {describe(t):<40} val_acc {100 * t.value:.2f} %")
-    print(f"search pruned TPE{' (no enqueue)' if args.no_enqueue else ''}, median pruner (warm-up {args.warmup}, "
+    startup = f", {args.sampler_startup} startup trials" if args.sampler_startup is not None else ""
+    print(f"search pruned {args.sampler}{startup}{' (no enqueue)' if args.no_enqueue else ''}, median pruner (warm-up {args.warmup}, "
           f"startup {args.startup}), budget {budget} epochs: {cumulative} epochs spent, {search_info['wall_s']:.0f} s")
     for number, state, n, value, params in rows:
         shown = f"val_acc {100 * value:.2f} %" if value is not None else ""
@@ -198,7 +210,8 @@ def main() -> None:
                "grid_epochs": grid_epochs, "search_best_val_acc": best.value if best else None,
                "search_best_params": best.params if best else None, "search_epochs": cumulative,
                "epochs_to_reach_grid_best": reached[1] if reached else None, "ratio": ratio, "verdict": verdict,
-               "enqueue": not args.no_enqueue, "grid_wall_s": grid_info["wall_s"], "search_wall_s": search_info["wall_s"],
+               "enqueue": not args.no_enqueue, "sampler": args.sampler, "sampler_startup": args.sampler_startup,
+               "grid_wall_s": grid_info["wall_s"], "search_wall_s": search_info["wall_s"],
                "search_trials": [{"number": r[0], "state": r[1], "epochs": r[2], "val_acc": r[3], "params": r[4]}
                                  for r in rows], "out": str(out)}
     (out / f"figures_{study}.json").write_text(json.dumps(figures, indent=2))

@@ -147,7 +147,7 @@ def ours_phases(args, device, precision: str):
 
     seed_everything(SEED)
     t0 = time.perf_counter()
-    splits = load_splits("mnist", args.root, val_size=0, seed=SEED, device=device, download=False)
+    splits = load_splits("mnist", args.root, val_size=0, split_seed=SEED, device=device, download=False)
     _sync(device)
     setup_s = time.perf_counter() - t0
     if len(splits.train_x) != 60_000:

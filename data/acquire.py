@@ -69,10 +69,12 @@ STAMP = ".verified.json"
 # ----------------------------------------------------------------------------- public entry point
 
 def ensure_files(name: str, root: str | Path, *, download: bool = True, verify: bool = True) -> Path:
-    """Make the 4 raw IDX files available under root in torchvision's layout; return the raw folder."""
-    raw = raw_folder(name, root)
+    """Make the 4 raw IDX files available under root in torchvision's layout; return the raw folder.
+    With download=False nothing is fetched or created: only files already there (or their .gz) count."""
+    raw = raw_folder(name, root, create=download)
     if _missing(raw):
-        with _lock(raw):  # parallel sweep jobs sharing a root: one fetches, the others then find the files
+        # parallel sweep jobs sharing a root: one fetches, the others then find the files
+        with _lock(raw) if download else contextlib.nullcontext():
             _acquire(name, raw, download)
     check_files(raw)
     if verify:
@@ -80,14 +82,16 @@ def ensure_files(name: str, root: str | Path, *, download: bool = True, verify: 
     return raw
 
 
-def raw_folder(name: str, root: str | Path) -> Path:
-    """root/<MNIST|FashionMNIST>/raw, created if missing."""
+def raw_folder(name: str, root: str | Path, create: bool = True) -> Path:
+    """root/<MNIST|FashionMNIST>/raw, created if missing (unless create=False)."""
     if name not in DATASETS:
         raise DataError(f"data.name={name!r} is not a known dataset; choose one of {', '.join(DATASETS)}")
     root = Path(root).expanduser()
     if root.exists() and not root.is_dir():
         raise DataError(f"data.root={root} is a file, not a folder; point data.root at a folder (it is created when missing)")
     raw = root / FOLDERS[name] / "raw"
+    if not create:
+        return raw
     try:
         raw.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -193,6 +197,8 @@ def _extract_members(tgz: Path, wanted: dict[str, Path]) -> None:
 
 def _from_debian(name: str, raw: Path, download: bool) -> str | None:
     """apt's dataset-fashion-mnist leaves the 4 files as .gz in /usr/share/datasets/fashion-mnist."""
+    if not download:
+        return "skipped (data.download=false: only files already under data.root are used)"
     if not DEBIAN_FASHION_DIR.is_dir():
         return f"{DEBIAN_FASHION_DIR} does not exist (apt-get install dataset-fashion-mnist)"
     for f in _missing(raw):
@@ -265,7 +271,7 @@ def check_files(raw: Path) -> None:
 
 def train_count(name: str, root: str | Path) -> int:
     """How many training images the (already acquired) files hold, from the IDX header alone."""
-    raw = raw_folder(name, root)
+    raw = raw_folder(name, root, create=False)
     return _check_idx(raw / SPLITS["train"][0], IMAGE_MAGIC)
 
 

@@ -6,12 +6,30 @@ device once, and training slices batches by index: no DataLoader, no per-sample 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from .acquire import FOLDERS, SIDE, DataError, ensure_files
+from .acquire import FOLDERS, SHA256, SIDE, SPLITS, DataError, ensure_files, sha256
+
+CONTEXTS = {"train": "training", "val": "validation", "test": "test"}  # split -> what a tracker calls its use
+
+
+@dataclass(frozen=True)
+class SplitRecord:
+    """What one split is, for the record (sweep/track.py logs it as an MLflow dataset input).
+
+    `digest` names exactly these images: a SHA-256 over the source files' SHA-256s and the indices picked
+    from them, so two runs with the same digest saw the same images in the same order.
+    """
+    split: str     # train | val | test
+    context: str   # training | validation | test
+    name: str      # e.g. mnist-train
+    digest: str    # 16 hex digits
+    source: dict   # {"uri": raw folder, "files": {file: SHA-256}}
+    profile: dict  # {"num_rows": ..., "split_seed": ..., ...}
 
 
 @dataclass
@@ -22,6 +40,7 @@ class Splits:
     val_y: torch.Tensor
     test_x: torch.Tensor
     test_y: torch.Tensor
+    records: list[SplitRecord] = field(default_factory=list)  # one per non-empty split, from load_splits
 
     @property
     def sizes(self) -> dict[str, int]:
@@ -36,19 +55,45 @@ class Splits:
         return f"Splits({sizes}, features={self.train_x.shape[1]}, device={self.device})"
 
 
-def load_splits(name: str, root: str | Path, *, val_size: int, seed: int, device: torch.device | str = "cpu",
+def load_splits(name: str, root: str | Path, *, val_size: int, split_seed: int, device: torch.device | str = "cpu",
                 train_subset: int | None = None, download: bool = True, verify: bool = True) -> Splits:
-    """Official test set as test; val_size training images held out by a seeded permutation as val."""
+    """Official test set as test; val_size training images held out as val by a permutation drawn from
+    `split_seed` (data.split_seed), which is not the run's seed: every seed sees the same split."""
     raw = ensure_files(name, root, download=download, verify=verify)
     train_images, train_labels = read_raw(name, raw, train=True)
     test_images, test_labels = read_raw(name, raw, train=False)
-    train_idx, val_idx = split_indices(len(train_labels), val_size=val_size, seed=seed, train_subset=train_subset)
+    train_idx, val_idx = split_indices(len(train_labels), val_size=val_size, seed=split_seed, train_subset=train_subset)
     device = torch.device(device)
+    files = file_digests(name, raw, verified=verify)
+    split_profile = {"split_seed": split_seed, "val_size": val_size, "train_subset": train_subset}
+    records = [_record(name, raw, files, "train", train_idx, split_profile),
+               _record(name, raw, files, "test", torch.arange(len(test_labels)), {})]
+    if val_size:
+        records.insert(1, _record(name, raw, files, "val", val_idx, split_profile))
     return Splits(
         *_to_device(train_images, train_labels, train_idx, device),
         *_to_device(train_images, train_labels, val_idx, device),
         *_to_device(test_images, test_labels, None, device),
+        records=records,
     )
+
+
+def file_digests(name: str, raw: Path, *, verified: bool) -> dict[str, str]:
+    """SHA-256 of each raw file: the published values once `verify` has checked them, else hashed now."""
+    if verified:
+        return dict(SHA256[name])
+    return {f: sha256(raw / f) for files in SPLITS.values() for f in files}
+
+
+def _record(name: str, raw: Path, files: dict[str, str], split: str, idx: torch.Tensor, profile: dict) -> SplitRecord:
+    official = SPLITS["t10k" if split == "test" else "train"]
+    h = hashlib.sha256()
+    for f in official:
+        h.update(files[f].encode())
+    h.update(idx.to(torch.int64).numpy().astype("<i8").tobytes())
+    return SplitRecord(split=split, context=CONTEXTS[split], name=f"{name}-{split}", digest=h.hexdigest()[:16],
+                       source={"uri": raw.resolve().as_uri(), "files": {f: files[f] for f in official}},
+                       profile={"num_rows": len(idx), **profile})
 
 
 def read_raw(name: str, raw: Path, *, train: bool) -> tuple[torch.Tensor, torch.Tensor]:

@@ -3,6 +3,11 @@
 Layout: [Dropout(p_in)] -> (Linear -> ReLU -> Dropout(p_i)) per hidden layer -> Linear.
 A rate of 0 adds no Dropout module at all, so p=0 is exactly the undropped network
 (no identity modules to trip over when inspecting or exporting it).
+
+Constant capacity (Srivastava et al. 2014, Fig. 9b): a hidden layer of n units kept with probability
+1 - p has n(1 - p) active units on average, so dropout also shrinks the network. Widening each hidden
+layer to n / (1 - p) keeps that expected number fixed, which separates dropout's regularisation from
+the capacity it takes away. The input is never widened (its width is the data's).
 """
 from __future__ import annotations
 
@@ -78,6 +83,14 @@ class MLP(nn.Sequential):
         return super().forward(x.flatten(1))
 
 
+def constant_capacity_widths(hidden_sizes: Sequence[int], rates: Sequence[float]) -> list[int]:
+    """Hidden widths n_i / (1 - p_i), to the nearest integer: the expected number of kept units stays n_i."""
+    if len(rates) != len(hidden_sizes):
+        raise ValueError(f"got {len(rates)} dropout rates for {len(hidden_sizes)} hidden layers")
+    return [int(round(n / (1.0 - _check_rate(f"layer {i} drop prob", p))))
+            for i, (n, p) in enumerate(zip(hidden_sizes, rates), start=1)]
+
+
 def build_mlp(
     in_features: int = 784,
     hidden_sizes: Sequence[int] = (512, 512, 512, 512),
@@ -87,12 +100,16 @@ def build_mlp(
     layer_drop_probs: Sequence[float | None] | None = None,
     activation: str = "relu",
     init: str = "xavier_uniform",
+    constant_capacity: bool = False,
 ) -> MLP:
-    """Resolve per-layer rates: an explicit rate for layer i wins over the shared `drop_prob`."""
+    """Resolve per-layer rates: an explicit rate for layer i wins over the shared `drop_prob`.
+    `constant_capacity` widens hidden layer i to hidden_sizes[i] / (1 - rate_i) (the model's
+    `hidden_sizes` attribute holds the widths it was built with)."""
     overrides = list(layer_drop_probs or [])
     if overrides and len(overrides) != len(hidden_sizes):
         raise ValueError(
             f"layer_drop_probs has {len(overrides)} entries but the model has {len(hidden_sizes)} hidden layers"
         )
     rates = [drop_prob if (not overrides or overrides[i] is None) else overrides[i] for i in range(len(hidden_sizes))]
-    return MLP(in_features, hidden_sizes, num_classes, rates, input_drop_prob, activation, init)
+    widths = constant_capacity_widths(hidden_sizes, rates) if constant_capacity else list(hidden_sizes)
+    return MLP(in_features, widths, num_classes, rates, input_drop_prob, activation, init)

@@ -6,13 +6,16 @@
     job.py        one job: validate -> data -> model -> fit -> record -> objective
     config.py     the typed schema, validate(), PROJECT_ROOT and ${root:}
     preflight.py  command-line checks before any job
-    train.py      the pure torch loop; allowed precisions, devices, optimizers, objective metrics
-    track.py      MLflow: a job's run lifecycle (job_run), connect (store tables made once), stale-run cleanup
-    parent.py     one MLflow parent run per multirun (a Hydra callback)
-    analysis.py   the parent's summary: children's final metrics (CSV), gap-vs-dropout plot
+    train.py      the pure torch loop; allowed precisions, devices, optimizers, metrics and their directions
+    track.py      MLflow: a job's run lifecycle (job_run), connect (tables made once), stale-run cleanup (procid.py: who a process is)
+    parent.py     one MLflow parent run per multirun (a Hydra callback); sweepdir.py: one folder per sweep
+    resume.py     grids resume from the runs that FINISHED in the sweep
+    signals.py    SIGTERM handled like Ctrl-C
+    analysis.py   runs -> settings and replicates -> tables, figures, the parent's summary (stats.py: the statistics)
     report.py     `python -m sweep.report`: analysis.ipynb -> HTML
     redact.py, dblock.py, sqlite_wal.py   secrets masking, a lock on a shared database, SQLite WAL mode
     atomic.py     results files written to a temporary file and renamed: never truncated
+    optuna_hook.py  this app's hook into the generic Optuna sweeper
     search/       the Optuna search behind hydra/sweeper=optuna (the plugin is a thin shim over it)
 
 Importing the package is cheap: nothing heavy is imported here.

@@ -24,6 +24,7 @@ from omegaconf.errors import OmegaConfBaseException
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # ${root:} in YAML: outputs never depend on the directory Hydra (or the user) runs from.
 OmegaConf.register_new_resolver("root", lambda: str(PROJECT_ROOT), replace=True)
+from sweep import sweepdir  # noqa: E402,F401 - issue 9: registers ${sweep_dir:} (every sweep its own folder)
 
 
 class ConfigError(ValueError):
@@ -57,10 +58,13 @@ class ModelConf:
     num_classes: int = 10
     activation: str = "relu"
     init: str = "xavier_uniform"
+    constant_capacity: bool = False  # widen hidden layer i to hidden_sizes[i] / (1 - its rate) (Srivastava Fig. 9b)
 
     def __post_init__(self):
         from models.mlp import ACTIVATIONS, INITS
 
+        if not isinstance(self.constant_capacity, bool):
+            _fail("model.constant_capacity", self.constant_capacity, "must be true or false")
         check_choice("model.activation", self.activation, tuple(ACTIVATIONS))
         check_choice("model.init", self.init, tuple(INITS))
         if not self.hidden_sizes:
@@ -74,6 +78,7 @@ class DataConf:
     name: str = "mnist"
     root: str = "${root:}/data/files"
     val_size: int = 5000          # held out of the 60k training images, seeded; the test set is never used to select
+    split_seed: int = 0           # draws the validation split and the train_eval subset; `seed` does not touch them
     train_subset: Optional[int] = None  # keep only this many training images (quick runs)
     train_eval_size: int = 10_000  # fixed seeded subset for per-epoch train_* metrics
     download: bool = True
@@ -84,6 +89,7 @@ class DataConf:
 
         check_choice("data.name", self.name, DATASETS)
         check_positive_int("data.val_size", self.val_size, minimum=0)
+        check_positive_int("data.split_seed", self.split_seed, minimum=0)
         check_positive_int("data.train_eval_size", self.train_eval_size)
         if self.train_subset is not None:
             check_positive_int("data.train_subset", self.train_subset)
@@ -109,11 +115,14 @@ class OptimizerConf:
             _fail("optimizer.weight_decay", self.weight_decay, "must be a finite number >= 0")
         if not 0 <= self.momentum < 1:
             _fail("optimizer.momentum", self.momentum, "must be in [0, 1)")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            _fail("optimizer.betas", list(self.betas), "Adam needs exactly two numbers, each in [0, 1)")
 
 
 @dataclass
 class TrainerConf:
     epochs: int = 15
+    eval_every: int = 1       # evaluate (and log, and report to a pruner) every k epochs; the last epoch always
     batch_size: int = 100
     drop_last: bool = True
     precision: str = "fp32"   # bf16 = autocast (AVX-512 BF16 CPUs and recent GPUs)
@@ -125,6 +134,7 @@ class TrainerConf:
         from sweep.train import DEVICES, PRECISIONS
 
         check_positive_int("trainer.epochs", self.epochs)
+        check_positive_int("trainer.eval_every", self.eval_every)
         check_positive_int("trainer.batch_size", self.batch_size)
         check_choice("trainer.precision", self.precision, tuple(PRECISIONS))
         check_choice("trainer.device", self.device, DEVICES)
@@ -157,11 +167,39 @@ class TrackingConf:
 
 
 @dataclass
+class OptunaSweeperDefaults:
+    """This project's defaults for hydra.sweeper.* (the generic plugin's: minimize, in memory, unnamed)."""
+    direction: Any = "${objective_direction:${oc.select:objective,null}}"  # what the objective means
+    storage: Optional[str] = "${tracking.optuna_storage}"  # so tracking=server moves both stores
+    study_name: Optional[str] = "dropout"
+
+
+@dataclass
 class OptunaTrialConf:
-    """Set by the Optuna sweeper for each job; lets the job report epochs to its trial (pruning)."""
+    """How this app meets the Optuna sweeper (sweep/search/hook.py): its hook, its defaults for the
+    sweeper's options, and the three keys the sweeper sets for each job so the job can report epochs
+    to its trial (pruning)."""
+    hook: str = "sweep.optuna_hook.DropoutHook"
+    sweeper: OptunaSweeperDefaults = field(default_factory=OptunaSweeperDefaults)
     storage: Optional[str] = None
     study_name: Optional[str] = None
     trial_number: Optional[int] = None
+
+
+def objective_direction(objective: Any) -> Any:
+    """The direction(s) that improve `objective` (a name or a list of names; sweep.train.METRIC_DIRECTIONS):
+    "maximize"/"minimize", a list of them for a list, None for a name of unknown meaning (the sweeper then
+    asks for a direction). The Optuna sweeper's default `direction` comes from here (${objective_direction:...})."""
+    from sweep.train import METRIC_DIRECTIONS
+
+    if objective is None:
+        return None
+    if isinstance(objective, str):
+        return METRIC_DIRECTIONS.get(objective)
+    return [METRIC_DIRECTIONS.get(str(name)) for name in objective]
+
+
+OmegaConf.register_new_resolver("objective_direction", objective_direction, replace=True)
 
 
 @dataclass
@@ -176,7 +214,7 @@ class Config:
     input_drop_prob: float = 0.0  # on the input pixels
     # per hidden layer: null = use drop_prob; set one with layer_drop_probs.0=0.2 (0-based)
     layer_drop_probs: List[Optional[float]] = field(default_factory=lambda: [None, None, None, None])
-    seed: int = 777
+    seed: int = 777               # initialisation, batch order and dropout masks (the split: data.split_seed)
     objective: Any = "val_acc"    # a metric name, or a list of them for multi-objective sweeps
 
     def __post_init__(self):
@@ -191,8 +229,10 @@ class Config:
         for i, p in enumerate(self.layer_drop_probs):
             if p is not None:
                 check_rate(f"layer_drop_probs.{i}", p)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            _fail("seed", self.seed, "must be an integer >= 0")
+        from sweep.train import SEED_MAX
+
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= SEED_MAX:
+            _fail("seed", self.seed, f"must be an integer in [0, {SEED_MAX}] (what torch's generators accept)")
         for name in objective_names(self.objective):
             check_choice("objective", name, METRICS)
         if self.data.val_size == 0 and any(n.startswith("val_") for n in objective_names(self.objective)):

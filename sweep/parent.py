@@ -26,7 +26,7 @@ from hydra.core.utils import JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from sweep import track
+from sweep import signals, sweepdir, track  # issue 9: signals, sweepdir
 from sweep.dblock import LockTimeout, db_lock, lockable
 
 log = logging.getLogger("sweep")
@@ -71,6 +71,7 @@ class MlflowSweepCallback(Callback):
         tags = {"sweep_id": sweep_id, "sweep_role": "parent", "sweep_dir": str(self.sweep_dir),
                 "overrides": overrides, "sweeper": config.hydra.sweeper.get("_target_", "").rsplit(".", 1)[-1],
                 "launcher": config.hydra.launcher.get("_target_", "").rsplit(".", 1)[-1]}
+        hold = sweepdir.Hold(self.client, self.sweep_dir, config.tracking.sweep_id)  # issue 9: no silent take-over
         if config.tracking.sweep_id:
             with parent_lock(_lock_urls(config), f"{config.tracking.experiment}/{sweep_id}") as held:
                 self.parent_id = self._shared_parent(exp_id, sweep_id)
@@ -81,6 +82,7 @@ class MlflowSweepCallback(Callback):
             self.parent_id = track.start_run(self.client, exp_id, f"sweep {sweep_id}", tags).info.run_id
         _OPEN.append(self)  # from here on an exit hook ends the parent, whatever happens
         track.write_parent(self.sweep_dir, self.parent_id, sweep_id)
+        hold.release()  # issue 9
         log.info("MLflow parent run %s (sweep %s) in %s", self.parent_id, sweep_id, track.redact(config.tracking.uri))
 
     def _shared_parent(self, exp_id: str, sweep_id: str) -> str | None:
@@ -132,6 +134,9 @@ class MlflowSweepCallback(Callback):
             return
         parent = self.parent_id
         try:
+            if status != "FINISHED":  # issue 9: no child of ours left RUNNING (a joblib worker stopped mid-job)
+                with contextlib.suppress(Exception):
+                    signals.end_orphaned_children(self.client, parent)
             try:
                 from sweep.analysis import children_frame, end_of_sweep_text, summarize_children
 

@@ -1,15 +1,19 @@
 """Check the whole command line before Hydra starts any job.
 
 Every value a sweep will try is composed and validated here (a grid's every point, an interval's
-two ends, the search space in `hydra.sweeper.params`), the data files are acquired and checked
-once, and the tracking store is probed. A mistake ends the program with one line naming the key,
-the bad value and what is allowed, exit code 2, before any data loading or MLflow run.
+two ends, the search space in `hydra.sweeper.params`) and checked against this machine (device,
+threads) and the data (batch size against the training split); the data files are acquired and
+checked once; the Optuna sweeper makes every check it would make before its first trial; and the
+stores are probed read-only (a corrupt, read-only or foreign SQLite file, a server that does not
+answer or refuses the login). A mistake ends the program with one line naming the key, the bad
+value and what is allowed, exit code 2, before any data loading, Hydra job or MLflow run.
 Set DROPOUT_DEBUG=1 (or HYDRA_FULL_ERROR=1) to see tracebacks instead.
 """
 from __future__ import annotations
 
 import math
 import os
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -24,7 +28,9 @@ import data
 from data.acquire import train_count
 from data.load import split_indices
 from sweep import track
-from sweep.config import PROJECT_ROOT, Config, ConfigError, one_line as _one_line, validate
+from sweep.config import PROJECT_ROOT, Config, ConfigError, objective_names, one_line as _one_line, validate
+from sweep.redact import redact
+from sweep.train import THREADS_PER_CPU, max_threads, pick_device, selection_error
 
 USER_ERRORS = (ConfigError, data.DataError, track.TrackingError)
 _SKIP_FLAGS = {"-h", "--help", "--hydra-help", "--info", "-i", "--shell-completion", "-sc", "--cfg", "-c",
@@ -97,7 +103,19 @@ def _compose(overrides: list[str]) -> DictConfig:
         where = bad or e.missing_cfg_file
         raise ConfigError(f"{where} is not a known option" + (f"; allowed: {opts}" if opts else "")) from None
     except (HydraException, OmegaConfBaseException) as e:
-        raise ConfigError(_one_line(e)) from None
+        raise ConfigError(_error_line(e)) from None
+
+
+def _error_line(e: BaseException) -> str:
+    """Hydra's message in one line. A bad value in a config file reads "In 'search/x': ValidationError raised
+    while composing config:" with its cause on the lines below ("Value 'many' ... Integer", "full_key:
+    hydra.sweeper.n_trials"): the key and the cause join the first line."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    if len(lines) > 1 and lines[0].endswith(":"):
+        key = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("full_key:")), "")
+        cause = next((ln for ln in lines[1:] if not ln.startswith(("full_key:", "object_type=", "reference_type="))), "")
+        return f"{lines[0]} {key + ': ' if key else ''}{cause}".rstrip()
+    return _one_line(e)
 
 
 def _search_space(cfg: DictConfig) -> list[Override]:
@@ -114,12 +132,17 @@ def _parse(lines: list[str]) -> list[Override]:
         raise ConfigError(_one_line(e)) from None
 
 
-def _check_sweeper_options(composed: DictConfig) -> None:
-    """The Optuna sweeper's own options (sampler, direction, n_trials, storage...), before any parent run."""
+def _sweeper_storage(composed: DictConfig, arguments: list[str]) -> str | None:
+    """Every check the Optuna sweeper makes before its first trial (options, search space, direction against
+    objective, grid, enqueued points), made here before any parent run; returns its storage URL (None when
+    another sweeper is configured)."""
     target = OmegaConf.select(composed, "hydra.sweeper._target_") or ""
     if not target.startswith("hydra_plugins.dropout_optuna_sweeper."):
-        return
-    from sweep.search import check_options
+        return None
+    refused = selection_error(objective_names(OmegaConf.select(composed, "objective")))  # the test set never selects
+    if refused:
+        raise ConfigError(refused)
+    from sweep.search import check_sweep
     from sweep.search.space import SweeperError
 
     try:
@@ -128,9 +151,95 @@ def _check_sweeper_options(composed: DictConfig) -> None:
         raise ConfigError(_one_line(e)) from None
     options.pop("_target_", None)
     try:
-        check_options(options)
+        check_sweep(options, arguments, composed)
     except SweeperError as e:
-        raise ConfigError(str(e).splitlines()[0]) from None
+        raise ConfigError(str(e)) from None  # one line, or one per refused key
+    return options.get("storage")
+
+
+def _local_launcher(composed: DictConfig, multirun: bool) -> bool:
+    """Whether the jobs run on this machine (a single run, Hydra's basic launcher, joblib), so its CUDA, MPS
+    and CPU count are theirs; a cluster launcher (submitit, ray, rq) runs them elsewhere."""
+    target = str(OmegaConf.select(composed, "hydra.launcher._target_") or "")
+    return not multirun or target.startswith("hydra._internal.") or "joblib" in target.lower()
+
+
+def _check_machine(checked: list[Config]) -> None:
+    """trainer.device and trainer.threads against this machine."""
+    for device in sorted({c.trainer.device for c in checked}):
+        try:
+            pick_device(device)
+        except RuntimeError as e:
+            raise ConfigError(str(e)) from None
+    limit = max_threads()
+    for c in checked:
+        if c.trainer.threads is not None and c.trainer.threads > limit:
+            raise ConfigError(f"trainer.threads={c.trainer.threads} is invalid: this machine has {os.cpu_count()} "
+                              f"CPUs; use at most {limit} ({THREADS_PER_CPU} per CPU), or null for torch's default")
+
+
+def _check_batch(c: Config, n_train: int) -> None:
+    """With drop_last (the default) a batch larger than the training split leaves no step to take."""
+    if c.trainer.drop_last and c.trainer.batch_size > n_train:
+        raise ConfigError(f"trainer.batch_size={c.trainer.batch_size} is invalid: larger than the {n_train} training "
+                          f"images that data.train_subset and data.val_size leave; use at most {n_train}, or "
+                          f"trainer.drop_last=false to train on one batch of all of them")
+
+
+def probe_database(key: str, url: str, table: str, what: str) -> None:
+    """Refuse a store that cannot be used, without writing to it: a SQLite file that is read-only, not a
+    database, or another program's (tables, but no `table`); a server that does not answer or refuses the
+    login. A missing SQLite file needs a writable folder (it is created on first use)."""
+    import sqlalchemy
+
+    shown = redact(url)
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+    except Exception:  # noqa: BLE001 - any parse failure means the same to the user
+        raise ConfigError(f"{key}={shown} is not a database URL; e.g. sqlite:///runs/{what.lower()}.db") from None
+    try:
+        parsed.get_dialect()
+    except Exception:  # noqa: BLE001 - sqlalchemy.exc.NoSuchModuleError: http://, a typo in the scheme
+        raise ConfigError(f"{key}={shown} is not a database URL SQLAlchemy knows ({parsed.drivername}://); "
+                          f"e.g. sqlite:///runs/{what.lower()}.db or postgresql://user@host/db") from None
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            _probe_sqlite(key, shown, Path(parsed.database), table, what)
+        return
+    try:
+        engine = sqlalchemy.create_engine(url, connect_args={"connect_timeout": 10} if url.startswith("postgres") else {})
+        try:
+            with engine.connect():
+                pass
+        finally:
+            engine.dispose()
+    except Exception as e:  # noqa: BLE001 - a missing driver, a refused connection, a wrong password: all the same to the user
+        detail = " ".join(redact(str(getattr(e, "orig", None) or e)).split())[:300]
+        raise ConfigError(f"{key}={shown} cannot be reached ({type(e).__name__}: {detail}); "
+                          "check the server, user and password") from None
+
+
+def _probe_sqlite(key: str, shown: str, path: Path, table: str, what: str) -> None:
+    if not path.exists():
+        track.check_writable(key, path.parent, shown=shown)
+        return
+    if not path.is_file():
+        raise ConfigError(f"{key}={shown}: {path} is not a file; point it at a database file")
+    # root may write a file whose mode says read-only; the mode is the owner's intent, so it is honoured too
+    if not os.access(path, os.R_OK | os.W_OK) or not path.stat().st_mode & 0o222:
+        raise ConfigError(f"{key}={shown}: {path} is read-only; make it writable (chmod u+w) or choose another store")
+    try:
+        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)  # read-only: never changes the file
+        try:
+            tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            con.close()
+    except sqlite3.Error as e:
+        raise ConfigError(f"{key}={shown}: {path} is not a SQLite database ({e}); it was left untouched: move it "
+                          "aside or choose another store") from None
+    if tables and table not in tables:
+        raise ConfigError(f"{key}={shown}: {path} is not an {what} store (it has tables, but no '{table}'); "
+                          "choose another file")
 
 
 def check_cli(argv: list[str]) -> list[Config]:
@@ -153,17 +262,25 @@ def check_cli(argv: list[str]) -> list[Config]:
         for alt in _candidates(o, exact_ranges=optuna):
             variants.append(base + [alt])
     checked = [validate(composed)] + [validate(_compose(v)) for v in variants[1:]]
+    multirun = any(a in ("-m", "--multirun") for a in argv)
+    if _local_launcher(composed, multirun):
+        _check_machine(checked)
+    # the sweeper is given the command line's own overrides (a sweep override as written), not Hydra's
+    arguments = [o.input_line for o in parsed if not o.is_hydra_override()]
+    storage = _sweeper_storage(composed, arguments) if multirun else None
     for name, root, download, verify in {(c.data.name, c.data.root, c.data.download, c.data.verify) for c in checked}:
         data.ensure_files(name, root, download=download, verify=verify)
     for c in checked:  # split sizes against the real file: a bad data.val_size fails here, not in every job
-        split_indices(train_count(c.data.name, c.data.root), val_size=c.data.val_size, seed=c.seed,
-                      train_subset=c.data.train_subset)
-    multirun = any(a in ("-m", "--multirun") for a in argv)
-    if multirun:
-        _check_sweeper_options(composed)
-    out_key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
-    track.check_writable(out_key, Path(OmegaConf.select(composed, out_key)))
+        train_idx, _ = split_indices(train_count(c.data.name, c.data.root), val_size=c.data.val_size, seed=c.data.split_seed,
+                                     train_subset=c.data.train_subset)
+        _check_batch(c, len(train_idx))
     if checked[0].tracking.enabled:
+        if checked[0].tracking.uri.startswith("sqlite:"):
+            probe_database("tracking.uri", checked[0].tracking.uri, "experiments", "MLflow")
         track.check_reachable(checked[0].tracking.uri)
         track.check_artifact_location(checked[0].tracking)
+    if storage:
+        probe_database("hydra.sweeper.storage", storage, "studies", "Optuna")
+    out_key = "hydra.sweep.dir" if multirun else "hydra.run.dir"  # created last: a refused command leaves none
+    track.check_writable(out_key, Path(OmegaConf.select(composed, out_key)))
     return checked

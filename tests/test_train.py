@@ -5,12 +5,13 @@ import torch
 
 import data
 from models import build_mlp
-from sweep.train import Diverged, evaluate, fit, make_optimizer, pick_device, seed_everything
+from sweep.train import (METRICS, TEST_METRICS, BestEpoch, Diverged, eval_epochs, evaluate, fit, make_optimizer,
+                         pick_device, seed_everything, selection_error, train_eval_indices)
 
 
 def _train(root, seed, epochs=2, precision="fp32", lr=1e-3):
     seed_everything(seed)
-    splits = data.load_splits("mnist", root, val_size=100, seed=seed, verify=False, download=False)
+    splits = data.load_splits("mnist", root, val_size=100, split_seed=0, verify=False, download=False)
     model = build_mlp(hidden_sizes=[64, 64], drop_prob=0.3)
     opt = make_optimizer("adam", model.parameters(), lr)
     return list(fit(model, opt, splits, epochs=epochs, batch_size=50, seed=seed, precision=precision,
@@ -60,3 +61,104 @@ def test_pick_device():
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="trainer.device=cuda"):
             pick_device("cuda")
+
+
+# ----------------------------------------------------------------------------- issue 10: selection, fp32 eval, cadence
+
+def _setup(root, seed=0, split_seed=0, val_size=100):
+    seed_everything(seed)
+    splits = data.load_splits("mnist", root, val_size=val_size, split_seed=split_seed, verify=False, download=False)
+    model = build_mlp(hidden_sizes=[64, 64], drop_prob=0.3)
+    return splits, model, make_optimizer("adam", model.parameters(), 1e-3)
+
+
+def test_val_gap_is_train_minus_val_and_gap_stays_train_minus_test(tiny_root):
+    for h in _train(tiny_root, 3, epochs=2):
+        assert h["val_gap"] == pytest.approx(h["train_acc"] - h["val_acc"])
+        assert h["gap"] == pytest.approx(h["train_acc"] - h["test_acc"])
+
+
+def test_no_val_gap_without_a_validation_split(tiny_root):
+    splits, model, opt = _setup(tiny_root, val_size=0)
+    (h,) = fit(model, opt, splits, epochs=1, batch_size=50, seed=0, train_eval_size=200)
+    assert "val_gap" not in h and "val_acc" not in h and "gap" in h
+
+
+def test_bf16_training_is_evaluated_in_fp32(tiny_root):
+    """The metrics fit reports after bf16 training are exactly an fp32 evaluation of the same weights."""
+    torch.set_num_threads(1)
+    splits, model, opt = _setup(tiny_root, seed=4)
+    (last,) = list(fit(model, opt, splits, epochs=1, batch_size=50, seed=4, precision="bf16", train_eval_size=200))
+    loss, acc = evaluate(model, splits.test_x, splits.test_y)
+    assert last["test_acc"] == acc.item() and last["test_loss"] == loss.item()
+    # and an evaluation inside a caller's bf16 autocast is still fp32: bf16 logits would change the loss
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inner_loss, inner_acc = evaluate(model, splits.test_x, splits.test_y)
+        assert model(splits.test_x[:5]).dtype == torch.bfloat16  # autocast really is on out here
+    assert (inner_loss.item(), inner_acc.item()) == (loss.item(), acc.item())
+
+
+def test_train_metrics_use_a_subset_fixed_by_the_split_seed_not_the_seed(tiny_root):
+    torch.set_num_threads(1)
+    splits, model, opt = _setup(tiny_root, seed=5, split_seed=2)
+    gen = fit(model, opt, splits, epochs=2, batch_size=50, seed=5, split_seed=2, train_eval_size=200)
+    first = next(gen)  # the generator pauses here: the model is as it was after epoch 1
+    probe = train_eval_indices(len(splits.train_x), 200, split_seed=2)
+    loss, acc = evaluate(model, splits.train_x[probe], splits.train_y[probe])
+    assert (first["train_loss"], first["train_acc"]) == (loss.item(), acc.item())
+    assert torch.equal(probe, train_eval_indices(len(splits.train_x), 200, split_seed=2))
+    assert not torch.equal(probe, train_eval_indices(len(splits.train_x), 200, split_seed=3))
+    last = next(gen)  # the last epoch: the whole training split
+    loss, acc = evaluate(model, splits.train_x, splits.train_y)
+    assert (last["train_loss"], last["train_acc"]) == (loss.item(), acc.item())
+
+
+@pytest.mark.parametrize("epochs, every, expected", [
+    (15, 1, list(range(1, 16))), (15, 4, [4, 8, 12, 15]), (15, 5, [5, 10, 15]), (3, 5, [3]), (1, 1, [1]), (6, 2, [2, 4, 6]),
+])
+def test_eval_schedule_every_k_epochs_and_always_the_last(epochs, every, expected):
+    assert eval_epochs(epochs, every) == expected
+
+
+def test_fit_yields_only_evaluated_epochs(tiny_root):
+    splits, model, opt = _setup(tiny_root)
+    hist = list(fit(model, opt, splits, epochs=5, batch_size=50, seed=0, train_eval_size=200, eval_every=2))
+    assert [h["epoch"] for h in hist] == [2, 4, 5]
+    assert all({"fit_loss", "val_acc", "test_acc", "gap", "val_gap"} <= set(h) for h in hist)
+
+
+def test_divergence_is_caught_on_an_epoch_that_is_not_evaluated(tiny_root):
+    splits, model, opt = _setup(tiny_root)
+    opt = make_optimizer("adam", model.parameters(), 1e12)
+    with pytest.raises(Diverged, match="in epoch 1"):
+        list(fit(model, opt, splits, epochs=4, batch_size=50, seed=0, train_eval_size=200, eval_every=4))
+
+
+def test_best_epoch_is_the_first_with_the_highest_val_acc():
+    best = BestEpoch()
+    seen = [(1, 0.5), (2, 0.7), (4, 0.7), (6, 0.6), (8, math.nan)]
+    news = [best.update(e, {"val_acc": v, "test_acc": v / 2, "gap": e / 100, "fit_loss": 1.0}) for e, v in seen]
+    assert news == [True, True, False, False, False]
+    assert best.epoch == 2 and best.metrics == {"val_acc": 0.7, "test_acc": 0.35, "gap": 0.02}  # fit_loss is not kept
+    assert best.update(9, {"val_acc": 0.71}) and best.epoch == 9
+
+
+def test_without_val_acc_there_is_no_best_epoch():
+    best = BestEpoch()
+    assert not best.update(1, {"test_acc": 0.9, "train_acc": 1.0})
+    assert best.epoch is None and best.metrics == {}
+
+
+@pytest.mark.parametrize("objective, bad", [(["test_acc"], "test_acc reads"), (["test_loss"], "test_loss reads"),
+                                            (["gap"], "gap reads"), (["val_acc", "gap"], "gap reads"),
+                                            (["test_acc", "gap"], "test_acc and gap read")])
+def test_test_metrics_may_not_select(objective, bad):
+    msg = selection_error(objective)
+    assert bad in msg and "the test set must not select" in msg and "use val_acc" in msg and "\n" not in msg
+
+
+def test_validation_and_train_metrics_may_select():
+    assert set(TEST_METRICS) < set(METRICS)
+    for name in set(METRICS) - set(TEST_METRICS):
+        assert selection_error([name]) is None
+    assert selection_error(["val_acc", "val_gap"]) is None

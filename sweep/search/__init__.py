@@ -1,20 +1,37 @@
-"""The Optuna search behind `hydra/sweeper=optuna`.
+"""The Optuna search behind `hydra/sweeper=optuna`: a generic Hydra sweeper, usable by any Hydra app.
 
+    choices.py  the samplers, pruners and directions offered, and the code that builds them
     space.py    Hydra override grammar <-> Optuna distributions
     loop.py     the ask/tell loop over Hydra's launcher (study, locks, heartbeats)
-    trial.py    the job's side: storage, pruner, per-epoch reports (pruning)
+    hook.py     how an app adds its own behaviour (named in its config), and the node that receives a trial
+    trial.py    the job's side: storage, pruner, per-epoch reports (pruning), what the job tells its trial
     results.py  what a search leaves behind: results files, plots, the best configuration
 
 `hydra_plugins/dropout_optuna_sweeper` only registers the config and forwards to `loop`; the
-pre-flight check calls `check_options`. Nothing heavy is imported until a function needs it.
+pre-flight check calls `check_sweep`. This project's own parts (objective names, threads, MLflow)
+are in `sweep/optuna_hook.py`, which nothing here imports. Nothing heavy is imported until a function
+needs it.
 """
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 
-def check_options(options: dict[str, Any]) -> None:
-    """Validate the sweeper's own options (sampler, direction, n_trials, storage...); raises SweeperError."""
+def check_sweep(options: dict[str, Any], arguments: list[str], config: Any) -> None:
+    """Every check a sweep makes before its first trial, without opening the study or starting a run: the
+    options (an unknown key included), the search space of `params` and the command line's sweep overrides
+    `arguments`, direction against objective (from the composed `config`), the grid, the enqueued points.
+    Raises SweeperError with one line."""
     from sweep.search.loop import OptunaSweeperImpl
+    from sweep.search.space import SweeperError
 
-    OptunaSweeperImpl(**options)
+    options = {k: v for k, v in options.items() if not k.startswith("_")}  # _target_, _recursive_
+    allowed = [p for p in inspect.signature(OptunaSweeperImpl.__init__).parameters if p != "self"]
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise SweeperError(f"hydra.sweeper.{unknown[0]} is not an option of the Optuna sweeper; allowed: "
+                           f"{', '.join(allowed)}")
+    sweeper = OptunaSweeperImpl(**options)
+    sweeper.config = config  # what setup() gives it in a sweep: the objective and the typed overrides
+    sweeper.plan(arguments)

@@ -1,22 +1,28 @@
-"""The Optuna sweeper's logic: ask-and-tell over Hydra's launcher, with public Optuna APIs only.
+"""The Optuna sweeper's logic: ask-and-tell over Hydra's launcher, with public Optuna and Hydra APIs only.
 
 One loop per sweeping process (a "worker"; several may share a study through one storage):
 
     under the study lock: fail stale trials, count, enqueue fixed configurations, ask <= n_jobs trials
     launch the batch through the configured Hydra launcher (basic, joblib, submitit, ...)
-    tell each trial COMPLETE / PRUNED / FAIL; tag its MLflow run with the state
+    tell each trial COMPLETE / PRUNED / FAIL; give it to the app's hook (sweep/search/hook.py)
 
 `n_trials` is the number of finished (COMPLETE + PRUNED) trials the *study* should hold: a resumed
 run or a second worker only adds what is missing. Trials RUNNING in other live workers count as
 on their way, so workers never over-ask; the count and the ask happen under a lock shared by every
 worker of the study (a PostgreSQL/MySQL advisory lock, or a file lock next to a SQLite file).
 While the sweep's trials run, a background thread records their heartbeats; a RUNNING trial whose
-heartbeat stopped for `grace_period` seconds (its process was killed) is marked FAIL, its MLflow run
-KILLED, and another trial is asked in its place.
+heartbeat stopped for `grace_period` seconds (its process was killed) is marked FAIL, the hook is
+told, and another trial is asked in its place. `storage: null` is an in-memory study, as in
+hydra-optuna-sweeper: no resume, no second worker, and jobs cannot reach it (no pruning).
+
+Nothing here reads the application's own keys: what the app knows (its metric names, a trial's
+resource, extra job overrides, MLflow) comes from the hook its config names, and jobs receive their
+trial only when the app's config has the node for it.
 """
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import math
 import os
@@ -36,21 +42,21 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from optuna.trial import TrialState
 
 from sweep.dblock import db_lock, lockable
-from sweep.search.trial import MAX_EPOCHS_ATTR, PRUNER_ARGS, PRUNER_ATTR, PRUNERS, build_pruner, open_storage
 from sweep.redact import redact
-
-from sweep.search import results as _report, space as _space
+from sweep.search import hook as _hook, results as _report, space as _space
+from sweep.search.choices import (DIRECTIONS, PRUNER_ARGS, PRUNERS, SAMPLERS, SINGLE_OBJECTIVE, TARGETS,
+                                  make_sampler, sampler_keywords)
 from sweep.search.space import SearchSpace, SweeperError
+from sweep.search.trial import PRUNER_ATTR, build_pruner, open_storage
 
 log = logging.getLogger(__name__)
 
-SAMPLERS = ("tpe", "random", "grid", "cmaes", "nsgaii")
-DIRECTIONS = ("maximize", "minimize")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 LIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 SPACE_ATTR = "dropout_sweeper.search_space"
 STORAGE_ENV = "DROPOUT_OPTUNA_STORAGE"
 _STUDY_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
+SAMPLER_SEED_MAX = 2**32 - 1  # Optuna's samplers seed numpy's RandomState, which takes [0, 2**32 - 1]
 
 
 def _name(value: Any) -> str:
@@ -66,12 +72,63 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _check_int(key: str, value: Any, minimum: int, allow_none: bool = False) -> None:
+def _flat(directions: list[str]) -> str:
+    return directions[0] if len(directions) == 1 else "[" + ",".join(directions) + "]"
+
+
+def _check_int(key: str, value: Any, minimum: int, allow_none: bool = False, maximum: int | None = None) -> None:
     if value is None and allow_none:
         return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise SweeperError(f"hydra.sweeper.{key}={value!r} is invalid: must be an integer >= {minimum}"
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or (maximum is not None and value > maximum):
+        allowed = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise SweeperError(f"hydra.sweeper.{key}={value!r} is invalid: must be an integer {allowed}"
                            + (" or null" if allow_none else ""))
+
+
+def _sampler(value: Any, sampler_args: dict[str, Any]) -> tuple[str, int | None, dict[str, Any]]:
+    """(name, seed or None, extra keywords) of `hydra.sweeper.sampler`: a name (`sampler=gp`), or a
+    node as the `hydra/sweeper/sampler=<name>` group and hydra-optuna-sweeper configs write it
+    (`sampler: {seed: 123}`, `_target_: optuna.samplers.TPESampler`). A node's keys that are
+    `sampler_args` go there; other keywords of the Optuna class pass through; anything else is
+    refused, one line per key."""
+    value = _plain(value)
+    if not isinstance(value, dict):
+        name = _name(value)
+        if name not in SAMPLERS:
+            raise SweeperError(f"hydra.sweeper.sampler={name} is invalid; allowed: {', '.join(SAMPLERS)}")
+        return name, None, {}
+    node = dict(value)
+    node.pop("_partial_", None)
+    target, name = node.pop("_target_", None), node.pop("name", None)
+    if target is not None:  # a class, as hydra-optuna-sweeper names it, says more than the group's default name
+        name = TARGETS.get(str(target))
+        if name is None:
+            raise SweeperError(f"hydra.sweeper.sampler._target_={target} is not offered here; use "
+                               f"hydra.sweeper.sampler=<name>, one of: {', '.join(SAMPLERS)}")
+    if name is None:  # the group always names one: the node was replaced, e.g. by +hydra.sweeper.sampler.<key>=...
+        raise SweeperError(f"hydra.sweeper.sampler={node} names no sampler; choose one with "
+                           f"hydra/sweeper/sampler=<name> and then set hydra.sweeper.sampler.<key>, or use "
+                           f"hydra.sweeper.sampler=<name> with hydra.sweeper.sampler_args.*; names: {', '.join(SAMPLERS)}")
+    name = _name(name)
+    if name not in SAMPLERS:
+        raise SweeperError(f"hydra.sweeper.sampler.name={name} is invalid; allowed: {', '.join(SAMPLERS)}")
+    seed = node.pop("seed", None)
+    spec, extra, refused = SAMPLERS[name], {}, []
+    known = sampler_keywords(name) if node else set()
+    for key, v in node.items():
+        if v is None:
+            continue  # hydra-optuna-sweeper writes null for "the sampler's default"
+        if key in spec.args:
+            sampler_args[key] = v
+        elif key in known and key not in spec.fixed and key not in spec.args.values():
+            extra[key] = v
+        else:
+            options = sorted(set(spec.args) | (known - set(spec.args.values()) - set(spec.fixed)))
+            refused.append(f"hydra.sweeper.sampler.{key} is not an option of sampler {name} here; "
+                           f"its options: seed, {', '.join(options)}")
+    if refused:
+        raise SweeperError("\n".join(refused))
+    return name, seed, extra
 
 
 class StopSweep(SweeperError):
@@ -80,12 +137,13 @@ class StopSweep(SweeperError):
 
 class OptunaSweeperImpl:
     def __init__(self, *, sampler: Any, seed: int | None, sampler_args: Any, direction: Any, n_trials: int,
-                 n_jobs: int, storage: str | None, study_name: str, pruner: Any, pruner_args: Any,
+                 n_jobs: int, storage: str | None, study_name: str | None, pruner: Any, pruner_args: Any,
                  max_failure_rate: float, heartbeat_interval: int | None, grace_period: int | None,
-                 params: Any, enqueue: Any) -> None:
-        self.sampler_name = _name(sampler)
-        if self.sampler_name not in SAMPLERS:
-            raise SweeperError(f"hydra.sweeper.sampler={self.sampler_name} is invalid; allowed: {', '.join(SAMPLERS)}")
+                 params: Any, enqueue: Any, custom_search_space: str | None = None) -> None:
+        self.sampler_args = dict(_plain(sampler_args) or {})
+        self.sampler_name, sampler_seed, self.sampler_extra = _sampler(sampler, self.sampler_args)
+        if sampler_seed is not None:
+            seed = sampler_seed  # hydra-optuna-sweeper's spelling of hydra.sweeper.seed
         if self.sampler_name == "cmaes":
             try:
                 import cmaes  # noqa: F401 - Optuna's CmaEsSampler needs it, and would only say so mid-sweep
@@ -94,7 +152,7 @@ class OptunaSweeperImpl:
         self.pruner_name = _name(pruner)
         if self.pruner_name not in PRUNERS:
             raise SweeperError(f"hydra.sweeper.pruner={self.pruner_name} is invalid; allowed: {', '.join(PRUNERS)}")
-        _check_int("seed", seed, 0, allow_none=True)
+        _check_int("seed", seed, 0, allow_none=True, maximum=SAMPLER_SEED_MAX)
         _check_int("n_trials", n_trials, 1)
         _check_int("n_jobs", n_jobs, 1)
         _check_int("heartbeat_interval", heartbeat_interval, 1, allow_none=True)
@@ -102,20 +160,23 @@ class OptunaSweeperImpl:
         if isinstance(max_failure_rate, bool) or not isinstance(max_failure_rate, (int, float)) \
                 or not 0.0 <= max_failure_rate <= 1.0:
             raise SweeperError(f"hydra.sweeper.max_failure_rate={max_failure_rate!r} is invalid: must be in [0, 1]")
-        if not storage or not isinstance(storage, str):
-            raise SweeperError("hydra.sweeper.storage is empty: give a database URL such as sqlite:///runs/optuna.db "
-                               "or postgresql://user@host/db (jobs report to the study through it)")
-        try:
-            import sqlalchemy
+        if storage is not None:  # null: an in-memory study, as in hydra-optuna-sweeper
+            if not storage or not isinstance(storage, str):
+                raise SweeperError("hydra.sweeper.storage is empty: give a database URL such as sqlite:///runs/optuna.db "
+                                   "or postgresql://user@host/db (jobs report to the study through it), or null "
+                                   "for an in-memory study")
+            try:
+                import sqlalchemy
 
-            sqlalchemy.engine.make_url(storage)
-        except Exception:  # noqa: BLE001 - any parse failure means the same to the user
-            raise SweeperError(f"hydra.sweeper.storage={redact(storage)} is not a database URL; "
-                               "e.g. sqlite:///runs/optuna.db or postgresql://user@host/db") from None
-        if not isinstance(study_name, str) or not _STUDY_NAME.match(study_name):
+                sqlalchemy.engine.make_url(storage)
+            except Exception:  # noqa: BLE001 - any parse failure means the same to the user
+                raise SweeperError(f"hydra.sweeper.storage={redact(storage)} is not a database URL; "
+                                   "e.g. sqlite:///runs/optuna.db or postgresql://user@host/db") from None
+        if study_name is not None and (not isinstance(study_name, str) or not _STUDY_NAME.match(study_name)):
             raise SweeperError(f"hydra.sweeper.study_name={study_name!r} is invalid: "
                                "use letters, digits, '_', '-' and '.'")
         direction = _plain(direction)
+        direction = _name(direction) if not isinstance(direction, list) else [_name(d) for d in direction]
         self.directions = [direction] if isinstance(direction, str) else list(direction or [])
         if not self.directions or any(d not in DIRECTIONS for d in self.directions):
             raise SweeperError(f"hydra.sweeper.direction={direction!r} is invalid; allowed: maximize, minimize, "
@@ -123,8 +184,16 @@ class OptunaSweeperImpl:
         enqueue = _plain(enqueue) or []
         if not isinstance(enqueue, list):
             raise SweeperError(f"hydra.sweeper.enqueue={enqueue!r} is invalid: give a list of mappings")
+        self.custom_search_space = None
+        if custom_search_space:
+            from hydra.utils import get_method
+
+            try:
+                self.custom_search_space = get_method(custom_search_space)
+            except Exception as e:  # noqa: BLE001
+                raise SweeperError(f"hydra.sweeper.custom_search_space={custom_search_space} cannot be imported: "
+                                   f"{str(e).splitlines()[0]}") from None
         self.seed = seed
-        self.sampler_args = _plain(sampler_args) or {}
         self.pruner_args = _plain(pruner_args) or {}
         self.n_trials, self.n_jobs = n_trials, n_jobs
         self.storage_url, self.study_name = storage, study_name
@@ -136,6 +205,14 @@ class OptunaSweeperImpl:
         self.launcher = None
         self.hydra_context: HydraContext | None = None
         self.job_idx = 0
+        self._hook: _hook.SweepHook | None = None
+
+    @property
+    def hook(self) -> _hook.SweepHook:
+        """The app's hook (its config's `optuna.hook`), or the no-op one."""
+        if self._hook is None or self._hook.config is not self.config:
+            self._hook = _hook.load(self.config, self)
+        return self._hook
 
     # ------------------------------------------------------------------------------------------ Hydra API
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
@@ -155,68 +232,80 @@ class OptunaSweeperImpl:
 
     # ------------------------------------------------------------------------------------ construction
     def objective_names(self) -> list[str]:
-        objective = OmegaConf.select(self.config, "objective", default=None)
-        if objective is None:
+        names = self.hook.metric_names()
+        if names is None:
             return ["value"] if len(self.directions) == 1 else [f"value{i}" for i in range(len(self.directions))]
-        objective = _plain(objective)
-        return [objective] if isinstance(objective, str) else [str(x) for x in objective]
+        return list(names)
+
+    def plan(self, arguments: list[str]) -> tuple[SearchSpace, list[str], list[dict[str, Any]] | None,
+                                                  list[dict[str, Any]]]:
+        """(search space, objective names, grid points or None, enqueued configurations): every check that
+        needs the search space or the objective, made before any study or MLflow run exists. The pre-flight
+        check runs it too (sweep.search.check_sweep), so a mistake stops the command before it starts."""
+        space = _space.parse(self.params, arguments)
+        if not space.distributions:
+            raise SweeperError("nothing to search: set hydra.sweeper.params (this project: e.g. +search=dropout) or "
+                               "give a sweep override such as drop_prob=interval(0,0.5)")
+        names = self.objective_names()
+        if len(names) != len(self.directions):
+            raise SweeperError(f"hydra.sweeper.direction={self.directions} has {len(self.directions)} "
+                               f"entries but objective={names} has {len(names)}: give one direction per objective")
+        self._check_directions(names)
+        if len(names) > 1 and self.sampler_name in SINGLE_OBJECTIVE:
+            raise SweeperError(f"hydra.sweeper.sampler={self.sampler_name} cannot optimise several objectives; "
+                               "use nsgaii, tpe or random")
+        grid = space.grid() if self.sampler_name == "grid" else None
+        if grid is not None and self.custom_search_space is not None:
+            raise SweeperError("hydra.sweeper.custom_search_space cannot add dimensions to a grid; "
+                               "write them in hydra.sweeper.params, or use another sampler")
+        fixed = [] if grid is not None else [
+            space.check_params(p, f"hydra.sweeper.enqueue[{i}]") for i, p in enumerate(self.enqueue)]
+        return space, names, grid, fixed
+
+    def _check_directions(self, names: list[str]) -> None:
+        """A direction against what its objective means (the app hook's metric_direction): the app's default
+        follows the objective; a config file's direction that contradicts it is refused; one typed on the
+        command line (hydra.sweeper.direction=...) is an explicit override and is used as given."""
+        meant = [self.hook.metric_direction(n) for n in names]
+        wrong = [(n, d, want) for n, d, want in zip(names, self.directions, meant) if want and d != want]
+        if not wrong:
+            return
+        typed = [o for o in OmegaConf.select(self.config, "hydra.overrides.hydra", default=None) or []
+                 if str(o).lstrip("+~").split("=", 1)[0].split(".")[:3] == ["hydra", "sweeper", "direction"]]
+        said = ", ".join(f"objective={n} is a {'loss or gap' if want == 'minimize' else 'accuracy'} to {want}"
+                         for n, _, want in wrong)
+        if typed:
+            log.warning("hydra.sweeper.direction=%s as typed, although %s", _flat(self.directions), said)
+            return
+        raise SweeperError(f"hydra.sweeper.direction={_flat(self.directions)} contradicts the objective: {said}; "
+                           "leave direction out to take it from the objective, or type "
+                           f"hydra.sweeper.direction={_flat(self.directions)} on the command line to force it")
 
     def pruner_description(self) -> dict[str, Any]:
         a = self.pruner_args
         args = {k: a[k] for k in PRUNER_ARGS[self.pruner_name] if a.get(k) is not None}
         if self.pruner_name == "hyperband" and not args.get("max_resource"):
-            epochs = OmegaConf.select(self.config, "trainer.epochs", default=None)
-            if isinstance(epochs, int):
-                args["max_resource"] = epochs  # a trial's resource is its epochs
+            resource = self.hook.max_resource()
+            if isinstance(resource, int):
+                args["max_resource"] = resource
         return {"name": self.pruner_name, "args": args}
 
     def make_sampler(self, search_space: SearchSpace, offset: int) -> optuna.samplers.BaseSampler:
-        """A fresh sampler for the next ask, seeded with seed + the trial's index in the study, so a
-        resumed study or a second worker never replays the first draws of another."""
-        seed = None if self.seed is None else self.seed + offset
-        a, name = self.sampler_args, self.sampler_name
-        if name == "tpe":
-            kw = {"multivariate": bool(a.get("multivariate", False)), "constant_liar": bool(a.get("constant_liar", True))}
-            if a.get("n_startup_trials") is not None:
-                kw["n_startup_trials"] = a["n_startup_trials"]
-            return optuna.samplers.TPESampler(seed=seed, **kw)
-        if name in ("random", "grid"):  # the grid's points are enqueued: nothing is sampled
-            return optuna.samplers.RandomSampler(seed=seed)
-        if name == "cmaes":
-            kw = {}
-            if a.get("n_startup_trials") is not None:
-                kw["n_startup_trials"] = a["n_startup_trials"]
-            if a.get("population_size") is not None:
-                kw["popsize"] = a["population_size"]
-            return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False, **kw)
-        if name == "nsgaii":
-            kw = {}
-            if a.get("population_size") is not None:
-                kw["population_size"] = a["population_size"]
-            return optuna.samplers.NSGAIISampler(seed=seed, **kw)
-        raise AssertionError(name)
-
-    def threads_per_job(self) -> int | None:
-        """torch threads for each job when the joblib launcher trains several at once and the user left
-        trainer.threads unset: the machine's cores shared out."""
-        cfg = self.config
-        trainer = OmegaConf.select(cfg, "trainer", default=None)
-        if not isinstance(trainer, DictConfig) or "threads" not in trainer or trainer.threads is not None:
-            return None
-        if "joblib" not in str(OmegaConf.select(cfg, "hydra.launcher._target_", default="")).lower():
-            return None
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        jl = OmegaConf.select(cfg, "hydra.launcher.n_jobs", default=-1)
-        jl = cores + 1 + jl if isinstance(jl, int) and jl < 0 else (jl or cores)
-        parallel = max(1, min(self.n_jobs, jl))
-        return max(1, cores // parallel)
+        """A fresh sampler for the next ask, seeded with seed + the trial's index in the study (samplers
+        that draw a sequence keep one seed; see choices.py)."""
+        reseed = SAMPLERS[self.sampler_name].reseed
+        seed = None if self.seed is None else (self.seed + (offset if reseed else 0)) % (SAMPLER_SEED_MAX + 1)
+        return make_sampler(self.sampler_name, seed, self.sampler_args, self.sampler_extra)
 
 
 # ---------------------------------------------------------------------------------------------- locking
-def study_lock(url: str, study_name: str):
+def study_lock(url: str | None, study_name: str | None):
     """Mutual exclusion between every process sweeping this study (count + ask happen inside).
-    Storages that cannot hold a lock get none (workers might then over-ask by up to n_jobs - 1 trials)."""
-    return db_lock(url, f"optuna-study:{study_name}", timeout=None) if lockable(url) else contextlib.nullcontext()
+    Storages that cannot hold a lock get none (workers might then over-ask by up to n_jobs - 1 trials);
+    an in-memory study (url None) has one process."""
+    if not url or not lockable(url):
+        return contextlib.nullcontext()
+    return db_lock(url, f"optuna-study:{study_name or ''}", timeout=None)
 
 
 class _Heartbeat:
@@ -267,28 +356,24 @@ class _Run:
     def __init__(self, sweeper: OptunaSweeperImpl, arguments: list[str]) -> None:
         self.s = sweeper
         self.cfg = sweeper.config
-        self.space = _space.parse(sweeper.params, arguments)
-        if not self.space.distributions:
-            raise SweeperError("nothing to search: set hydra.sweeper.params (e.g. +search=dropout) or give a sweep "
-                               "override such as drop_prob=interval(0,0.5)")
-        self.names = sweeper.objective_names()
-        if len(self.names) != len(sweeper.directions):
-            raise SweeperError(f"hydra.sweeper.direction={sweeper.directions} has {len(sweeper.directions)} "
-                               f"entries but objective={self.names} has {len(self.names)}: give one direction per objective")
+        self.space, self.names, self.grid, self.fixed_configs = sweeper.plan(arguments)
         self.multi = len(self.names) > 1
-        if self.multi and sweeper.sampler_name == "cmaes":
-            raise SweeperError("hydra.sweeper.sampler=cmaes cannot optimise several objectives; "
-                               "use nsgaii, tpe or random")
-        self.grid = self.space.grid() if sweeper.sampler_name == "grid" else None
         if self.grid is not None and sweeper.enqueue:
             log.info("grid sampler: hydra.sweeper.enqueue is ignored (every grid point is evaluated anyway)")
-        self.fixed_configs = [] if self.grid is not None else [
-            self.space.check_params(p, f"hydra.sweeper.enqueue[{i}]") for i, p in enumerate(sweeper.enqueue)]
         self.target = sweeper.n_trials if self.grid is None else min(sweeper.n_trials, len(self.grid))
-        self.threads = sweeper.threads_per_job()
-        self.epochs = OmegaConf.select(self.cfg, "trainer.epochs", default=None)
-        self.storage_override = self._storage_override()
-        self.tracking = _report.Tracking.connect(self.cfg)
+        self.hook = sweeper.hook
+        self.extra_overrides = list(self.hook.job_overrides())
+        self.heartbeat_interval = sweeper.heartbeat_interval if sweeper.storage_url else None  # RDB storages only
+        # jobs get their trial only when the app's config has the node for it and can reach the study
+        self.sends_trial = _hook.receives_trial(self.cfg) and sweeper.storage_url is not None
+        if not self.sends_trial and sweeper.pruner_name != "none":
+            why = "the study is in memory: hydra.sweeper.storage=null" if sweeper.storage_url is None else \
+                f"the app's config has no `{_hook.NODE}` node with {', '.join(_hook.RECEIVER_KEYS)}"
+            log.info("hydra.sweeper.pruner=%s: jobs cannot report to their trials (%s), so none is pruned",
+                     sweeper.pruner_name, why)
+        self.storage_override = self._storage_override() if self.sends_trial else None
+        for name, dist in self.space.distributions.items():
+            _warn_if_range_differs(self.space.sources[name], dist)
         self.returns: list[JobReturn] = []
         self.launched = self.failed = 0
         self.failed_points: list[dict[str, Any]] = []  # grid points that failed in this run: not retried
@@ -299,22 +384,23 @@ class _Run:
         s = self.s
         url = s.storage_url  # a SQLite file's folder is made by the study lock and open_storage
         hb = {}
-        if s.heartbeat_interval:
+        if self.heartbeat_interval:
             hb = {"heartbeat_interval": s.heartbeat_interval, "grace_period": s.grace_period,
                   "heartbeat_stale_trial_callback": self._on_stale}
         self.pruner_description = s.pruner_description()
         with self.lock():  # workers starting together on a new database: one creates the tables
             try:
-                self.storage = open_storage(url, **hb)
+                self.storage = open_storage(url, **hb) if url else optuna.storages.InMemoryStorage()
             except Exception as e:  # noqa: BLE001
                 raise SweeperError(f"hydra.sweeper.storage={redact(url)} cannot be opened: {type(e).__name__}: "
                                    f"{redact(str(e)).splitlines()[0] if str(e) else ''}") from None
             self.study = optuna.create_study(storage=self.storage, study_name=s.study_name, directions=s.directions,
                                              sampler=s.make_sampler(self.space, 0),
                                              pruner=build_pruner(self.pruner_description), load_if_exists=True)
+            self.study_name = self.study.study_name  # Optuna names a study created with study_name=null
             have = [d.name.lower() for d in self.study.directions]
             if have != s.directions:
-                raise SweeperError(f"study {s.study_name!r} in {redact(url)} optimises {have}, not {s.directions}; "
+                raise SweeperError(f"study {self.study_name!r} in {redact(url)} optimises {have}, not {s.directions}; "
                                    "choose another hydra.sweeper.study_name or the study's direction")
             attrs = self.study.user_attrs
             old_space = attrs.get(SPACE_ATTR)
@@ -327,10 +413,10 @@ class _Run:
             if self.study.metric_names is None:
                 self.study.set_metric_names(self.names)
             elif list(self.study.metric_names) != self.names:
-                raise SweeperError(f"study {s.study_name!r} in {redact(url)} optimises objective={self.study.metric_names}, "
+                raise SweeperError(f"study {self.study_name!r} in {redact(url)} optimises objective={self.study.metric_names}, "
                                    f"not {self.names}; choose another hydra.sweeper.study_name")
-        self.study_id = self.storage.get_study_id_from_name(s.study_name)
-        self.heartbeat = _Heartbeat(self.storage, s.heartbeat_interval)
+        self.study_id = self.storage.get_study_id_from_name(self.study_name)
+        self.heartbeat = _Heartbeat(self.storage, self.heartbeat_interval)
 
     def lock(self):
         return study_lock(self.s.storage_url, self.s.study_name)
@@ -338,11 +424,10 @@ class _Run:
     def _on_stale(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         log.warning("trial %d of study %r stopped sending heartbeats (its process was killed?): marked FAIL",
                     trial.number, study.study_name)
-        if self.tracking:
-            self.tracking.mark_stale(study.study_name, trial.number)
+        self.hook.trial_stale(trial)
 
     def _fail_stale(self) -> None:
-        if self.s.heartbeat_interval:
+        if self.heartbeat_interval:
             optuna.storages.fail_stale_trials(self.study)
 
     # ------------------------------------------------------------------------------------- loop
@@ -350,14 +435,14 @@ class _Run:
         s = self.s
         self._open_study()
         log.info("Optuna study %r in %s: sampler=%s pruner=%s directions=%s, %d finished trials wanted",
-                 s.study_name, redact(s.storage_url), s.sampler_name, s.pruner_name, s.directions, self.target)
+                 self.study_name, redact(s.storage_url) if s.storage_url else "memory", s.sampler_name, s.pruner_name, s.directions, self.target)
         log.info("search space: %s", ", ".join(self.space.describe().values()))
         self.heartbeat.start()
         try:
             self._loop()
         finally:
             self.heartbeat.stop()
-        results = _report.report(self.study, self.space, self.names, s, self.cfg, self.tracking, self.stop_reason,
+        results = _report.report(self.study, self.space, self.names, s, self.cfg, self.hook, self.stop_reason,
                                  self.launched, self.failed)
         if self.stop_reason:
             raise StopSweep(self.stop_reason + f"; see {results}")
@@ -373,14 +458,14 @@ class _Run:
             if done:
                 return
             if not batch:
-                if not self.s.heartbeat_interval:
+                if not self.heartbeat_interval:
                     log.info("%d trials are still running in other processes; leaving them to finish there", elsewhere)
                     return
                 if waited_since is None:
                     waited_since = time.time()
                     log.info("waiting for %d trials running in other processes (or for their heartbeats to stop)",
                              elsewhere)
-                time.sleep(min(self.s.heartbeat_interval, 5))
+                time.sleep(min(self.heartbeat_interval, 5))
                 continue
             waited_since = None
             self._launch(batch)
@@ -389,7 +474,8 @@ class _Run:
                 self.stop_reason = (f"stopped: {self.failed} of the {self.launched} trials this run launched failed, "
                                     f"more than max_failure_rate={self.s.max_failure_rate:g} x n_trials={self.target} "
                                     f"allows; the study's {finished} finished trials stay in study "
-                                    f"{self.s.study_name!r} (run the same command again to resume)")
+                                    f"{self.study_name!r}" + (" (run the same command again to resume)"
+                                                              if self.s.storage_url else ""))
                 log.error(self.stop_reason)
                 return
 
@@ -423,10 +509,15 @@ class _Run:
                 trial = self.study.ask(fixed_distributions=self.space.distributions)
             trial_id = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, trial.number)
             self.heartbeat.add(trial_id)
-            epochs = trial.params.get("trainer.epochs", self.epochs)
-            if isinstance(epochs, int):
-                trial.set_user_attr(MAX_EPOCHS_ATTR, epochs)  # no pruning at the last epoch: nothing left to save
             batch.append((trial, trial_id))
+            if self.s.custom_search_space is not None:
+                try:  # hydra-optuna-sweeper's extension: fn(config, trial) suggests more parameters
+                    self.s.custom_search_space(self.cfg, trial)
+                except Exception:
+                    for t, t_id in batch:
+                        self.study.tell(t, state=TrialState.FAIL, skip_if_finished=True)
+                        self.heartbeat.discard(t_id)
+                    raise
         return batch, False, running
 
     def _pending_fixed(self, trials, n: int) -> list[dict[str, Any]]:
@@ -461,18 +552,17 @@ class _Run:
         return _space.quote(url)
 
     def _job_overrides(self, trial: optuna.trial.Trial) -> list[str]:
-        s = self.s
-        out = self.space.overrides(trial.params)
-        out += [f"optuna.storage={self.storage_override}", f"optuna.study_name={_space.quote(s.study_name)}",
-                f"optuna.trial_number={trial.number}"]
-        if self.threads is not None:
-            out.append(f"trainer.threads={self.threads}")
-        return out
+        out = _report.overrides(self.space, trial.params)
+        if self.sends_trial:
+            node = _hook.NODE
+            out += [f"{node}.storage={self.storage_override}", f"{node}.study_name={_space.quote(self.study_name)}",
+                    f"{node}.trial_number={trial.number}"]
+        return out + self.extra_overrides
 
     def _launch(self, batch) -> None:
         overrides = [self._job_overrides(t) for t, _ in batch]
         for (t, _), o in zip(batch, overrides):
-            log.info("trial %d: %s", t.number, " ".join(self.space.overrides(t.params)[len(self.space.fixed):]))
+            log.info("trial %d: %s", t.number, " ".join(_report.overrides(self.space, t.params)[len(self.space.fixed):]))
         self.launched += len(batch)
         try:
             returns = self.s.launcher.launch(overrides, initial_job_idx=self.s.job_idx)
@@ -482,6 +572,8 @@ class _Run:
                 with contextlib.suppress(Exception):
                     self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
                 self.heartbeat.discard(trial_id)
+                with contextlib.suppress(Exception):  # its run says so too, and is never left RUNNING
+                    self.hook.trial_interrupted(self.storage.get_trial(trial_id))
             raise
         self.s.job_idx += len(returns)
         self.returns.extend(returns)
@@ -491,7 +583,8 @@ class _Run:
                 self.study.tell(trial, values=values, state=state, skip_if_finished=True)
             finally:
                 self.heartbeat.discard(trial_id)
-            state = self.storage.get_trial(trial_id).state  # FAIL if a stale check got there first
+            frozen = self.storage.get_trial(trial_id)  # with the user attributes the job recorded
+            state = frozen.state  # FAIL if a stale check got there first
             if state == TrialState.FAIL:
                 self.failed += 1
                 if self.grid is not None:
@@ -502,14 +595,11 @@ class _Run:
             else:
                 shown = ", ".join(f"{n}={v:.6g}" for n, v in zip(self.names, values or []))
                 log.info("trial %d finished: %s", trial.number, shown)
-            if self.tracking:
-                self.tracking.tag_child(self.s.study_name, trial.number, state.name, failed_reason=why)
+            self.hook.trial_finished(frozen, why)
 
     def _outcome(self, ret: JobReturn) -> tuple[TrialState, list[float] | None, str | None]:
         if ret.status != JobStatus.COMPLETED:
-            # read the exception directly: JobReturn.return_value would also print the job's overrides,
-            # which carry the storage URL (and a password, if it has one), to stderr
-            exc = getattr(ret, "_return_value", None)
+            exc = _job_error(ret)
             if isinstance(exc, optuna.TrialPruned):
                 return TrialState.PRUNED, None, None
             return TrialState.FAIL, None, f"{type(exc).__name__}: {exc}" if exc is not None else "the job failed"
@@ -539,3 +629,36 @@ def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
         elif v != w:
             return False
     return True
+
+
+def _job_error(ret: JobReturn) -> BaseException | None:
+    """The exception a failed job raised, through JobReturn's public `return_value` (which raises it).
+    That property also prints the job's overrides to stderr; they are kept from it (the sweeper logs its
+    own, redacted, line): a user's command line may hold a credential."""
+    with contextlib.redirect_stderr(io.StringIO()):
+        try:
+            ret.return_value
+        except Exception as e:  # noqa: BLE001 - whatever the job raised
+            return e
+    return None
+
+
+def _warn_if_range_differs(source: str, dist: Any) -> None:
+    """hydra-optuna-sweeper reads range(a,b,step) as Optuna's step distribution, b included; here b is
+    excluded, as in Hydra's basic sweeper. Say so where the two differ (b lies on the step), rather
+    than change a ported config's meaning silently."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import RangeSweep
+
+    try:
+        value = OverridesParser.create().parse_override(source).value()
+    except Exception:  # noqa: BLE001 - the space was parsed already; nothing to add
+        return
+    step = getattr(dist, "step", None)
+    if not isinstance(value, RangeSweep) or step is None or value.stop is None:
+        return
+    edge = dist.high + step if value.step > 0 else dist.low - step
+    if math.isclose(edge, value.stop, rel_tol=1e-9, abs_tol=1e-12):
+        log.info("%s: %s is excluded, as in Hydra's basic sweeper (hydra-optuna-sweeper includes it; for that, "
+                 "write the stop one step further: %s)", source, _space.format_value(value.stop),
+                 _space.format_value(value.stop + value.step))

@@ -1,17 +1,20 @@
 """What a sweep leaves behind: optimization_results.yaml, the study's trials as CSV, the optimisation
-history and parameter-importance plots (in the sweep folder and on the MLflow parent run), the
-trial state on every child run, and the best configuration printed at the end."""
+history and parameter-importance plots in the sweep folder, and the best configuration printed at
+the end. The app's hook gets the files and the summary figures (this project logs them on its MLflow
+parent run: sweep/optuna_hook.py)."""
 from __future__ import annotations
 
 import logging
 import math
+import os
 import shlex
+import sys
 from pathlib import Path
 from typing import Any
 
 import optuna
 import yaml
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from optuna.trial import TrialState
 
 from sweep.redact import redact
@@ -25,80 +28,11 @@ IMPORTANCES = "param_importances.png"
 TRIALS_CSV = "study_trials.csv"
 
 
-class Tracking:
-    """The sweep's MLflow parent run (written by sweep.parent) and its children, found by tags."""
-
-    def __init__(self, client, experiment_id: str, parent_id: str | None) -> None:
-        self.client, self.experiment_id, self.parent_id = client, experiment_id, parent_id
-
-    @classmethod
-    def connect(cls, cfg: DictConfig) -> "Tracking | None":
-        if not OmegaConf.select(cfg, "tracking.enabled", default=False):
-            return None
-        try:
-            from mlflow.tracking import MlflowClient
-
-            from sweep import track
-
-            parent_id, _ = track.find_parent(OmegaConf.select(cfg, "hydra.sweep.dir"))
-            client = MlflowClient(tracking_uri=cfg.tracking.uri)
-            exp = client.get_experiment_by_name(cfg.tracking.experiment)
-            if exp is None:
-                return None
-            return cls(client, exp.experiment_id, parent_id)
-        except Exception as e:  # noqa: BLE001 - tracking trouble must not stop the search
-            log.warning("MLflow not available to the sweeper: %s", redact(str(e)).splitlines()[0] if str(e) else e)
-            return None
-
-    def _children(self, study: str, number: int, parent: bool, status: str | None = None):
-        flt = f"tags.optuna_study = '{study}' and tags.optuna_trial = '{number}'"
-        if parent and self.parent_id:
-            flt += f" and tags.mlflow.parentRunId = '{self.parent_id}'"
-        if status:
-            flt += f" and attributes.status = '{status}'"
-        return self.client.search_runs([self.experiment_id], flt, max_results=50)
-
-    def tag_child(self, study: str, number: int, state: str, failed_reason: str | None = None) -> None:
-        try:
-            from sweep import track
-
-            for run in self._children(study, number, parent=True):
-                self.client.set_tag(run.info.run_id, "optuna_state", state)
-                if state == "FAIL" and run.info.status != "FAILED":
-                    keep = "error" in run.data.tags  # the job's own error says more than the sweeper's
-                    track.terminate(self.client, run.info.run_id, "FAILED", error=None if keep else failed_reason)
-        except Exception as e:  # noqa: BLE001
-            log.warning("could not tag the MLflow run of trial %d: %s", number, e)
-
-    def mark_stale(self, study: str, number: int) -> None:
-        """The run of a trial whose process was killed is left RUNNING (unless the tracking code has ended
-        it already, having found its process dead): end it KILLED, and say the trial FAILed."""
-        try:
-            from sweep import track
-
-            for run in self._children(study, number, parent=False):
-                if run.data.tags.get("optuna_state") not in (None, "FAIL"):
-                    continue  # finished by its own sweep
-                self.client.set_tag(run.info.run_id, "optuna_state", "FAIL")
-                if run.info.status == "RUNNING":
-                    track.terminate(self.client, run.info.run_id, "KILLED",
-                                    error="killed: its process stopped sending heartbeats")
-        except Exception as e:  # noqa: BLE001
-            log.warning("could not end the MLflow run of stale trial %d: %s", number, e)
-
-    def log_parent(self, folder: Path, files: list[str], metrics: dict[str, float], tags: dict[str, Any]) -> None:
-        if not self.parent_id:
-            return
-        try:
-            from sweep import track  # imported with MLflow, only when tracking is on
-
-            track.log_metrics(self.client, self.parent_id, metrics, step=0)
-            track.set_tags(self.client, self.parent_id, tags)
-            for name in files:
-                if (folder / name).exists():
-                    self.client.log_artifact(self.parent_id, str(folder / name))
-        except Exception as e:  # noqa: BLE001
-            log.warning("could not log the study's results to the MLflow parent run: %s", e)
+def overrides(space, params: dict[str, Any]) -> list[str]:
+    """A trial's job overrides: the space's fixed ones and searched keys, then the parameters a
+    `custom_search_space` function suggested (in the trial, not in the space)."""
+    extra = [f"{k}={format_value(v)}" for k, v in params.items() if k not in space.distributions]
+    return [*space.overrides(params), *extra]
 
 
 def _counts(study: optuna.Study) -> dict[str, int]:
@@ -122,7 +56,7 @@ def results_dict(study: optuna.Study, names: list[str], space, sweeper, stop_rea
     out: dict[str, Any] = {
         "name": "optuna",
         "study_name": study.study_name,
-        "storage": redact(sweeper.storage_url),
+        "storage": redact(sweeper.storage_url) if sweeper.storage_url else "in-memory",
         "sampler": sweeper.sampler_name,
         "pruner": sweeper.pruner_name,
         "directions": sweeper.directions,
@@ -143,7 +77,7 @@ def results_dict(study: optuna.Study, names: list[str], space, sweeper, stop_rea
     else:
         t = best[0]
         out.update({"best_trial": t.number, "best_value": t.value, "best_params": dict(t.params),
-                    "best_overrides": " ".join(space.overrides(t.params)[len(space.fixed):])})
+                    "best_overrides": " ".join(overrides(space, t.params)[len(space.fixed):])})
     return out
 
 
@@ -217,11 +151,14 @@ def plot_importances(study: optuna.Study, names: list[str], path: Path) -> bool:
 
 def _rerun_command(space, params: dict[str, Any]) -> str:
     fixed = [f for f in space.fixed if not f.lstrip("+~").startswith(("search=", "search@"))]
-    words = [*fixed, *space.overrides(params)[len(space.fixed):]]
-    return "python sweep/run.py " + " ".join(shlex.quote(redact(w)) for w in words)
+    words = [*fixed, *overrides(space, params)[len(space.fixed):]]
+    script = sys.argv[0] or "app.py"  # the app's entry script, as a path from here when it is below
+    if not os.path.relpath(script).startswith(".."):
+        script = os.path.relpath(script)
+    return f"python {shlex.quote(script)} " + " ".join(shlex.quote(redact(w)) for w in words)
 
 
-def report(study: optuna.Study, space, names: list[str], sweeper, cfg: DictConfig, tracking: Tracking | None,
+def report(study: optuna.Study, space, names: list[str], sweeper, cfg: DictConfig, hook,
            stop_reason: str | None, launched: int, failed: int) -> Path:
     folder = Path(str(cfg.hydra.sweep.dir))
     folder.mkdir(parents=True, exist_ok=True)
@@ -247,7 +184,7 @@ def report(study: optuna.Study, space, names: list[str], sweeper, cfg: DictConfi
                f"{counts['FAIL']} failed")
     metrics: dict[str, float] = {"study_complete": counts["COMPLETE"], "study_pruned": counts["PRUNED"],
                                  "study_failed": counts["FAIL"]}
-    tags: dict[str, Any] = {"optuna_study": study.study_name, "optuna_storage": redact(sweeper.storage_url),
+    tags: dict[str, Any] = {"optuna_study": study.study_name, "optuna_storage": results["storage"],
                             "optuna_sampler": sweeper.sampler_name, "optuna_pruner": sweeper.pruner_name}
     lines = [f"Optuna {summary}"]
     if results.get("pareto_front"):
@@ -271,6 +208,5 @@ def report(study: optuna.Study, space, names: list[str], sweeper, cfg: DictConfi
         lines.append("No trial completed, so there is no best configuration yet.")
     lines.append(f"Results: {path}")
     print("\n".join(lines), flush=True)
-    if tracking:
-        tracking.log_parent(folder, files, metrics, tags)
+    hook.study_finished(folder, files, metrics, tags)
     return path

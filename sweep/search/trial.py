@@ -1,13 +1,17 @@
-"""The job's side of the Optuna sweeper: report each epoch to the job's own trial, stop when pruned.
+"""The job's side of the Optuna sweeper: report each epoch to the job's own trial, stop when pruned,
+and tell the trial what only the job knows.
 
-The sweeper (sweep/search/loop.py) asks a trial, passes
-`optuna.storage=... optuna.study_name=... optuna.trial_number=N` to the job, and tells the result.
-The job, in whatever process or machine the launcher put it, opens the same storage, rebuilds the
-study's pruner from the description the sweeper stored in the study's user attributes, and reports
-`value` after every epoch. Only public Optuna APIs are used.
+When the application's config has an `optuna` node with `storage`, `study_name` and `trial_number`
+(this project's `sweep/config.py:OptunaTrialConf`), the sweeper (sweep/search/loop.py) fills them
+for every job, and the job, in whatever process or machine the launcher put it, opens the same
+storage with a `TrialReporter`: it rebuilds the study's pruner from the description the sweeper
+stored in the study's user attributes, reports its objective after every epoch, and records in the
+trial's user attributes its number of epochs (`max_epochs`) and its MLflow run id (`mlflow_run_id`),
+so that whatever reads the study later (the app's sweeper hook, a notebook) is told rather than
+searching. Only public Optuna APIs are used.
 
 Shared with the sweeper: `open_storage` (engine settings that suit several processes) and
-`build_pruner` (one description, the same pruner on both sides).
+`build_pruner` (one description, the same pruner on both sides; the pruners are listed in choices.py).
 """
 from __future__ import annotations
 
@@ -15,18 +19,13 @@ import math
 import time
 from typing import Any
 
+from sweep.search.choices import PRUNER_ARGS, PRUNERS, build_pruner  # noqa: F401 - re-exported
 from sweep.sqlite_wal import use_wal
 
 PRUNER_ATTR = "dropout_sweeper.pruner"  # study user attribute: {"name": ..., "args": {...}}
-MAX_EPOCHS_ATTR = "max_epochs"          # trial user attribute: the job's trainer.epochs
-# the arguments each pruner takes (a step is an epoch), with the defaults a description may leave out
-PRUNER_ARGS: dict[str, dict[str, Any]] = {
-    "none": {},
-    "median": {"n_startup_trials": 5, "n_warmup_steps": 0, "interval_steps": 1},
-    "hyperband": {"min_resource": 1, "max_resource": "auto", "reduction_factor": 3},
-    "successive_halving": {"min_resource": 1, "reduction_factor": 3, "min_early_stopping_rate": 0},
-}
-PRUNERS = tuple(PRUNER_ARGS)
+MAX_EPOCHS_ATTR = "max_epochs"          # trial user attribute: the epochs the job will train
+RUN_ID_ATTR = "mlflow_run_id"           # trial user attribute: the job's MLflow run
+PRUNED_ATTR = "pruned_epoch"            # trial user attribute: the epoch after which the job stopped
 
 
 def engine_kwargs(url: str, *, pooled: bool = True) -> dict[str, Any]:
@@ -49,7 +48,7 @@ def open_storage(url: str, *, pooled: bool = True, **heartbeat: Any):
     import warnings
 
     import optuna
-    from sqlalchemy.exc import IntegrityError
+    from sqlalchemy.exc import IntegrityError, OperationalError
 
     if pooled:  # the sweeper, which creates the database: optuna-dashboard reading it must not block writes
         use_wal(url)
@@ -61,34 +60,20 @@ def open_storage(url: str, *, pooled: bool = True, **heartbeat: Any):
                 return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url, pooled=pooled),
                                                   skip_compatibility_check=not pooled,
                                                   skip_table_creation=not pooled, **heartbeat)
-        except IntegrityError:
+        except (IntegrityError, OperationalError) as e:
             # Optuna stamps its schema version on every open, even a read-only one; another program
             # (a dashboard, a notebook, a second worker) opening a brand-new database at the same
-            # moment stamps it first. The database is then initialised: opening again succeeds.
-            if attempt == 2:
+            # moment stamps it first ("UNIQUE constraint", or SQLite's "table alembic_version already
+            # exists"). The database is then initialised: opening again succeeds.
+            if attempt == 2 or (isinstance(e, OperationalError) and "already exists" not in str(e)):
                 raise
             time.sleep(0.2 * (attempt + 1))
-
-
-def build_pruner(description: dict[str, Any] | None):
-    """The pruner a description names: {"name": "median", "args": {"n_warmup_steps": 2, ...}}."""
-    import optuna
-
-    description = description or {}
-    name = description.get("name") or "none"
-    if name not in PRUNER_ARGS:
-        raise ValueError(f"hydra.sweeper.pruner={name!r} is unknown; allowed: {', '.join(PRUNERS)}")
-    given = description.get("args") or {}
-    kwargs = {k: default if given.get(k) is None else given[k] for k, default in PRUNER_ARGS[name].items()}
-    return {"none": optuna.pruners.NopPruner, "median": optuna.pruners.MedianPruner,
-            "hyperband": optuna.pruners.HyperbandPruner,
-            "successive_halving": optuna.pruners.SuccessiveHalvingPruner}[name](**kwargs)
 
 
 class TrialReporter:
     """One job's handle on its Optuna trial (created and finished by the sweeper)."""
 
-    def __init__(self, storage: str, study_name: str, trial_number: int):
+    def __init__(self, storage: str, study_name: str, trial_number: int, max_epochs: int | None = None):
         import optuna
 
         self.study_name, self.trial_number = study_name, int(trial_number)
@@ -101,7 +86,14 @@ class TrialReporter:
         trial_id = self._storage.get_trial_id_from_study_id_trial_number(study_id, self.trial_number)
         self.trial = optuna.trial.Trial(self.study, trial_id)
         self.multi_objective = len(self.study.directions) > 1
+        if max_epochs is not None:
+            self.trial.set_user_attr(MAX_EPOCHS_ATTR, int(max_epochs))
         self.max_epochs = self.trial.user_attrs.get(MAX_EPOCHS_ATTR)
+
+    def record_run(self, run_id: str) -> None:
+        """The job's MLflow run: the sweeper's hook tags it with the trial's state, or ends it KILLED
+        when the job's process dies (stale trial), without searching MLflow for it."""
+        self.trial.set_user_attr(RUN_ID_ATTR, run_id)
 
     def tags(self) -> dict:
         return {"optuna_study": self.study_name, "optuna_trial": self.trial_number}
@@ -122,6 +114,8 @@ class TrialReporter:
         return bool(self.trial.should_prune())
 
     def pruned(self, epoch: int) -> BaseException:
+        """The exception that tells the sweeper this trial was pruned (raise it)."""
         import optuna
 
+        self.trial.set_user_attr(PRUNED_ATTR, int(epoch))
         return optuna.TrialPruned(f"trial {self.trial_number} of study {self.study_name} pruned after epoch {epoch}")

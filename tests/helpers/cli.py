@@ -10,11 +10,12 @@ from sweep.config import PROJECT_ROOT as ROOT
 
 
 def tiny_overrides(data_root: Path, out: Path, epochs: int = 2) -> list[str]:
-    """Keep a real CLI run small and inside `out` (its own MLflow store, sweep and run folders)."""
+    """Keep a real CLI run small and inside `out` (its own MLflow and Optuna stores, sweep and run folders)."""
     return [
         f"data.root={data_root}", "data.verify=false", "data.download=false", "data.val_size=100",
         "data.train_eval_size=200", f"trainer.epochs={epochs}", "trainer.progress=false", "trainer.threads=1",
         f"tracking.uri=sqlite:///{out}/mlflow.db", f"tracking.artifact_location={out}/mlartifacts",
+        f"tracking.optuna_storage=sqlite:///{out}/optuna.db",
         f"hydra.sweep.dir={out}/sweep", f"hydra.run.dir={out}/run",
     ]
 

@@ -1,0 +1,114 @@
+"""SIGTERM is Ctrl-C with another exit code.
+
+SLURM, `timeout`, `docker stop` and Kubernetes end a program with SIGTERM, whose default action kills
+Python on the spot: no `finally`, so the current MLflow run, the sweep's parent and the Optuna trial
+would stay RUNNING. Here SIGTERM raises `Terminated`, a KeyboardInterrupt, so it takes the path Ctrl-C
+takes everywhere (the job ends its run KILLED, the Optuna sweeper FAILs the trials in flight, the
+entry point closes the parent with its summary), and the program exits 143 (128 + 15) instead of 130.
+
+Every process of a sweep installs the handler: the main one (sweep/run.py) and each job's process
+(sweep/job.py), so a joblib/loky worker that gets SIGTERM ends its own run KILLED too. The worker's
+`Terminated` travels back to the sweep like any job's exception and stops the whole sweep the same
+way: a scheduler's SIGTERM to any process of the sweep means "stop", never "skip this point".
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+
+log = logging.getLogger("sweep")
+
+EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT), the shell's 128 + 2
+EXIT_TERMINATED = 143   # SIGTERM, the shell's 128 + 15
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived; handled exactly like Ctrl-C."""
+
+    def __init__(self, what: str = "SIGTERM") -> None:
+        super().__init__(what)
+
+
+def _on_sigterm(signum, frame) -> None:
+    # one clean-up: a second SIGTERM (SLURM and some supervisors repeat it) must not cut the first's short;
+    # whoever sends it follows up with SIGKILL when it stops waiting
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Terminated()
+
+
+def install() -> None:
+    """Make SIGTERM raise `Terminated` in this process (idempotent; only the main thread can)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    current = signal.getsignal(signal.SIGTERM)
+    if current is _on_sigterm or current is signal.SIG_IGN:
+        return  # installed already, or this process is ending and ignores further SIGTERMs
+    signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def exit_code(exc: BaseException) -> int:
+    return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
+
+
+def describe(exc: BaseException) -> str:
+    return "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _descendants(pid: int) -> set[int]:
+    """Processes below `pid` (Linux /proc; elsewhere none are known)."""
+    parents: dict[int, int] = {}
+    try:
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/stat") as f:
+                        parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+                except (OSError, ValueError, IndexError):
+                    continue
+    except OSError:
+        return set()
+    out, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        kids = [c for c, pp in parents.items() if pp == p and c not in out]
+        out.update(kids)
+        todo.extend(kids)
+    return out
+
+
+def end_orphaned_children(client, parent_id: str) -> list[str]:
+    """A sweep that stops abnormally (a signal, a crash) ends KILLED the children of its parent that are
+    still RUNNING in a process of its own: itself, a worker it started (joblib stops its workers when a
+    job is interrupted, before they can end their runs), or one already gone from this host. Children
+    that live processes elsewhere train under a shared parent are left alone."""
+    import os
+    import socket
+
+    from sweep import track
+
+    host, me = socket.gethostname(), os.getpid()
+    parent = client.get_run(parent_id)
+    ours = {me} | _descendants(me)
+    ended = []
+    for run in client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}' "
+                                  "and attributes.status = 'RUNNING'", max_results=1000):
+        pid = run.data.tags.get("pid", "")
+        if run.data.tags.get("host") != host or not pid.isdigit():
+            continue
+        if int(pid) in ours or not _alive(int(pid)):
+            track.terminate(client, run.info.run_id, "KILLED", error="killed: the sweep stopped while it ran")
+            ended.append(run.info.run_id)
+    return ended

@@ -1,0 +1,64 @@
+"""The real CLI started in the background, for tests that signal it mid-run (tests/test_signals.py,
+tests/test_resume.py, tests/test_sweep_dirs.py)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from helpers.cli import ROOT, mlflow_runs, tiny_overrides
+
+
+def start(args: list[str], out: Path, tiny_root: Path, epochs: int, log_name: str = "cli.log",
+          multirun: bool = True, tiny: bool = True) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    env.pop("DROPOUT_DEBUG", None)
+    log = open(out / log_name, "w")  # a file, not a pipe: a full pipe would stall the child
+    flags = ["-m"] if multirun else []
+    base = tiny_overrides(tiny_root, out, epochs) if tiny else []
+    return subprocess.Popen([sys.executable, str(ROOT / "sweep" / "run.py"), *flags, *base, *args],
+                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+
+
+def epoch_logged(out: Path, log_name: str = "cli.log") -> bool:
+    """The child logged an epoch, so it has created the store: opening the store before that can break
+    the child's first migration of a fresh SQLite file (two processes creating the tables at once)."""
+    path = out / log_name
+    return path.exists() and "epoch 1/" in path.read_text(errors="replace")
+
+
+def runs_with_metrics(out: Path, ready: Path | None = None, log_name: str = "cli.log"):
+    """MLflow runs that recorded an epoch; [] while the store is not ready (created by the child)."""
+    if ready is not None and not ready.exists():
+        return []
+    if not epoch_logged(out, log_name):
+        return []
+    try:
+        _, runs = mlflow_runs(out)
+    except Exception:  # noqa: BLE001 - the store may be mid-migration
+        return []
+    return [r for r in runs if "test_acc" in r.data.metrics]
+
+
+def wait_for(predicate, out: Path, timeout: float = 300, log_name: str = "cli.log", what: str = "an epoch"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        got = predicate()
+        if got:
+            return got
+        time.sleep(0.5)
+    raise AssertionError(f"no {what} in time:\n" + (out / log_name).read_text()[-3000:])
+
+
+def wait_for_epoch(out: Path, n_runs: int = 1, ready: Path | None = None, timeout: float = 300):
+    return wait_for(lambda: len(runs_with_metrics(out, ready)) >= n_runs, out, timeout)
+
+
+def init_store(out: Path) -> None:
+    """Create the MLflow tables once, before processes that start together use the store."""
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient(tracking_uri=f"sqlite:///{out}/mlflow.db").search_experiments()

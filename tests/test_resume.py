@@ -1,0 +1,78 @@
+"""Grids resume: rerunning a killed grid with the same tracking.sweep_id trains only what is missing."""
+from __future__ import annotations
+
+import re
+import signal
+
+import pytest
+from omegaconf import OmegaConf
+
+from helpers.cli import mlflow_runs
+from helpers.proc import epoch_logged, start, wait_for
+from sweep.config import PROJECT_ROOT, validate
+
+
+def _typed(*overrides):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
+        return validate(compose("config", overrides=list(overrides)))
+
+
+def test_config_hash_covers_what_is_trained_and_nothing_else():
+    from sweep import resume
+
+    base = resume.config_hash(_typed())
+    assert resume.config_hash(_typed()) == base  # stable
+    for same in ("tracking.sweep_id=x", "tracking.uri=sqlite:////elsewhere.db", "trainer.progress=false",
+                 "optuna.trial_number=3", "data.download=false", "data.verify=false"):
+        assert resume.config_hash(_typed(same)) == base, same
+    for other in ("seed=1", "drop_prob=0.2", "optimizer.lr=0.01", "trainer.epochs=3", "layer_drop_probs.0=0.1",
+                  "data.val_size=100", "objective=test_acc"):
+        assert resume.config_hash(_typed(other)) != base, other
+
+
+GRID = ["tracking.sweep_id=grid-1", "drop_prob=0.1", "trainer.epochs=1,2,3,60"]  # the 4th point is the long one
+
+
+@pytest.mark.slow
+def test_kill_9_a_grid_then_the_same_command_trains_only_what_is_missing(tiny_root, tmp_path):
+    def finished():
+        if not epoch_logged(tmp_path):
+            return []
+        try:
+            _, runs = mlflow_runs(tmp_path)
+        except Exception:  # noqa: BLE001 - the store may not exist yet
+            return []
+        kids = [r for r in runs if r.data.tags.get("sweep_role") != "parent"]
+        done = [r for r in kids if r.info.status == "FINISHED"]
+        return done if len(done) == 3 and any("test_acc" in r.data.metrics for r in kids if r not in done) else []
+
+    proc = start(GRID, tmp_path, tiny_root, epochs=1)
+    try:
+        done = wait_for(finished, tmp_path, what="3 finished points and an epoch of the 4th")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    done_ids = {r.info.run_id for r in done}
+
+    again = start(GRID, tmp_path, tiny_root, epochs=1, log_name="rerun.log")
+    assert again.wait(timeout=600) == 0, (tmp_path / "rerun.log").read_text()[-3000:]
+    log = (tmp_path / "rerun.log").read_text()
+    reused = re.findall(r"reused run ([0-9a-f]{32}) \(FINISHED in sweep grid-1", log)
+    assert sorted(reused) == sorted(done_ids), log[-3000:]  # one line per reused point, naming its run
+
+    _, runs = mlflow_runs(tmp_path)
+    parents = [r for r in runs if r.data.tags.get("sweep_role") == "parent"]
+    kids = [r for r in runs if r.data.tags.get("sweep_role") != "parent"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"  # the sweep's one parent
+    assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in kids)
+    assert len(kids) == 5  # 3 reused + the killed 4th (KILLED at start-up) + the 4th trained again
+    by_status = sorted(r.info.status for r in kids)
+    assert by_status == ["FINISHED"] * 4 + ["KILLED"]
+    new = [r for r in kids if r.info.run_id not in done_ids and r.info.status == "FINISHED"]
+    assert len(new) == 1 and new[0].data.params["trainer.epochs"] == "60"
+    hashes = {r.data.tags["config_hash"] for r in kids if r.info.status == "FINISHED"}
+    assert len(hashes) == 4
+    assert parents[0].data.tags["children"] == "4 finished / 5"  # the summary covers every point

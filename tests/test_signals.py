@@ -1,0 +1,144 @@
+"""SIGTERM (SLURM, `timeout`, `docker stop`, Kubernetes) is handled like Ctrl-C: the current run ends
+KILLED, the parent ends KILLED with its summary, the Optuna trial FAIL, and the program exits 143.
+Every case drives the real CLI as a subprocess and sends a real signal once an epoch is recorded."""
+from __future__ import annotations
+
+import os
+import signal
+
+import optuna
+import pytest
+
+from helpers.cli import mlflow_runs
+from helpers.proc import runs_with_metrics, start, wait_for, wait_for_epoch
+
+pytestmark = pytest.mark.slow
+
+
+def _log(out) -> str:
+    return (out / "cli.log").read_text()[-3000:]
+
+
+def _end(proc, timeout=90) -> int:
+    try:
+        return proc.wait(timeout=timeout)
+    finally:
+        proc.kill()
+
+
+def _optuna(out, *extra):
+    return ["hydra/sweeper=optuna", "+search=dropout", f"hydra.sweeper.storage=sqlite:///{out}/optuna.db",
+            "hydra.sweeper.study_name=t", "hydra.sweeper.pruner=none", *extra]
+
+
+def _trial_states(out) -> list[str]:
+    storage = optuna.storages.RDBStorage(f"sqlite:///{out}/optuna.db", skip_table_creation=True,
+                                         skip_compatibility_check=True)
+    study = optuna.load_study(study_name="t", storage=storage)
+    return [t.state.name for t in study.get_trials(deepcopy=False)]
+
+
+def _by_role(out):
+    _, runs = mlflow_runs(out)
+    parents = [r for r in runs if r.data.tags.get("sweep_role") == "parent"]
+    children = [r for r in runs if r.data.tags.get("sweep_role") != "parent"]
+    return parents, children
+
+
+def test_sigterm_single_run_ends_it_killed_and_exits_143(tiny_root, tmp_path):
+    proc = start([], tmp_path, tiny_root, epochs=300, multirun=False)
+    wait_for_epoch(tmp_path)
+    proc.send_signal(signal.SIGTERM)
+    assert _end(proc) == 143, _log(tmp_path)
+    _, runs = mlflow_runs(tmp_path)
+    assert [r.info.status for r in runs] == ["KILLED"]
+    assert "terminated (SIGTERM)" in _log(tmp_path)
+
+
+def test_sigterm_grid_ends_run_and_parent_killed_with_summary(tiny_root, tmp_path):
+    # 3 points: the first is quick and FINISHED, the second is killed mid-way, the third never starts
+    proc = start(["trainer.epochs=1,300,301"], tmp_path, tiny_root, epochs=300)
+    wait_for_epoch(tmp_path, n_runs=2, ready=tmp_path / "sweep" / "mlflow_parent.json")
+    proc.send_signal(signal.SIGTERM)
+    assert _end(proc) == 143, _log(tmp_path)
+    parents, children = _by_role(tmp_path)
+    assert [p.info.status for p in parents] == ["KILLED"]
+    assert sorted(c.info.status for c in children) == ["FINISHED", "KILLED"]
+    assert parents[0].data.tags["children"] == "1 finished / 2"  # the summary of what finished
+    assert (tmp_path / "sweep" / "sweep_results.csv").exists()
+
+
+def test_sigterm_optuna_search_fails_the_trial_and_exits_143(tiny_root, tmp_path):
+    proc = start(_optuna(tmp_path, "hydra.sweeper.n_trials=3"), tmp_path, tiny_root, epochs=300)
+    wait_for_epoch(tmp_path, ready=tmp_path / "sweep" / "mlflow_parent.json")
+    proc.send_signal(signal.SIGTERM)
+    assert _end(proc) == 143, _log(tmp_path)
+    assert _trial_states(tmp_path) == ["FAIL"]
+    parents, children = _by_role(tmp_path)
+    assert [p.info.status for p in parents] == ["KILLED"]
+    assert [c.info.status for c in children] == ["KILLED"]
+    assert children[0].data.tags["optuna_state"] == "FAIL"
+
+
+def _joblib_search(tmp_path, tiny_root):
+    proc = start(_optuna(tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweeper.n_jobs=2",
+                         "hydra.sweeper.n_trials=4"), tmp_path, tiny_root, epochs=300)
+    ready = tmp_path / "sweep" / "mlflow_parent.json"
+    runs = wait_for(lambda: len(runs_with_metrics(tmp_path, ready)) >= 2 and runs_with_metrics(tmp_path, ready),
+                    tmp_path, what="epoch in both workers")
+    return proc, runs
+
+
+def _assert_all_stopped(tmp_path):
+    assert _trial_states(tmp_path) == ["FAIL", "FAIL"]  # the batch in flight; nothing more was asked
+    parents, children = _by_role(tmp_path)
+    assert [p.info.status for p in parents] == ["KILLED"]
+    assert sorted(c.info.status for c in children) == ["KILLED", "KILLED"]
+    return children
+
+
+def test_sigterm_to_a_joblib_worker_kills_its_run_fails_its_trial_and_stops_the_sweep(tiny_root, tmp_path):
+    """Decision (README, Reliability): a SIGTERM to any process of a sweep stops the sweep, 143."""
+    proc, runs = _joblib_search(tmp_path, tiny_root)
+    victim = runs[0]
+    worker = int(victim.data.tags["pid"])
+    assert worker != proc.pid  # it trains in a worker process
+    os.kill(worker, signal.SIGTERM)
+    assert _end(proc) == 143, _log(tmp_path)
+    children = _assert_all_stopped(tmp_path)
+    tagged = {c.info.run_id: c for c in children}
+    assert tagged[victim.info.run_id].info.status == "KILLED"
+    assert tagged[victim.info.run_id].data.tags["optuna_state"] == "FAIL"
+
+
+def test_sigterm_to_the_process_group_under_joblib(tiny_root, tmp_path):
+    """What `timeout`, SLURM and `kill -TERM -<pgid>` do: the sweep and its workers all get SIGTERM."""
+    proc, _ = _joblib_search(tmp_path, tiny_root)
+    # the test runner shares the group: signal the sweep and each of its workers, as a group signal would
+    workers = {int(r.data.tags["pid"]) for r in runs_with_metrics(tmp_path)}
+    for pid in [proc.pid, *workers]:
+        os.kill(pid, signal.SIGTERM)
+    assert _end(proc) == 143, _log(tmp_path)
+    _assert_all_stopped(tmp_path)
+
+
+def test_ctrl_c_still_exits_130_on_a_single_run(tiny_root, tmp_path):
+    proc = start([], tmp_path, tiny_root, epochs=300, multirun=False)
+    wait_for_epoch(tmp_path)
+    proc.send_signal(signal.SIGINT)
+    assert _end(proc) == 130, _log(tmp_path)
+    _, runs = mlflow_runs(tmp_path)
+    assert [r.info.status for r in runs] == ["KILLED"]
+
+
+def test_sigterm_to_a_joblib_worker_of_a_grid_stops_the_grid_and_leaves_nothing_running(tiny_root, tmp_path):
+    proc = start(["drop_prob=0,0.2", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], tmp_path, tiny_root,
+                 epochs=300)
+    ready = tmp_path / "sweep" / "mlflow_parent.json"
+    runs = wait_for(lambda: len(runs_with_metrics(tmp_path, ready)) >= 2 and runs_with_metrics(tmp_path, ready),
+                    tmp_path, what="epoch in both workers")
+    os.kill(int(runs[0].data.tags["pid"]), signal.SIGTERM)
+    assert _end(proc) == 143, _log(tmp_path)
+    parents, children = _by_role(tmp_path)
+    assert [p.info.status for p in parents] == ["KILLED"]
+    assert sorted(c.info.status for c in children) == ["KILLED", "KILLED"]
