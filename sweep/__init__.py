@@ -7,13 +7,14 @@
     config.py     the typed schema, validate(), PROJECT_ROOT and ${root:}
     preflight.py  command-line checks before any job
     train.py      the pure torch loop; allowed precisions, devices, optimizers, metrics and their directions
-    track.py      MLflow: a job's run lifecycle (job_run), connect, stale-run cleanup (procid.py: who a process is)
+    track.py      MLflow: a job's run lifecycle (job_run), connect (tables made once), stale-run cleanup (procid.py: who a process is)
     parent.py     one MLflow parent run per multirun (a Hydra callback); sweepdir.py: one folder per sweep
     resume.py     grids resume from the runs that FINISHED in the sweep
     signals.py    SIGTERM handled like Ctrl-C
     analysis.py   runs -> settings and replicates -> tables, figures, the parent's summary (stats.py: the statistics)
     report.py     `python -m sweep.report`: analysis.ipynb -> HTML
     redact.py, dblock.py, sqlite_wal.py   secrets masking, a lock on a shared database, SQLite WAL mode
+    atomic.py     results files written to a temporary file and renamed: never truncated
     optuna_hook.py  this app's hook into the generic Optuna sweeper
     search/       the Optuna search behind hydra/sweeper=optuna (the plugin is a thin shim over it)
 

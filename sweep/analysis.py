@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sweep import atomic
 from sweep import stats as S
 
 METRICS = ("train_acc", "val_acc", "test_acc", "gap", "train_loss", "val_loss", "test_loss")
@@ -499,16 +500,36 @@ def summarize_children(client, parent_id: str, sweep_dir: Path | None) -> pd.Dat
 
     df = children_frame(client, parent_id)
     table = setting_table(df)
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(sweep_dir) if sweep_dir else Path(tmp)
-        out.mkdir(parents=True, exist_ok=True)
-        df.to_csv(out / RUNS_CSV, index=False)
-        table.to_csv(out / SETTINGS_CSV, index=False)
+    with tempfile.TemporaryDirectory() as tmp:  # made aside, logged, then renamed into the sweep folder: a full
+        staged = Path(tmp)                      # sweep folder keeps its old files whole and MLflow still gets these
+        df.to_csv(staged / RUNS_CSV, index=False)
+        table.to_csv(staged / SETTINGS_CSV, index=False)
         fig = overview_figure(df, table)
-        fig.savefig(out / PLOT, dpi=120)
+        fig.savefig(staged / PLOT, dpi=120)
         plt.close(fig)
-        for name in (RUNS_CSV, SETTINGS_CSV, PLOT):
-            client.log_artifact(parent_id, str(out / name))
+        files = (RUNS_CSV, SETTINGS_CSV, PLOT)
+
+        def into_sweep_folder() -> None:
+            for name in files if sweep_dir else ():
+                atomic.copy(staged / name, Path(sweep_dir) / name)
+
+        def onto_parent() -> None:
+            for name in files:
+                client.log_artifact(parent_id, str(staged / name))
+
+        failed: list[Exception] = []  # each place gets what it can take; the first failure is raised at the end
+        for write in (into_sweep_folder, onto_parent, lambda: _tag_summary(client, parent_id, df)):
+            try:
+                write()
+            except Exception as e:  # noqa: BLE001
+                failed.append(e)
+        if failed:
+            raise failed[0]
+    return df
+
+
+def _tag_summary(client, parent_id: str, df: pd.DataFrame) -> None:
+    """The counts, the settings and the best setting, as tags and metrics of the parent run."""
     c = run_counts(df)
     others = c["total"] - c["finished"]
     client.set_tag(parent_id, "children", f"{c['finished']} finished / {c['total']}" if not others
@@ -522,4 +543,3 @@ def summarize_children(client, parent_id: str, sweep_dir: Path | None) -> pd.Dat
                           ("best_setting_gap", "gap"), ("best_setting_seeds", "seeds")):
             if pd.notna(top[key]):
                 client.log_metric(parent_id, name, float(top[key]))
-    return df

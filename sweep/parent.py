@@ -18,14 +18,16 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
+import sys
 from pathlib import Path
 from typing import Iterator
 
+from hydra.core.utils import JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from sweep import signals, sweepdir, track
-from sweep.dblock import db_lock, lockable
+from sweep.dblock import LockTimeout, db_lock, lockable
 
 log = logging.getLogger("sweep")
 _OPEN: list["MlflowSweepCallback"] = []  # parents this process has not closed yet
@@ -34,7 +36,7 @@ _OPEN: list["MlflowSweepCallback"] = []  # parents this process has not closed y
 def close_open_parents(status: str) -> None:
     """End every parent run still open in this process: KILLED after Ctrl-C, FAILED after a crash."""
     while _OPEN:
-        _OPEN.pop()._close(status)
+        _OPEN[-1]._close(status)  # it leaves the list once ended (or once ending it failed)
 
 
 atexit.register(close_open_parents, "FAILED")  # runs only if on_multirun_end never did
@@ -48,8 +50,19 @@ class MlflowSweepCallback(Callback):
         self.tracking_uri: str | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        """Find or create the sweep's parent run. Hydra only warns when a callback raises, and the jobs would
+        then train as orphans: a failure here ends the program with one line (exit 1) before any job."""
         if not config.tracking.enabled:
             return
+        try:
+            self._start(config)
+        except Exception as e:  # noqa: BLE001 - every cause means the same to the user
+            msg = track.redact(str(e)).strip().splitlines()
+            print(f"error: no MLflow parent run for this sweep, so no job was started: {type(e).__name__}: "
+                  f"{msg[0] if msg else ''}", file=sys.stderr, flush=True)
+            raise SystemExit(1) from None  # not an Exception: Hydra's callback runner lets it through
+
+    def _start(self, config: DictConfig) -> None:
         self.sweep_dir = Path(config.hydra.sweep.dir)
         self.tracking_uri = config.tracking.uri
         sweep_id = config.tracking.sweep_id or self.sweep_dir.name
@@ -67,9 +80,9 @@ class MlflowSweepCallback(Callback):
                     self.parent_id = mine if held else self._converge(exp_id, sweep_id, mine)
         else:
             self.parent_id = track.start_run(self.client, exp_id, f"sweep {sweep_id}", tags).info.run_id
+        _OPEN.append(self)  # from here on an exit hook ends the parent, whatever happens
         track.write_parent(self.sweep_dir, self.parent_id, sweep_id)
         hold.release()
-        _OPEN.append(self)
         log.info("MLflow parent run %s (sweep %s) in %s", self.parent_id, sweep_id, track.redact(config.tracking.uri))
 
     def _shared_parent(self, exp_id: str, sweep_id: str) -> str | None:
@@ -89,28 +102,89 @@ class MlflowSweepCallback(Callback):
         return oldest
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        if self in _OPEN:
-            _OPEN.remove(self)
         self._close("FINISHED")
 
-    def _close(self, status: str) -> None:
-        if self.parent_id is None:
-            return
-        parent, self.parent_id = self.parent_id, None
-        if status != "FINISHED":  # no child of ours left RUNNING (a joblib worker stopped mid-job)
-            with contextlib.suppress(Exception):
-                signals.end_orphaned_children(self.client, parent)
-        try:
-            from sweep.analysis import children_frame, end_of_sweep_text, summarize_children
+    def on_job_start(self, config: DictConfig, **kwargs) -> None:
+        self._runs_before_job = track.runs_started()
 
-            for _ in range(3):  # a worker sharing the parent may end a child (or write its summary) meanwhile
-                df = summarize_children(self.client, parent, self.sweep_dir)
-                if _states(children_frame(self.client, parent)) == _states(df):
-                    break
-            print("\n" + end_of_sweep_text(df, parent, self.sweep_dir, self.tracking_uri), flush=True)
-        except Exception as e:  # noqa: BLE001 - a failed summary must not hide the sweep's own outcome
-            log.warning("could not summarise sweep %s: %s", parent, e)
-        track.terminate(self.client, parent, status)
+    def on_job_end(self, config: DictConfig, job_return, **kwargs) -> None:
+        """A job that raised before its MLflow run began (out of memory building the model, data that cannot
+        be read) still gets a run, FAILED with the error: every job the sweep launched is counted."""
+        if (job_return.status != JobStatus.FAILED or not config.tracking.enabled
+                or track.runs_started() != getattr(self, "_runs_before_job", track.runs_started())):
+            return
+        e = _job_error(job_return)
+        hc = config.hydra
+        tags = {"job_num": hc.job.get("num"), "overrides": " ".join(hc.overrides.task),
+                "optuna_trial": OmegaConf.select(config, "optuna.trial_number", default=None),
+                "optuna_study": OmegaConf.select(config, "optuna.study_name", default=None)}
+        try:
+            name, params = _job_identity(config)
+            track.record_failed_run(config.tracking, name, tags, hc.sweep.dir, f"{type(e).__name__}: {e}", params)
+        except Exception as err:  # noqa: BLE001 - the job's own error is what the user must see
+            log.warning("could not record the failed job in MLflow: %s", track.redact(str(err)).splitlines()[0]
+                        if str(err) else type(err).__name__)
+
+    def _close(self, status: str) -> None:
+        """Summarise, then end the parent with `status`; KILLED when Ctrl-C comes during the summary. The parent
+        leaves the open list only once it has ended, so an interrupt at any point still ends it."""
+        if self.parent_id is None:
+            if self in _OPEN:
+                _OPEN.remove(self)
+            return
+        parent = self.parent_id
+        try:
+            if status != "FINISHED":  # no child of ours left RUNNING (a joblib worker stopped mid-job)
+                with contextlib.suppress(Exception):
+                    signals.end_orphaned_children(self.client, parent)
+            try:
+                from sweep.analysis import children_frame, end_of_sweep_text, summarize_children
+
+                for _ in range(3):  # a worker sharing the parent may end a child (or write its summary) meanwhile
+                    df = summarize_children(self.client, parent, self.sweep_dir)
+                    if _states(children_frame(self.client, parent)) == _states(df):
+                        break
+                print("\n" + end_of_sweep_text(df, parent, self.sweep_dir, self.tracking_uri), flush=True)
+            except Exception as e:  # noqa: BLE001 - a failed summary must not hide the sweep's own outcome
+                first = track.redact(str(e)).strip().splitlines()
+                log.warning("could not summarise sweep %s: %s: %s", parent, type(e).__name__, first[0] if first else "")
+                with contextlib.suppress(Exception):
+                    track.set_tags(self.client, parent, {"summary_error": f"{type(e).__name__}: {e}"})
+        except KeyboardInterrupt:
+            status = "KILLED"
+            raise
+        finally:
+            try:
+                track.terminate(self.client, parent, status)
+            finally:
+                self.parent_id = None
+                if self in _OPEN:
+                    _OPEN.remove(self)
+
+
+def _job_identity(config: DictConfig) -> tuple[str, dict[str, str]]:
+    """The name and params the job's own run would have had (so the summary can place it), or its number
+    and the raw params when its config is the problem."""
+    task = OmegaConf.to_container(OmegaConf.masked_copy(config, [k for k in config if k != "hydra"]), resolve=True)
+    params = track.params_from_config(task)
+    try:
+        from sweep.config import validate
+        from sweep.job import run_name
+
+        c = validate(config)  # drops the hydra node itself
+        params.update({f"layer{i}_drop_prob": str(p) for i, p in enumerate(c.layer_rates, start=1)})
+        return run_name(c), params
+    except Exception:  # noqa: BLE001
+        return f"job {config.hydra.job.get('num')}", params
+
+
+def _job_error(job_return) -> BaseException:
+    """The exception a failed job raised (Hydra re-raises it from `return_value`)."""
+    try:
+        job_return.return_value
+    except BaseException as e:  # noqa: BLE001
+        return e
+    return RuntimeError("the job failed")
 
 
 def _states(df) -> set[tuple[str, str]]:
@@ -133,8 +207,9 @@ def _lock_urls(config: DictConfig) -> list[str]:
 
 
 @contextlib.contextmanager
-def parent_lock(urls: list[str], name: str, timeout: float = 60) -> Iterator[str | None]:
-    """Hold a lock named `name` on the first of `urls` that can take one; yields that URL, or None."""
+def parent_lock(urls: list[str], name: str, timeout: float | None = -1) -> Iterator[str | None]:
+    """Hold a lock named `name` on the first of `urls` that can take one; yields that URL, or None.
+    A lock another process keeps past the timeout (sweep/dblock.py) is an error, not a reason to go on unlocked."""
     with contextlib.ExitStack() as stack:
         held = None
         for url in urls:
@@ -142,6 +217,8 @@ def parent_lock(urls: list[str], name: str, timeout: float = 60) -> Iterator[str
                 stack.enter_context(db_lock(url, name, timeout))
                 held = url
                 break
+            except LockTimeout:
+                raise
             except Exception as e:  # noqa: BLE001 - try the next database, else go on unlocked
                 log.warning("could not lock %s for the shared parent run: %s", track.redact(url),
                             track.redact(str(e)).splitlines()[0] if str(e) else type(e).__name__)

@@ -278,6 +278,7 @@ def check_cli(argv: list[str]) -> list[Config]:
         if checked[0].tracking.uri.startswith("sqlite:"):
             probe_database("tracking.uri", checked[0].tracking.uri, "experiments", "MLflow")
         track.check_reachable(checked[0].tracking.uri)
+        track.check_artifact_location(checked[0].tracking)
     if storage:
         probe_database("hydra.sweeper.storage", storage, "studies", "Optuna")
     out_key = "hydra.sweep.dir" if multirun else "hydra.run.dir"  # created last: a refused command leaves none

@@ -3,8 +3,10 @@ in one process, or a parent and its children, never step on each other's active 
 
 `job_run` is a job's whole MLflow lifecycle: connect, start, then FINISHED, FAILED (with an `error`
 tag) or KILLED (Ctrl-C) whatever happens inside it, including a write that fails. With tracking off it
-yields a `Run` whose writes do nothing, so the job has one code path. The rest: reachability checks,
-stale-run cleanup, and the parent-run file jobs read to find their parent.
+yields a `Run` whose writes do nothing, so the job has one code path. The rest: reachability and
+artifact-location checks, opening a store (its tables created once, whatever the number of workers:
+`open_store`), stale-run cleanup, a FAILED run for a job that died before its own run began, and the
+parent-run file jobs read to find their parent.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import functools
 import os
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.parse
@@ -25,10 +28,11 @@ import json
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 
-from sweep import procid
+from sweep import atomic, procid
 from sweep.config import PROJECT_ROOT
+from sweep.dblock import db_lock, lockable
 from sweep.redact import learn, redact, redact_obj
-from sweep.sqlite_wal import use_wal
+from sweep.sqlite_wal import sqlite_path, use_wal
 
 PARENT_FILE = "mlflow_parent.json"  # in the sweep folder: how jobs (any launcher) find their parent run
 
@@ -69,18 +73,122 @@ def check_writable(key: str, folder: Path, shown: str | None = None) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".write_probe_", dir=folder)  # unique: threads may probe at once
-        os.close(fd)
-        os.unlink(probe)
+        try:
+            os.write(fd, b"\0" * 65536)  # bytes, not only a name: a full disk still creates empty files
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
     except OSError as e:
         raise TrackingError(f"{key}={shown or folder}: cannot write to {folder} ({e.strerror or e}); "
                             "choose a writable folder") from None
 
 
+def check_artifact_location(tracking) -> None:
+    """Pre-flight: a local `tracking.artifact_location` (a path or file: URI) must exist or be creatable, and
+    take a write of real bytes (a full disk still creates empty files). Remote locations are the server's."""
+    location = tracking.artifact_location
+    if not location:
+        return
+    if location.startswith("file:"):
+        location = urllib.parse.unquote(urllib.parse.urlsplit(location).path)
+    elif "://" in location:
+        return
+    check_writable("tracking.artifact_location", Path(location), shown=location)
+
+
+SCHEMA_LOCK = "mlflow-schema"
+_READY: set[str] = set()  # stores whose tables this process has seen complete
+
+
+def open_store(uri: str) -> MlflowClient:
+    """A client on `uri` whose tables exist. MLflow creates a database store's tables at first use, and
+    several workers doing that at once break it (duplicate tables, orphaned runs): here it happens once, under
+    a lock every worker takes (sweep/dblock.py). A new SQLite store is built in a temporary file and renamed
+    into place, so a full disk or a kill cannot leave half a schema; a half-made database (set up by something
+    else) is refused with one line and left untouched."""
+    if uri in _READY or not lockable(uri):
+        return MlflowClient(tracking_uri=uri)
+    try:
+        with db_lock(uri, SCHEMA_LOCK):
+            path = sqlite_path(uri)
+            if path is not None and _tables(uri) == set():
+                _build_sqlite_store(uri, path)
+            else:
+                _refuse_half_made(uri)
+            use_wal(uri)  # the MLflow UI reading the file must not block this run's writes
+            client = MlflowClient(tracking_uri=uri)
+            client.search_experiments(max_results=1)  # the store checks (or creates) its tables here
+    except TrackingError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise TrackingError(f"tracking.uri={redact(uri)} cannot be used: {type(e).__name__}: {_first_line(e)}") from None
+    _READY.add(uri)
+    return client
+
+
+def _first_line(e: BaseException) -> str:
+    lines = redact(str(getattr(e, "orig", None) or e)).strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def _tables(uri: str) -> set[str]:
+    """The tables of `uri`, without Alembic's bookkeeping ones (a missing SQLite file has none)."""
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    path = sqlite_path(uri)
+    if path is not None and (not path.exists() or path.stat().st_size == 0):
+        return set()
+    engine = sqlalchemy.create_engine(uri, poolclass=NullPool)
+    try:
+        return {t for t in sqlalchemy.inspect(engine).get_table_names() if not t.startswith("alembic_")}
+    finally:
+        engine.dispose()
+
+
+def _refuse_half_made(uri: str) -> None:
+    """Some of MLflow's tables but not all: an earlier set-up was cut off (full disk, kill). MLflow would
+    re-run its migrations over them and fail for good (`duplicate column name`); stop before touching it."""
+    from mlflow.store.db.base_sql_model import Base
+    import mlflow.store.tracking.dbmodels.models  # noqa: F401  (registers the tables in Base.metadata)
+
+    have = _tables(uri)
+    want = set(Base.metadata.tables)
+    if have and not want <= have:
+        raise TrackingError(f"tracking.uri={redact(uri)} holds a half-made MLflow schema ({len(have & want)} of "
+                            f"{len(want)} tables: its set-up was cut off, e.g. by a full disk); it was left as it "
+                            "is: restore it from a backup, or point tracking.uri at a new database")
+
+
+def _build_sqlite_store(uri: str, path: Path) -> None:
+    """Create MLflow's tables in a temporary file beside `path` (in a child process, so no connection to it
+    stays open here), then rename it into place: the store appears whole or not at all."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.new")
+    try:
+        out = subprocess.run([sys.executable, "-c", "import sys; from mlflow.tracking import MlflowClient; "
+                              "MlflowClient(tracking_uri='sqlite:///' + sys.argv[1]).search_experiments(max_results=1)",
+                              str(tmp)], capture_output=True, text=True, timeout=600,
+                             env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
+        if out.returncode != 0:
+            lines = [x for x in redact(out.stderr).strip().splitlines() if x.strip()]
+            raise TrackingError(f"tracking.uri={redact(uri)}: could not create the MLflow tables in {path.parent} "
+                                f"({lines[-1] if lines else f'exit {out.returncode}'}); nothing was written there")
+        use_wal(f"sqlite:///{tmp}")
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm"), Path(f"{tmp}-journal")):
+            with contextlib.suppress(OSError):
+                leftover.unlink()
+
+
 def connect(tracking) -> tuple[MlflowClient, str]:
-    """Client and experiment id; creates the experiment (with its artifact root) on first use."""
+    """Client and experiment id; creates the store's tables and the experiment (with its artifact root) on
+    first use, each once whatever the number of workers starting together."""
     check_reachable(tracking.uri)
-    use_wal(tracking.uri)  # the MLflow UI reading the file must not block this run's writes
-    client = MlflowClient(tracking_uri=tracking.uri)
+    client = open_store(tracking.uri)
     try:
         exp = client.get_experiment_by_name(tracking.experiment)
         if exp is not None:
@@ -90,18 +198,22 @@ def connect(tracking) -> tuple[MlflowClient, str]:
         if location and "://" not in location:
             Path(location).mkdir(parents=True, exist_ok=True)
             location = Path(location).resolve().as_uri()
-        try:
-            return client, client.create_experiment(tracking.experiment, artifact_location=location or None)
-        except Exception:  # created meanwhile by a parallel worker
-            exp = client.get_experiment_by_name(tracking.experiment)
-            if exp is None:
-                raise
-            return client, exp.experiment_id
+        with db_lock(tracking.uri, f"experiment:{tracking.experiment}") if lockable(tracking.uri) else contextlib.nullcontext():
+            exp = client.get_experiment_by_name(tracking.experiment)  # created meanwhile by a parallel worker?
+            if exp is not None:
+                return client, exp.experiment_id
+            try:
+                return client, client.create_experiment(tracking.experiment, artifact_location=location or None)
+            except Exception:  # created meanwhile by a worker that reached no lock (an MLflow server)
+                exp = client.get_experiment_by_name(tracking.experiment)
+                if exp is None:
+                    raise
+                return client, exp.experiment_id
     except TrackingError:
         raise
     except Exception as e:  # noqa: BLE001
         raise TrackingError(f"tracking.uri={redact(tracking.uri)} cannot be used: {type(e).__name__}: "
-                            f"{redact(str(e)).splitlines()[0] if str(e) else ''}") from None
+                            f"{_first_line(e)}") from None
 
 
 @functools.cache
@@ -205,8 +317,7 @@ def close_stale_runs(client: MlflowClient, experiment_id: str) -> list[str]:
 
 
 def write_parent(sweep_dir: str | Path, run_id: str, sweep_id: str) -> None:
-    Path(sweep_dir).mkdir(parents=True, exist_ok=True)
-    (Path(sweep_dir) / PARENT_FILE).write_text(json.dumps({"run_id": run_id, "sweep_id": sweep_id}))
+    atomic.write_text(Path(sweep_dir) / PARENT_FILE, json.dumps({"run_id": run_id, "sweep_id": sweep_id}))
 
 
 def find_parent(sweep_dir: str | Path | None) -> tuple[str | None, str | None]:
@@ -277,10 +388,12 @@ def job_run(tracking, name: str, tags: dict[str, Any], sweep_dir: str | Path | N
     if not tracking.enabled:
         yield Run()
         return
+    global _STARTED
     client, experiment_id = connect(tracking)
     parent_id, sweep_id = find_parent(sweep_dir)
     run = Run(client, start_run(client, experiment_id, name, {"sweep_id": tracking.sweep_id or sweep_id, **tags},
                                 parent_run_id=parent_id).info.run_id)
+    _STARTED += 1
     status, error = "FAILED", None
     try:
         yield run
@@ -295,9 +408,32 @@ def job_run(tracking, name: str, tags: dict[str, Any], sweep_dir: str | Path | N
         terminate(client, run.id, status, error)
 
 
+_STARTED = 0  # runs `job_run` started in this process
+
+
+def runs_started() -> int:
+    """How many job runs this process started: a job that raised without starting one is seen by comparing."""
+    return _STARTED
+
+
+def record_failed_run(tracking, name: str, tags: dict[str, Any], sweep_dir: str | Path | None, error: str,
+                      params: dict[str, str] | None = None) -> str:
+    """A FAILED run for a job that raised before `job_run` began (e.g. out of memory building its model), child
+    of the sweep's parent like the job's own run would have been; returns its id."""
+    client, experiment_id = connect(tracking)
+    parent_id, sweep_id = find_parent(sweep_dir)
+    run_id = start_run(client, experiment_id, name, {"sweep_id": tracking.sweep_id or sweep_id, **tags},
+                       parent_run_id=parent_id).info.run_id
+    try:
+        log_params(client, run_id, params or {})
+    finally:
+        terminate(client, run_id, "FAILED", error)
+    return run_id
+
+
 def status_name(status: int) -> str:
     return RunStatus.to_string(status)
 
 
-__all__ = ["Run", "job_run", "connect", "start_run", "log_metrics", "log_text", "set_tags", "terminate", "params_from_config",
+__all__ = ["Run", "job_run", "connect", "open_store", "check_artifact_location", "record_failed_run", "runs_started", "start_run", "log_metrics", "log_text", "set_tags", "terminate", "params_from_config",
            "find_parent", "write_parent", "log_params", "TrackingError", "PARENT_FILE", "redact_obj", "git_commit", "status_name"]

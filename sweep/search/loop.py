@@ -307,7 +307,7 @@ def study_lock(url: str | None, study_name: str | None):
     an in-memory study (url None) has one process."""
     if not url or not lockable(url):
         return contextlib.nullcontext()
-    return db_lock(url, f"optuna-study:{study_name or ''}", timeout=None)
+    return db_lock(url, f"optuna-study:{study_name or ''}")  # bounded: a stopped holder is named, then refused
 
 
 class _Heartbeat:

@@ -17,6 +17,7 @@ import yaml
 from omegaconf import DictConfig
 from optuna.trial import TrialState
 
+from sweep import atomic
 from sweep.redact import redact
 
 from sweep.search.space import format_value
@@ -114,7 +115,8 @@ def plot_history(study: optuna.Study, names: list[str], directions: list[str], p
         ax.set_xlabel("trial")
         ax.set_ylabel(f"{name} ({direction})")
     axes[0][0].set_title(f"Optimisation history of study {study.study_name!r}")
-    fig.savefig(path, dpi=110)
+    with atomic.path(path) as tmp:  # a full disk never leaves half a file where the last one was
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
 
 
@@ -144,7 +146,8 @@ def plot_importances(study: optuna.Study, names: list[str], path: Path) -> bool:
         ax.barh(keys, [imp[k] for k in keys], color="tab:green")
         ax.set_xlabel(f"importance for {name}")
     axes[0][0].set_title(f"Parameter importances, study {study.study_name!r}")
-    fig.savefig(path, dpi=110)
+    with atomic.path(path) as tmp:  # a full disk never leaves half a file where the last one was
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
     return True
 
@@ -164,10 +167,11 @@ def report(study: optuna.Study, space, names: list[str], sweeper, cfg: DictConfi
     folder.mkdir(parents=True, exist_ok=True)
     results = results_dict(study, names, space, sweeper, stop_reason, launched, failed)
     path = folder / RESULTS
-    path.write_text(yaml.safe_dump(results, sort_keys=False))
+    atomic.write_text(path, yaml.safe_dump(results, sort_keys=False))
     files = [RESULTS]
     try:
-        study.trials_dataframe().to_csv(folder / TRIALS_CSV, index=False)
+        with atomic.path(folder / TRIALS_CSV) as tmp:
+            study.trials_dataframe().to_csv(tmp, index=False)
         files.append(TRIALS_CSV)
     except Exception as e:  # noqa: BLE001
         log.warning("could not write %s: %s", TRIALS_CSV, e)
