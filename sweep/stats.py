@@ -329,10 +329,18 @@ def find_baselines(df: pd.DataFrame) -> dict[str, str]:
         groups.setdefault(rest, []).append(key)
     out = {}
     for keys in groups.values():
-        zero = sorted((k for k in keys if dropout_free(setting_params(k))), key=lambda k: (-seeds.get(k, 0), k))
+        zero = sorted((k for k in keys if _knowably_dropout_free(k)), key=lambda k: (-seeds.get(k, 0), k))
         if zero:
             out.update({k: zero[0] for k in keys if k not in zero})
     return out
+
+
+def _knowably_dropout_free(key: str) -> bool:
+    """dropout_free, or False for a setting that logged no dropout keys (a job that failed before its run)."""
+    try:
+        return dropout_free(setting_params(key))
+    except ValueError:
+        return False
 
 
 def resolve_setting(df: pd.DataFrame, name: str) -> str:

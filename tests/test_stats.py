@@ -291,3 +291,11 @@ def test_rank_refuses_test_metrics(metric):
 def test_rank_accepts_val_gap():
     df = ranking_frame().assign(val_gap=lambda d: 1 - d.val_acc)
     assert S.rank(df, "val_gap")["label"].iloc[0] == "p=0.1"
+
+
+def test_a_setting_without_dropout_keys_is_never_a_baseline():
+    # runs that logged no dropout keys (a job that failed before its run began) must not stop the summary
+    df = pd.DataFrame({"optimizer.lr": ["0.001", "0.01"], "seed": ["1", "1"], "status": ["FINISHED", "FAILED"],
+                       "pruned": [False, False]})
+    df = S.add_setting_column(df, ["optimizer.lr"])
+    assert S.find_baselines(df) == {}
