@@ -75,4 +75,4 @@ def test_kill_9_a_grid_then_the_same_command_trains_only_what_is_missing(tiny_ro
     assert len(new) == 1 and new[0].data.params["trainer.epochs"] == "60"
     hashes = {r.data.tags["config_hash"] for r in kids if r.info.status == "FINISHED"}
     assert len(hashes) == 4
-    assert parents[0].data.tags["children"] == "4 finished / 5"  # the summary covers every point
+    assert parents[0].data.tags["children"] == "4 finished, 0 pruned, 0 failed, 1 killed / 5"  # the summary covers every point

@@ -64,7 +64,7 @@ def test_sigterm_grid_ends_run_and_parent_killed_with_summary(tiny_root, tmp_pat
     parents, children = _by_role(tmp_path)
     assert [p.info.status for p in parents] == ["KILLED"]
     assert sorted(c.info.status for c in children) == ["FINISHED", "KILLED"]
-    assert parents[0].data.tags["children"] == "1 finished / 2"  # the summary of what finished
+    assert parents[0].data.tags["children"] == "1 finished, 0 pruned, 0 failed, 1 killed / 2"  # what finished, and what not
     assert (tmp_path / "sweep" / "sweep_results.csv").exists()
 
 
