@@ -5,6 +5,7 @@ its study on a real PostgreSQL server that the test stops for a while (pg_ctl st
 same port and data): the search rides it out, or stops with one line when the budget runs out."""
 from __future__ import annotations
 
+import os
 import time
 
 import optuna
@@ -202,3 +203,60 @@ def test_an_outage_longer_than_the_budget_stops_the_search_with_one_line(tiny_ro
     child = [r for r in runs if r.data.tags.get("sweep_role") != "parent"]
     assert [r.info.status for r in child] == ["FAILED"]
     assert "did not answer" in child[0].data.tags["error"]  # the reason, not "invalid data ... max length"
+
+
+# --------------------------------------------------------------- the MLflow server down mid-grid (slow)
+from helpers.mlflow_server import mlflow_server  # noqa: E402,F401 - pytest fixture
+from helpers.pg import postgres_server  # noqa: E402,F401 - pytest fixture
+
+
+@pytest.mark.slow
+def test_mlflow_server_down_mid_grid_stops_the_sweep_and_records_why(tiny_root, tmp_path, mlflow_server,
+                                                                   monkeypatch):
+    """Decision (README, Reliability): the server stopping for longer than MLflow's HTTP retries stops the
+    sweep (no later point starts against a dead server and leaves no record); when it answers again the
+    interrupted run and the parent end FAILED with the reason, and nothing stays RUNNING."""
+    import signal as sig
+
+    from mlflow.tracking import MlflowClient
+
+    for key, value in {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0",
+                       "MLFLOW_HTTP_REQUEST_TIMEOUT": "2", "DROPOUT_TRACKING_WAIT_SECONDS": "120"}.items():
+        monkeypatch.setenv(key, value)
+    experiment = f"outage_{tmp_path.name}"
+    args = [f"data.root={tiny_root}", "data.verify=false", "data.download=false", "data.val_size=100",
+            "data.train_eval_size=200", "trainer.epochs=200", "trainer.progress=false", "trainer.threads=1",
+            f"tracking.uri={mlflow_server.url}", f"tracking.experiment={experiment}",
+            f"hydra.sweep.dir={tmp_path}/sweep", "drop_prob=0,0.1,0.2,0.3"]
+    proc = start(args, tmp_path, tiny_root, epochs=200, tiny=False)
+    client = MlflowClient(tracking_uri=mlflow_server.url)
+
+    def training():
+        exp = client.get_experiment_by_name(experiment)
+        runs = client.search_runs([exp.experiment_id]) if exp else []
+        return [r for r in runs if "test_acc" in r.data.metrics]
+
+    try:
+        wait_for(training, tmp_path, what="an epoch on the server")
+        os.killpg(mlflow_server.proc.pid, sig.SIGSTOP)  # the server stops answering (requests time out)
+        wait_for(lambda: "waiting up to 120 s for tracking.uri" in (tmp_path / "cli.log").read_text(), tmp_path,
+                 timeout=200, what="the sweep stopping")  # longer than the client's retries: the sweep gave up
+        time.sleep(5)
+        os.killpg(mlflow_server.proc.pid, sig.SIGCONT)
+        rc = proc.wait(timeout=300)
+    finally:
+        os.killpg(mlflow_server.proc.pid, sig.SIGCONT)
+        proc.kill()
+    log = (tmp_path / "cli.log").read_text()
+    assert rc == 1, log[-4000:]
+    assert f"error: tracking.uri={mlflow_server.url} stopped answering" in log, log[-4000:]
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id])
+    assert "RUNNING" not in {r.info.status for r in runs}, [(r.info.run_name, r.info.status) for r in runs]
+    parent = [r for r in runs if r.data.tags.get("sweep_role") == "parent"]
+    children = [r for r in runs if r.data.tags.get("sweep_role") != "parent"]
+    assert [p.info.status for p in parent] == ["FAILED"] and "stopped answering" in parent[0].data.tags["error"]
+    failed = [c for c in children if c.info.status == "FAILED"]
+    assert len(failed) == 1 and failed[0].data.tags.get("error")  # the interrupted point, with the reason
+    assert len(children) < 4  # no point started after the server stopped answering
+    assert {c.info.status for c in children} - {"FAILED"} <= {"FINISHED"}
