@@ -51,7 +51,8 @@ class DropoutHook(SweepHook):
         trainer = OmegaConf.select(cfg, "trainer", default=None)
         if not isinstance(trainer, DictConfig) or "threads" not in trainer or trainer.threads is not None:
             return None
-        if "joblib" not in str(OmegaConf.select(cfg, "hydra.launcher._target_", default="")).lower():
+        target = str(OmegaConf.select(cfg, "hydra.launcher._target_", default="")).lower()
+        if "joblib" not in target and "isolated" not in target:  # the launchers that train jobs side by side here
             return None
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         jl = OmegaConf.select(cfg, "hydra.launcher.n_jobs", default=-1)
@@ -85,7 +86,9 @@ class DropoutHook(SweepHook):
 
             run = client.get_run(run_id)
             client.set_tag(run_id, "optuna_state", trial.state.name)
-            if trial.state.name == "FAIL" and run.info.status != "FAILED":
+            if trial.state.name == "FAIL" and run.info.status == "RUNNING":  # its process died
+                track.terminate(client, run_id, "KILLED", error=f"killed: {error}" if error else None)
+            elif trial.state.name == "FAIL" and run.info.status != "FAILED":
                 keep = "error" in run.data.tags  # the job's own error says more than the sweeper's
                 track.terminate(client, run_id, "FAILED", error=None if keep else error)
         except Exception as e:  # noqa: BLE001

@@ -161,7 +161,8 @@ def _local_launcher(composed: DictConfig, multirun: bool) -> bool:
     """Whether the jobs run on this machine (a single run, Hydra's basic launcher, joblib), so its CUDA, MPS
     and CPU count are theirs; a cluster launcher (submitit, ray, rq) runs them elsewhere."""
     target = str(OmegaConf.select(composed, "hydra.launcher._target_") or "")
-    return not multirun or target.startswith("hydra._internal.") or "joblib" in target.lower()
+    return not multirun or target.startswith("hydra._internal.") or "joblib" in target.lower() \
+        or "isolated" in target.lower()
 
 
 def _check_machine(checked: list[Config]) -> None:

@@ -43,3 +43,9 @@ if __name__ == "__main__":
         close_open_parents("KILLED")
         print(f"{signals.describe(e)}: the current run was recorded as KILLED", file=sys.stderr)
         sys.exit(signals.exit_code(e))  # 130 for Ctrl-C, 143 for SIGTERM
+    except BaseException as e:  # the tracking store stopped answering mid-sweep (track.TrackingLost)
+        from sweep import track
+
+        if not isinstance(e, track.TrackingLost):
+            raise
+        sys.exit(track.stop_after_outage(e))

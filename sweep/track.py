@@ -41,6 +41,80 @@ class TrackingError(RuntimeError):
     """The tracking store cannot be used; the message shows the URI without its password."""
 
 
+class TrackingLost(BaseException):
+    """The store stopped answering during a sweep, after MLflow's own HTTP retries. Not an
+    Exception on purpose: Hydra records a job's Exception and starts the next point, which would meet the
+    same dead server and leave no record; this one stops the sweep, as Ctrl-C does (sweep/run.py)."""
+
+    def __init__(self, message: str, uri: str, sweep_dir: str | Path | None) -> None:
+        super().__init__(message)
+        self.uri, self.sweep_dir = uri, sweep_dir
+
+
+WAIT_ENV = "DROPOUT_TRACKING_WAIT_SECONDS"  # how long a stopped sweep waits for the store to end its runs
+_UNENDED: list[tuple[str, str, str, str | None]] = []  # (uri, run id, status, error): runs the store could not end
+
+
+def _lost(tracking, what: str, e: BaseException | None, sweep_dir) -> TrackingLost | None:
+    """A TrackingLost when the store does not answer now, else None (the failure was something else)."""
+    try:
+        check_reachable(tracking.uri)
+        return None
+    except TrackingError:
+        pass
+    why = redact(str(e)).strip().splitlines()[0][:300] if e is not None and str(e).strip() else type(e).__name__
+    return TrackingLost(f"tracking.uri={redact(tracking.uri)} stopped answering {what} ({why})", tracking.uri,
+                        sweep_dir)
+
+
+def stop_after_outage(lost: TrackingLost) -> int:
+    """The sweep stops after `lost`: once the store answers again (waiting as `end_unended` does), the run
+    it could not end and the sweep's parent end FAILED with the reason, the parent with its summary.
+    Prints one line; returns the exit status, 1."""
+    import contextlib
+
+    left = end_unended()
+    parent_id, _ = find_parent(lost.sweep_dir)
+    if not left:
+        with contextlib.suppress(Exception):
+            if parent_id:
+                set_tags(MlflowClient(tracking_uri=lost.uri), parent_id, {"error": f"TrackingLost: {lost}"})
+            from sweep.parent import close_open_parents
+
+            close_open_parents("FAILED")
+        after = "its runs and the sweep's parent are recorded FAILED with the reason"
+    else:
+        after = (f"runs {', '.join(left)} and the sweep's parent stay RUNNING: the next start-up on this host "
+                 "ends them KILLED")
+    print(f"error: {lost}; the sweep stopped there, {after}; rerun the same command to finish it", file=sys.stderr)
+    return 1
+
+
+def end_unended(wait: float | None = None) -> list[str]:
+    """End the runs the store could not end when it stopped answering, retrying for `wait` seconds
+    (default: the environment's DROPOUT_TRACKING_WAIT_SECONDS, else 60); the ids still not ended."""
+    if wait is None:
+        try:
+            wait = float(os.environ.get(WAIT_ENV, 60))
+        except ValueError:
+            wait = 60.0
+    deadline = time.monotonic() + wait
+    if _UNENDED:
+        print(f"waiting up to {wait:g} s for tracking.uri={redact(_UNENDED[0][0])} to answer, to end the runs "
+              f"it left RUNNING ({WAIT_ENV})", file=sys.stderr, flush=True)
+    while _UNENDED:
+        uri, run_id, status, error = _UNENDED[0]
+        try:
+            check_reachable(uri)
+            terminate(MlflowClient(tracking_uri=uri), run_id, status, error)
+            _UNENDED.pop(0)
+        except Exception:  # noqa: BLE001 - still down: wait and try again
+            if time.monotonic() > deadline:
+                break
+            time.sleep(2)
+    return [run_id for _, run_id, _, _ in _UNENDED]
+
+
 def check_reachable(uri: str) -> None:
     """Fail fast, before any training, when the store cannot be reached or written."""
     if uri.startswith(("http://", "https://")):
@@ -389,10 +463,18 @@ def job_run(tracking, name: str, tags: dict[str, Any], sweep_dir: str | Path | N
         yield Run()
         return
     global _STARTED
-    client, experiment_id = connect(tracking)
+    try:
+        client, experiment_id = connect(tracking)
+    except TrackingError as e:  # pre-flight reached it before the sweep began: in a sweep, the store went away
+        if sweep_dir is None:
+            raise
+        raise TrackingLost(str(e), tracking.uri, sweep_dir) from None
     parent_id, sweep_id = find_parent(sweep_dir)
-    run = Run(client, start_run(client, experiment_id, name, {"sweep_id": tracking.sweep_id or sweep_id, **tags},
-                                parent_run_id=parent_id).info.run_id)
+    try:
+        run = Run(client, start_run(client, experiment_id, name, {"sweep_id": tracking.sweep_id or sweep_id, **tags},
+                                    parent_run_id=parent_id).info.run_id)
+    except Exception as e:
+        raise (_lost(tracking, "before the run could start", e, sweep_dir) or e) from None
     _STARTED += 1
     status, error = "FAILED", None
     try:
@@ -405,7 +487,17 @@ def job_run(tracking, name: str, tags: dict[str, Any], sweep_dir: str | Path | N
         error = f"{type(e).__name__}: {e}"
         raise
     finally:  # a run is never left RUNNING, whatever failed inside
-        terminate(client, run.id, status, error)
+        try:
+            terminate(client, run.id, status, error)
+        except Exception as e:
+            lost = _lost(tracking, f"during run {run.id}", e, sweep_dir)
+            if lost is None:  # it answers again: end the run now (what was raising goes on)
+                terminate(client, run.id, status, error)
+            else:  # ended with the reason once the store answers (sweep/run.py), else KILLED by the next start-up
+                _UNENDED.append((tracking.uri, run.id, status if status != "FINISHED" else "FAILED",
+                                 error or f"TrackingLost: {lost}"))
+                if status != "KILLED":  # an interrupt stays an interrupt
+                    raise lost from None
 
 
 _STARTED = 0  # runs `job_run` started in this process
@@ -435,5 +527,5 @@ def status_name(status: int) -> str:
     return RunStatus.to_string(status)
 
 
-__all__ = ["Run", "job_run", "connect", "open_store", "check_artifact_location", "record_failed_run", "runs_started", "start_run", "log_metrics", "log_text", "set_tags", "terminate", "params_from_config",
+__all__ = ["Run", "job_run", "TrackingLost", "end_unended", "connect", "open_store", "check_artifact_location", "record_failed_run", "runs_started", "start_run", "log_metrics", "log_text", "set_tags", "terminate", "params_from_config",
            "find_parent", "write_parent", "log_params", "TrackingError", "PARENT_FILE", "redact_obj", "git_commit", "status_name"]

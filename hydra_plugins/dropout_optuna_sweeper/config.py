@@ -77,6 +77,9 @@ class OptunaSweeperConf:
     # (its process was killed) is marked FAIL. null switches the detection off.
     heartbeat_interval: Optional[int] = 5
     grace_period: Optional[int] = 30
+    # seconds every storage call (ask, tell, epoch reports, heartbeats) keeps retrying while the database
+    # does not answer (a restart, a fail-over), before the sweep stops with one line (sweep/search/retry.py)
+    storage_retry_seconds: float = 60
     # search space: key -> Hydra override value (interval(a,b), choice(...), range(a,b,step), tag(log, ...)),
     # usually set by a conf/search/*.yaml file; plain values are passed to every job
     params: Optional[Dict[str, Any]] = None

@@ -22,14 +22,15 @@ class OptunaSweeper(Sweeper):
                  study_name: Optional[str] = None, pruner: Any = "median", pruner_args: Any = None,
                  max_failure_rate: float = 0.2, heartbeat_interval: Optional[int] = 5,
                  grace_period: Optional[int] = 30, params: Optional[Dict[str, Any]] = None,
-                 enqueue: Optional[List[Dict[str, Any]]] = None, custom_search_space: Optional[str] = None) -> None:
+                 enqueue: Optional[List[Dict[str, Any]]] = None, custom_search_space: Optional[str] = None,
+                 storage_retry_seconds: float = 60) -> None:
         # checked in setup(): an error raised here would reach the user wrapped in Hydra's instantiate message
         self._options = dict(
             sampler=sampler, seed=seed, sampler_args=sampler_args or SamplerArgs(), direction=direction,
             n_trials=n_trials, n_jobs=n_jobs, storage=storage, study_name=study_name, pruner=pruner,
             pruner_args=pruner_args or PrunerArgs(), max_failure_rate=max_failure_rate,
             heartbeat_interval=heartbeat_interval, grace_period=grace_period, params=params, enqueue=enqueue,
-            custom_search_space=custom_search_space)
+            custom_search_space=custom_search_space, storage_retry_seconds=storage_retry_seconds)
         self._impl = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:

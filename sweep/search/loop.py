@@ -27,6 +27,7 @@ import logging
 import math
 import os
 import re
+import sys
 import threading
 import time
 import warnings
@@ -43,7 +44,7 @@ from optuna.trial import TrialState
 
 from sweep.dblock import db_lock, lockable
 from sweep.redact import redact
-from sweep.search import hook as _hook, results as _report, space as _space
+from sweep.search import hook as _hook, results as _report, retry, space as _space
 from sweep.search.choices import (DIRECTIONS, PRUNER_ARGS, PRUNERS, SAMPLERS, SINGLE_OBJECTIVE, TARGETS,
                                   default_warmup, make_sampler, sampler_keywords)
 from sweep.search.space import SearchSpace, SweeperError
@@ -139,7 +140,8 @@ class OptunaSweeperImpl:
     def __init__(self, *, sampler: Any, seed: int | None, sampler_args: Any, direction: Any, n_trials: int,
                  n_jobs: int, storage: str | None, study_name: str | None, pruner: Any, pruner_args: Any,
                  max_failure_rate: float, heartbeat_interval: int | None, grace_period: int | None,
-                 params: Any, enqueue: Any, custom_search_space: str | None = None) -> None:
+                 params: Any, enqueue: Any, custom_search_space: str | None = None,
+                 storage_retry_seconds: float = retry.DEFAULT_SECONDS) -> None:
         self.sampler_args = dict(_plain(sampler_args) or {})
         self.sampler_name, sampler_seed, self.sampler_extra = _sampler(sampler, self.sampler_args)
         if sampler_seed is not None:
@@ -157,6 +159,10 @@ class OptunaSweeperImpl:
         _check_int("n_jobs", n_jobs, 1)
         _check_int("heartbeat_interval", heartbeat_interval, 1, allow_none=True)
         _check_int("grace_period", grace_period, 1, allow_none=True)
+        if isinstance(storage_retry_seconds, bool) or not isinstance(storage_retry_seconds, (int, float)) \
+                or not 0 <= storage_retry_seconds < math.inf:
+            raise SweeperError(f"hydra.sweeper.storage_retry_seconds={storage_retry_seconds!r} is invalid: "
+                               "must be a number of seconds >= 0")
         if isinstance(max_failure_rate, bool) or not isinstance(max_failure_rate, (int, float)) \
                 or not 0.0 <= max_failure_rate <= 1.0:
             raise SweeperError(f"hydra.sweeper.max_failure_rate={max_failure_rate!r} is invalid: must be in [0, 1]")
@@ -199,6 +205,7 @@ class OptunaSweeperImpl:
         self.storage_url, self.study_name = storage, study_name
         self.max_failure_rate = float(max_failure_rate)
         self.heartbeat_interval, self.grace_period = heartbeat_interval, grace_period
+        self.storage_retry_seconds = float(storage_retry_seconds)
         self.params = _plain(params) or {}
         self.enqueue = enqueue
         self.config: DictConfig | None = None
@@ -301,13 +308,36 @@ class OptunaSweeperImpl:
 
 
 # ---------------------------------------------------------------------------------------------- locking
+@contextlib.contextmanager
 def study_lock(url: str | None, study_name: str | None):
     """Mutual exclusion between every process sweeping this study (count + ask happen inside).
     Storages that cannot hold a lock get none (workers might then over-ask by up to n_jobs - 1 trials);
-    an in-memory study (url None) has one process."""
+    an in-memory study (url None) has one process. Taking the lock rides out an outage (retry.py); a
+    lock whose connection dropped meanwhile is gone with it (the server released it), so failing to
+    release it is no error."""
     if not url or not lockable(url):
-        return contextlib.nullcontext()
-    return db_lock(url, f"optuna-study:{study_name or ''}")  # bounded: a stopped holder is named, then refused
+        yield
+        return
+
+    def take():
+        held = db_lock(url, f"optuna-study:{study_name or ''}")  # bounded: a stopped holder is named, then refused
+        held.__enter__()
+        return held
+
+    held = retry.call(take, url=url)
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(Exception):
+            held.__exit__(*sys.exc_info())
+        raise
+    try:
+        held.__exit__(None, None, None)
+    except Exception as e:  # noqa: BLE001 - sorted below
+        if not retry.transient(e):
+            raise
+        log.warning("the study lock's connection to %s dropped (the lock went with it): %s", redact(url),
+                    type(e).__name__)
 
 
 class _Heartbeat:
@@ -360,6 +390,7 @@ class _Run:
         self.cfg = sweeper.config
         self.space, self.names, self.grid, self.fixed_configs = sweeper.plan(arguments)
         self.multi = len(self.names) > 1
+        retry.set_budget(sweeper.storage_retry_seconds)  # this process and its jobs (retry.py)
         if self.grid is not None and sweeper.enqueue:
             log.info("grid sampler: hydra.sweeper.enqueue is ignored (every grid point is evaluated anyway)")
         self.target = sweeper.n_trials if self.grid is None else min(sweeper.n_trials, len(self.grid))
@@ -429,8 +460,9 @@ class _Run:
         self.hook.trial_stale(trial)
 
     def _fail_stale(self) -> None:
-        if self.heartbeat_interval:
-            optuna.storages.fail_stale_trials(self.study)
+        # after an outage every worker's heartbeats are old: give them grace_period to beat again first
+        if self.heartbeat_interval and not retry.recovered_within(self.s.grace_period or 0):
+            retry.call(optuna.storages.fail_stale_trials, self.study, url=self.s.storage_url)
 
     # ------------------------------------------------------------------------------------- loop
     def run(self) -> list[JobReturn]:

@@ -12,13 +12,17 @@ searching. Only public Optuna APIs are used.
 
 Shared with the sweeper: `open_storage` (engine settings that suit several processes) and
 `build_pruner` (one description, the same pruner on both sides; the pruners are listed in choices.py).
+Every call either side makes to the storage rides out an outage (sweep/search/retry.py): `open_storage`
+returns an RDBStorage whose public methods retry.
 """
 from __future__ import annotations
 
+import functools
 import math
 import time
 from typing import Any
 
+from sweep.search import retry
 from sweep.search.choices import build_pruner
 from sweep.sqlite_wal import use_wal
 
@@ -44,7 +48,12 @@ def engine_kwargs(url: str, *, pooled: bool = True) -> dict[str, Any]:
 
 
 def open_storage(url: str, *, pooled: bool = True, **heartbeat: Any):
-    """An `optuna.storages.RDBStorage` for `url` (heartbeat_interval, grace_period, ... pass through)."""
+    """An RDBStorage for `url` whose every call retries through an outage (heartbeat_interval,
+    grace_period, ... pass through)."""
+    return retry.call(_open_storage, url, pooled=pooled, url=url, **heartbeat)
+
+
+def _open_storage(url: str, *, pooled: bool = True, **heartbeat: Any):
     import warnings
 
     import optuna
@@ -57,9 +66,9 @@ def open_storage(url: str, *, pooled: bool = True, **heartbeat: Any):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 # a job opens a storage the sweeper has already created and checked
-                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url, pooled=pooled),
-                                                  skip_compatibility_check=not pooled,
-                                                  skip_table_creation=not pooled, **heartbeat)
+                return _retrying_storage()(url, engine_kwargs=engine_kwargs(url, pooled=pooled),
+                                           skip_compatibility_check=not pooled,
+                                           skip_table_creation=not pooled, **heartbeat)
         except (IntegrityError, OperationalError) as e:
             # Optuna stamps its schema version on every open, even a read-only one; another program
             # (a dashboard, a notebook, a second worker) opening a brand-new database at the same
@@ -68,6 +77,44 @@ def open_storage(url: str, *, pooled: bool = True, **heartbeat: Any):
             if attempt == 2 or (isinstance(e, OperationalError) and "already exists" not in str(e)):
                 raise
             time.sleep(0.2 * (attempt + 1))
+
+
+RETRIED = ("record_heartbeat",)  # RDBStorage's public methods beyond BaseStorage's that touch the database
+
+
+@functools.cache
+def _retrying_storage():
+    """optuna.storages.RDBStorage with every public method retried by `retry.call` (a subclass, so Optuna's
+    own checks, its cache and its heartbeat support see the RDBStorage they expect)."""
+    import optuna
+    from optuna.exceptions import UpdateFinishedTrialError
+
+    base = optuna.storages.RDBStorage
+
+    def retried(name: str):
+        @functools.wraps(getattr(base, name))
+        def method(self, *args, **kwargs):
+            return retry.call(getattr(base, name), self, *args, url=self.url, **kwargs)
+        return method
+
+    def set_trial_state_values(self, trial_id, state, values=None):
+        tries = []
+
+        def attempt():
+            tries.append(1)
+            try:
+                return base.set_trial_state_values(self, trial_id, state, values)
+            except UpdateFinishedTrialError:
+                if len(tries) == 1:
+                    raise
+                return True  # an earlier attempt was written; only its answer was lost with the connection
+        return retry.call(attempt, url=self.url)
+
+    names = [n for n in dir(optuna.storages.BaseStorage) if not n.startswith("_") and n != "remove_session"]
+    attrs = {n: retried(n) for n in (*names, *RETRIED) if callable(getattr(base, n, None))}
+    attrs["set_trial_state_values"] = set_trial_state_values
+    attrs["__doc__"] = _retrying_storage.__doc__
+    return type("RetryingRDBStorage", (base,), attrs)
 
 
 class TrialReporter:
