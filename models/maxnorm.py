@@ -37,3 +37,10 @@ def apply_max_norm(model: nn.Module, c: float) -> None:
         norms = torch.linalg.vector_norm(w, dim=1, keepdim=True)
         target = c * (1.0 - ULPS_INSIDE * torch.finfo(w.dtype).eps)
         w.mul_(torch.where(norms > c, target / norms, torch.ones_like(norms)))
+
+
+@torch.no_grad()
+def max_row_norm(model: nn.Module) -> float:
+    """The largest L2 norm of any hidden unit's incoming weights: <= c under `apply_max_norm(model, c)`, and,
+    without the constraint, the radius a c would have to stay under to bind at all."""
+    return max(torch.linalg.vector_norm(layer.weight, dim=1).max().item() for layer in hidden_linears(model))

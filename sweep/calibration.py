@@ -151,3 +151,25 @@ def mc_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, T: int, *, gene
     for t, avg in enumerate(mc_predict(model, x, T, generator=generator, batch=batch), start=1):
         curve.append({"t": t, **scores(avg, y)})
     return curve, avg
+
+
+def final_evaluation(model: nn.Module, x: torch.Tensor, y: torch.Tensor, mc_samples: int = 0, *,
+                     generator: torch.Generator | None = None, batch: int = EVAL_BATCH):
+    """What a run records once, after its last epoch (sweep/job.py), on one split (the test set):
+
+    metrics  test_nll, test_ece, test_brier of weight scaling; with mc_samples = T > 0 also mc_test_acc,
+             mc_test_nll, mc_test_ece, mc_test_brier of the average of T dropout passes
+    curve    [] or, for t = 1..T, `scores` of the average of the first t passes (each dict holds `t`)
+    bins     {"weight_scaling": reliability(...)} and, with T > 0, "mc" too: reliability diagrams' data
+
+    Cost: one pass for weight scaling and T MC passes of `x`, batched; the MC masks come from `generator`."""
+    probs = predict_proba(model, x, batch)
+    ws = scores(probs, y)
+    metrics = {f"test_{k}": ws[k] for k in ("nll", "ece", "brier")}  # test_acc: the last epoch's already
+    bins = {"weight_scaling": reliability(probs, y)}
+    curve: list[dict[str, float]] = []
+    if mc_samples > 0:
+        curve, avg = mc_curve(model, x, y, mc_samples, generator=generator, batch=batch)
+        metrics.update({f"mc_test_{k}": v for k, v in curve[-1].items() if k != "t"})
+        bins["mc"] = reliability(avg, y)
+    return metrics, curve, bins
