@@ -175,8 +175,8 @@ def _final_evaluation(c: Config, model, splits, mlflow_run: track.Run, device: t
     """After the last epoch, once: calibration of weight scaling (test_nll, test_ece, test_brier), with
     eval.mc_samples = T > 0 the MC-dropout average (mc_test_*, and its curve over t = 1..T), and
     `max_row_norm`, all at step = the last epoch; with T > 0 the reliability bins of both as an artifact.
-    Never per epoch, never an objective: they read the test set. The MC masks come from their own generator seeded with seed + 1, so the
-    evaluation repeats exactly and leaves the global RNG as training left it."""
+    Never per epoch, never an objective: they read the test set. The MC masks come from their own generator
+    seeded with seed + 1, so the evaluation repeats exactly and leaves the global RNG as training left it."""
     T = c.eval.mc_samples
     generator = torch.Generator(device=device).manual_seed(c.seed + 1) if T else None
     metrics, curve, bins = calibration.final_evaluation(model, splits.test_x, splits.test_y, T, generator=generator)

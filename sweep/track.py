@@ -314,5 +314,6 @@ def status_name(status: int) -> str:
     return RunStatus.to_string(status)
 
 
-__all__ = ["Run", "job_run", "connect", "start_run", "log_metrics", "log_steps", "log_text", "set_tags", "terminate", "params_from_config",
+__all__ = ["Run", "job_run", "connect", "start_run", "log_metrics", "log_steps", "log_text", "set_tags", "terminate",
+           "params_from_config",
            "find_parent", "write_parent", "log_params", "TrackingError", "PARENT_FILE", "redact_obj", "git_commit", "status_name"]
