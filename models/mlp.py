@@ -27,13 +27,20 @@ INITS = {
 
 class Dropout(nn.Dropout):
     """nn.Dropout with the same contract (off in eval mode, kept units scaled by 1/(1-p)) and a cheaper
-    mask: `rand < keep` costs a third of torch's bernoulli mask on CPU, ~10 % of a training step here."""
+    mask: `rand < keep` costs a third of torch's bernoulli mask on CPU, ~10 % of a training step here.
+
+    `generator` (None: torch's global RNG) lets MC-dropout evaluation draw its masks from its own seeded
+    stream (sweep/calibration.py sets it for the passes and clears it after), so the evaluation is
+    repeatable and leaves training's RNG untouched. It must live on the input's device. Every unit is
+    kept with probability exactly 1 - p (`rand` is uniform on [0, 1)), independently of the others."""
+
+    generator: torch.Generator | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0:
             return x
         keep = 1.0 - self.p
-        mask = torch.rand(x.shape, device=x.device) < keep
+        mask = torch.rand(x.shape, device=x.device, generator=self.generator) < keep
         return x * mask.to(x.dtype).mul_(1.0 / keep)
 
 

@@ -7,6 +7,8 @@
     config.py     the typed schema, validate(), PROJECT_ROOT and ${root:}
     preflight.py  command-line checks before any job
     train.py      the pure torch loop; allowed precisions, devices, optimizers, metrics and their directions
+    schedules.py  learning-rate schedules (none, cosine, step; warm-up), stepped per batch
+    calibration.py  NLL, ECE, Brier; MC-dropout evaluation (T passes with dropout on)
     track.py      MLflow: a job's run lifecycle (job_run), connect (tables made once), stale-run cleanup (procid.py: who a process is)
     parent.py     one MLflow parent run per multirun (a Hydra callback); sweepdir.py: one folder per sweep
     resume.py     grids resume from the runs that FINISHED in the sweep

@@ -59,10 +59,13 @@ class ModelConf:
     activation: str = "relu"
     init: str = "xavier_uniform"
     constant_capacity: bool = False  # widen hidden layer i to hidden_sizes[i] / (1 - its rate) (Srivastava Fig. 9b)
+    max_norm: Optional[float] = None  # issue 12: cap each hidden unit's incoming weight norm (models/maxnorm.py)
 
     def __post_init__(self):
         from models.mlp import ACTIVATIONS, INITS
 
+        if self.max_norm is not None and not (math.isfinite(self.max_norm) and self.max_norm > 0):
+            _fail("model.max_norm", self.max_norm, "must be null (no constraint) or a finite number > 0")
         if not isinstance(self.constant_capacity, bool):
             _fail("model.constant_capacity", self.constant_capacity, "must be true or false")
         check_choice("model.activation", self.activation, tuple(ACTIVATIONS))
@@ -104,11 +107,22 @@ class OptimizerConf:
     momentum: float = 0.0
     weight_decay: float = 0.0
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    # issue 12: the learning-rate schedule, stepped per batch (sweep/schedules.py says how each one goes)
+    schedule: str = "none"
+    warmup_epochs: int = 0  # linear warm-up over the first epochs (any schedule)
+    step_size: int = 10     # schedule=step: lr * gamma every step_size epochs
+    gamma: float = 0.1
 
     def __post_init__(self):
+        from sweep.schedules import SCHEDULES
         from sweep.train import OPTIMIZERS
 
         check_choice("optimizer.name", self.name, tuple(OPTIMIZERS))
+        check_choice("optimizer.schedule", self.schedule, SCHEDULES)
+        check_positive_int("optimizer.warmup_epochs", self.warmup_epochs, minimum=0)
+        check_positive_int("optimizer.step_size", self.step_size)
+        if not 0 < self.gamma <= 1:  # also rejects NaN
+            _fail("optimizer.gamma", self.gamma, "must be in (0, 1]")
         if not (math.isfinite(self.lr) and self.lr > 0):
             _fail("optimizer.lr", self.lr, "must be a finite number > 0")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
@@ -140,6 +154,15 @@ class TrainerConf:
         check_choice("trainer.device", self.device, DEVICES)
         if self.threads is not None:
             check_positive_int("trainer.threads", self.threads)
+
+
+@dataclass
+class EvalConf:
+    """Issue 12: evaluation beyond the per-epoch figures, once, after the last epoch (sweep/calibration.py)."""
+    mc_samples: int = 0  # MC-dropout passes over the test set (dropout on, softmax averaged); 0 = off
+
+    def __post_init__(self):
+        check_positive_int("eval.mc_samples", self.mc_samples, minimum=0)
 
 
 _SWEEP_ID = re.compile(r"^[A-Za-z0-9_.:\-]+$")
@@ -210,6 +233,7 @@ class Config:
     trainer: TrainerConf = field(default_factory=TrainerConf)
     tracking: TrackingConf = field(default_factory=TrackingConf)
     optuna: OptunaTrialConf = field(default_factory=OptunaTrialConf)
+    eval: EvalConf = field(default_factory=EvalConf)
     drop_prob: float = 0.3        # after every hidden ReLU (the lab's value)
     input_drop_prob: float = 0.0  # on the input pixels
     # per hidden layer: null = use drop_prob; set one with layer_drop_probs.0=0.2 (0-based)
@@ -237,6 +261,9 @@ class Config:
             check_choice("objective", name, METRICS)
         if self.data.val_size == 0 and any(n.startswith("val_") for n in objective_names(self.objective)):
             _fail("objective", self.objective, "data.val_size=0 leaves no validation set; use test_acc or set data.val_size")
+        if self.optimizer.warmup_epochs >= self.trainer.epochs:
+            _fail("optimizer.warmup_epochs", self.optimizer.warmup_epochs,
+                  f"must be less than trainer.epochs ({self.trainer.epochs})")
 
     @property
     def layer_rates(self) -> list[float]:

@@ -4,9 +4,12 @@ Hydra calls `run` once per job (sweep/run.py). Recording rules, kept by `track.j
 raises ends FAILED with the error in a tag; Ctrl-C ends it KILLED; a diverging run ends FAILED (tags
 `diverged`, `error`) and returns NaN so the sweep goes on with the other points; a run the Optuna
 pruner stops ends FINISHED (tags `pruned`, `pruned_epoch`) and raises optuna.TrialPruned afterwards.
+A run that trained to the end is then evaluated once more on the test set (`_final_evaluation`: calibration,
+MC dropout, max row norm); a pruned or diverged one is not.
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 
@@ -16,8 +19,8 @@ from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 import data
-from models import build_mlp
-from sweep import resume, signals, track
+from models import build_mlp, max_row_norm
+from sweep import calibration, resume, schedules, signals, track
 from sweep.config import Config, objective_names, validate  # validate: typed, checked; ConfigError is one line
 from sweep.train import AT_BEST, BestEpoch, Diverged, fit, make_optimizer, pick_device, seed_everything
 
@@ -105,6 +108,9 @@ def run(cfg: DictConfig):
                 log.error("diverged: %s", e)
                 mlflow_run.fail(f"Diverged: {e}", diverged="true")
                 metrics, diverged = {}, e
+        if pruned_at is None and diverged is None:
+            with mlflow_run.timed("final_eval_seconds"):
+                _final_evaluation(c, model, splits, mlflow_run, device)
     if diverged is not None and not in_multirun():
         raise diverged  # a single run that diverges exits 1 with one line (sweep/run.py); a sweep goes on
     if pruned_at is not None:
@@ -130,7 +136,7 @@ def _train_and_record(c: Config, model, optimizer, splits, mlflow_run: track.Run
     for metrics in fit(model, optimizer, splits, epochs=c.trainer.epochs, batch_size=c.trainer.batch_size,
                        seed=c.seed, split_seed=c.data.split_seed, precision=c.trainer.precision,
                        train_eval_size=c.data.train_eval_size, drop_last=c.trainer.drop_last,
-                       eval_every=c.trainer.eval_every):
+                       eval_every=c.trainer.eval_every, max_norm=c.model.max_norm, make_sched=_scheduler(c)):
         epoch = int(metrics.pop("epoch"))
         mlflow_run.log_metrics(metrics, step=epoch)
         if best.update(epoch, metrics):
@@ -149,3 +155,40 @@ def _train_and_record(c: Config, model, optimizer, splits, mlflow_run: track.Run
         log.info("best validation accuracy %.4f at epoch %d (test_acc %.4f, gap %+.4f there)", best.metrics["val_acc"],
                  best.epoch, best.metrics["test_acc"], best.metrics["gap"])
     return metrics
+
+
+def _scheduler(c: Config):
+    """optimizer.schedule and its warm-up as fit's `make_sched(optimizer, steps_per_epoch)`; None: a constant rate."""
+    o = c.optimizer
+    if o.schedule == "none" and o.warmup_epochs == 0:
+        return None
+    return lambda optimizer, steps: schedules.make_scheduler(
+        o.schedule, optimizer, epochs=c.trainer.epochs, steps_per_epoch=steps, warmup_epochs=o.warmup_epochs,
+        step_size=o.step_size, gamma=o.gamma)
+
+
+MC_CURVE = "mc_curve."  # prefix of the MC average's scores against t (step = t = 1..T): mc_curve.test_acc, ...
+RELIABILITY_ARTIFACT = "calibration/reliability.json"
+
+
+def _final_evaluation(c: Config, model, splits, mlflow_run: track.Run, device: torch.device) -> None:
+    """After the last epoch, once: calibration of weight scaling (test_nll, test_ece, test_brier), with
+    eval.mc_samples = T > 0 the MC-dropout average (mc_test_*, and its curve over t = 1..T), and
+    `max_row_norm`, all at step = the last epoch; with T > 0 the reliability bins of both as an artifact.
+    Never per epoch, never an objective: they read the test set. The MC masks come from their own generator
+    seeded with seed + 1, so the evaluation repeats exactly and leaves the global RNG as training left it."""
+    T = c.eval.mc_samples
+    generator = torch.Generator(device=device).manual_seed(c.seed + 1) if T else None
+    metrics, curve, bins = calibration.final_evaluation(model, splits.test_x, splits.test_y, T, generator=generator)
+    metrics["max_row_norm"] = max_row_norm(model)
+    mlflow_run.log_metrics(metrics, step=c.trainer.epochs)
+    if curve:
+        mlflow_run.log_steps({row["t"]: {f"{MC_CURVE}test_{k}": v for k, v in row.items() if k != "t"}
+                              for row in curve})
+    if T:  # the diagrams' data goes with the MC evaluation: a plain run's artifacts stay its config alone
+        mlflow_run.log_text(json.dumps({"bins": calibration.ECE_BINS, **bins}, indent=1), RELIABILITY_ARTIFACT)
+    log.info("weight scaling: test_nll %.4f  test_ece %.4f  test_brier %.4f  (max row norm %.3f)",
+             metrics["test_nll"], metrics["test_ece"], metrics["test_brier"], metrics["max_row_norm"])
+    if T:
+        log.info("MC dropout, %d passes: mc_test_acc %.4f  mc_test_nll %.4f  mc_test_ece %.4f  mc_test_brier %.4f",
+                 T, metrics["mc_test_acc"], metrics["mc_test_nll"], metrics["mc_test_ece"], metrics["mc_test_brier"])

@@ -331,6 +331,17 @@ def log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float], st
     client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
 
 
+MAX_BATCH_METRICS = 1000  # MLflow's limit on the metrics of one log_batch call
+
+
+def log_steps(client: MlflowClient, run_id: str, rows: dict[int, dict[str, float]]) -> None:
+    """Many steps' metrics (step -> {name: value}, e.g. a curve) in as few log_batch calls as MLflow allows."""
+    now = int(time.time() * 1000)
+    metrics = [Metric(k, float(v), now, step) for step, m in rows.items() for k, v in m.items()]
+    for i in range(0, len(metrics), MAX_BATCH_METRICS):
+        client.log_batch(run_id, metrics=metrics[i:i + MAX_BATCH_METRICS])
+
+
 def log_text(client: MlflowClient, run_id: str, text: str, path: str) -> None:
     client.log_text(run_id, redact(text), path)
 
@@ -417,6 +428,10 @@ class Run:
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         if self.client:
             log_metrics(self.client, self.id, metrics, step)
+
+    def log_steps(self, rows: dict[int, dict[str, float]]) -> None:
+        if self.client:
+            log_steps(self.client, self.id, rows)
 
     def log_inputs(self, records) -> None:
         """What the run trained, validated and tested on (data.load.SplitRecord list)."""
@@ -527,5 +542,5 @@ def status_name(status: int) -> str:
     return RunStatus.to_string(status)
 
 
-__all__ = ["Run", "job_run", "TrackingLost", "end_unended", "connect", "open_store", "check_artifact_location", "record_failed_run", "runs_started", "start_run", "log_metrics", "log_text", "set_tags", "terminate", "params_from_config",
+__all__ = ["Run", "job_run", "TrackingLost", "end_unended", "connect", "open_store", "check_artifact_location", "record_failed_run", "runs_started", "start_run", "log_metrics", "log_steps", "log_text", "set_tags", "terminate", "params_from_config",
            "find_parent", "write_parent", "log_params", "TrackingError", "PARENT_FILE", "redact_obj", "git_commit", "status_name"]

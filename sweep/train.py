@@ -11,12 +11,15 @@ import contextlib
 import math
 import os
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.lr_scheduler import LRScheduler
+
+from models.maxnorm import apply_max_norm
 
 # The allowed values of trainer.precision, trainer.device, optimizer.name and objective live here, beside
 # the code that implements them; sweep/config.py checks configs against these.
@@ -169,7 +172,8 @@ class BestEpoch:
 
 def fit(model: nn.Module, optimizer: torch.optim.Optimizer, splits, *, epochs: int, batch_size: int, seed: int,
         split_seed: int = 0, precision: str = "fp32", train_eval_size: int = 10_000, drop_last: bool = True,
-        eval_every: int = 1) -> Iterator[dict[str, float]]:
+        eval_every: int = 1, max_norm: float | None = None,
+        make_sched: Callable[[torch.optim.Optimizer, int], LRScheduler] | None = None) -> Iterator[dict[str, float]]:
     """Train for `epochs`, yielding the metrics of every evaluated epoch (see `eval_epochs`).
 
     `seed` draws the batch order (initialisation and dropout masks come from the global RNG that
@@ -177,6 +181,11 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, splits, *, epochs: i
     train_* is measured in eval mode (dropout off) on that subset, and on the whole training split after
     the last epoch, so it is comparable with test_*. `fit_loss` is the mean minibatch loss of the evaluated
     epoch (dropout on). Every epoch checks the loss for divergence, evaluated or not.
+
+    The paper's tools (issue 12), both per optimizer step: `max_norm` projects every hidden unit's incoming
+    weights onto the ball of that radius right after the step (models/maxnorm.py); `make_sched(optimizer,
+    steps_per_epoch)` builds a scheduler (sweep/schedules.py) stepped right after it. `lr` is the rate the
+    evaluated epoch's last step used.
     """
     device = splits.train_x.device
     x, y = splits.train_x, splits.train_y
@@ -188,6 +197,7 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, splits, *, epochs: i
         raise ValueError(f"trainer.batch_size={batch_size} is larger than the {n} training images")
     has_val = len(splits.val_x) > 0
     evaluated = set(eval_epochs(epochs, eval_every))
+    sched = make_sched(optimizer, steps) if make_sched is not None else None
 
     for epoch in range(1, epochs + 1):
         model.train()
@@ -201,6 +211,11 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, splits, *, epochs: i
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if max_norm is not None:
+                apply_max_norm(model, max_norm)
+            if sched is not None:
+                lr = optimizer.param_groups[0]["lr"]  # the rate this step used; the scheduler moves it on
+                sched.step()
             loss_sum += loss.detach()
 
         fit_loss = (loss_sum / steps).item()  # the one sync per epoch
@@ -214,7 +229,7 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, splits, *, epochs: i
         tensors = {"train": evaluate(model, tx, ty), "test": evaluate(model, splits.test_x, splits.test_y)}
         if has_val:
             tensors["val"] = evaluate(model, splits.val_x, splits.val_y)
-        metrics = {"fit_loss": fit_loss}
+        metrics = {"fit_loss": fit_loss, "lr": lr if sched is not None else optimizer.param_groups[0]["lr"]}
         for split, (loss_t, acc_t) in tensors.items():
             metrics[f"{split}_loss"] = loss_t.item()
             metrics[f"{split}_acc"] = acc_t.item()
