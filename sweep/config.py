@@ -59,7 +59,7 @@ class ModelConf:
     activation: str = "relu"
     init: str = "xavier_uniform"
     constant_capacity: bool = False  # widen hidden layer i to hidden_sizes[i] / (1 - its rate) (Srivastava Fig. 9b)
-    max_norm: Optional[float] = None  # issue 12: cap each hidden unit's incoming weight norm (models/maxnorm.py)
+    max_norm: Optional[float] = None  # cap each hidden unit's incoming weight norm (models/maxnorm.py)
 
     def __post_init__(self):
         from models.mlp import ACTIVATIONS, INITS
@@ -107,7 +107,7 @@ class OptimizerConf:
     momentum: float = 0.0
     weight_decay: float = 0.0
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
-    # issue 12: the learning-rate schedule, stepped per batch (sweep/schedules.py says how each one goes)
+    # the learning-rate schedule, stepped per batch (sweep/schedules.py says how each one goes)
     schedule: str = "none"
     warmup_epochs: int = 0  # linear warm-up over the first epochs (any schedule)
     step_size: int = 10     # schedule=step: lr * gamma every step_size epochs

@@ -182,7 +182,7 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, splits, *, epochs: i
     the last epoch, so it is comparable with test_*. `fit_loss` is the mean minibatch loss of the evaluated
     epoch (dropout on). Every epoch checks the loss for divergence, evaluated or not.
 
-    The paper's tools (issue 12), both per optimizer step: `max_norm` projects every hidden unit's incoming
+    The paper's tools (Srivastava et al. 2014), both per optimizer step: `max_norm` projects every hidden unit's incoming
     weights onto the ball of that radius right after the step (models/maxnorm.py); `make_sched(optimizer,
     steps_per_epoch)` builds a scheduler (sweep/schedules.py) stepped right after it. `lr` is the rate the
     evaluated epoch's last step used.
