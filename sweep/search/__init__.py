@@ -5,6 +5,8 @@
     loop.py     the ask/tell loop over Hydra's launcher (study, locks, heartbeats)
     hook.py     how an app adds its own behaviour (named in its config), and the node that receives a trial
     trial.py    the job's side: storage, pruner, per-epoch reports (pruning), what the job tells its trial
+    retry.py    one retry policy for every storage call (a database outage of a minute is ridden out)
+    isolated.py a launcher that runs each job in its own process (one dead job costs one trial)
     results.py  what a search leaves behind: results files, plots, the best configuration
 
 `hydra_plugins/dropout_optuna_sweeper` only registers the config and forwards to `loop`; the
