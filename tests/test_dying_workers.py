@@ -14,25 +14,21 @@ import optuna
 import pytest
 
 from helpers.cli import mlflow_runs
-from helpers.proc import runs_with_metrics, start, wait_for
+from helpers.proc import end, log_tail, optuna_args, runs_with_metrics, start, wait_for
 
 pytestmark = pytest.mark.slow
 
 
+
 def _log(out) -> str:
-    return (out / "cli.log").read_text()[-4000:]
+    return log_tail(out, 4000)
 
 
 def _end(proc, timeout=300) -> int:
-    try:
-        return proc.wait(timeout=timeout)
-    finally:
-        proc.kill()
+    return end(proc, timeout)
 
 
-def _optuna(out, *extra):
-    return ["hydra/sweeper=optuna", "+search=dropout", f"hydra.sweeper.storage=sqlite:///{out}/optuna.db",
-            "hydra.sweeper.study_name=t", "hydra.sweeper.pruner=none", *extra]
+_optuna = optuna_args
 
 
 def _trials(out):

@@ -62,3 +62,22 @@ def init_store(out: Path) -> None:
     from mlflow.tracking import MlflowClient
 
     MlflowClient(tracking_uri=f"sqlite:///{out}/mlflow.db").search_experiments()
+
+
+def log_tail(out, chars: int = 3000) -> str:
+    """The end of the CLI log a `start`ed process writes (for assertion messages)."""
+    return (out / "cli.log").read_text()[-chars:]
+
+
+def end(proc, timeout: float = 90) -> int:
+    """Wait for a `start`ed process and return its exit code; never leave it running."""
+    try:
+        return proc.wait(timeout=timeout)
+    finally:
+        proc.kill()
+
+
+def optuna_args(out, *extra: str) -> list[str]:
+    """A small +search=dropout Optuna sweep with its storage in the test's folder and no pruning."""
+    return ["hydra/sweeper=optuna", "+search=dropout", f"hydra.sweeper.storage=sqlite:///{out}/optuna.db",
+            "hydra.sweeper.study_name=t", "hydra.sweeper.pruner=none", *extra]
