@@ -94,3 +94,57 @@ def test_constant_capacity_at_p0_is_the_same_network():
     for a, b in zip(plain.state_dict().values(), wide.state_dict().values()):
         assert torch.equal(a, b)
     assert widths(build_mlp(drop_prob=0.3)) == [512] * 4  # off by default: the lab's widths
+
+
+# keep_mask (models/mlp.py): 16 random bits per unit, four units to a 64-bit word, ties drawn again.
+N_MASK = 2_000_000
+
+
+@pytest.mark.parametrize("p", [0.3, 0.5, 0.8, 0.1234567])
+def test_keep_mask_drops_each_unit_with_probability_p(p):
+    from models.mlp import keep_mask
+
+    torch.manual_seed(1)
+    mask = keep_mask(torch.Size((N_MASK,)), 1.0 - p, torch.device("cpu"))
+    sigma = (p * (1 - p) / N_MASK) ** 0.5  # binomial standard error of the drop rate: 3.2e-4 at p=0.3
+    assert abs((~mask).float().mean().item() - p) < 5 * sigma
+    # each position within a word (units share 64-bit draws 4 at a time) has the rate too
+    per_slot = (~mask).view(-1, 4).float().mean(0)
+    assert (per_slot - p).abs().max().item() < 5 * (p * (1 - p) / (N_MASK / 4)) ** 0.5
+
+
+def test_keep_mask_units_are_uncorrelated():
+    """Units sharing a 64-bit word (0-3), neighbours across words (3-4) and far apart: Pearson r ~ 0,
+    |r| < 5/sqrt(n) (n = 250,000 rows: 0.01)."""
+    from models.mlp import keep_mask
+
+    torch.manual_seed(2)
+    m = keep_mask(torch.Size((250_000, 8)), 0.7, torch.device("cpu")).float()
+    r = torch.corrcoef(m.T)
+    off = r[~torch.eye(8, dtype=torch.bool)]
+    assert off.abs().max().item() < 5 / 250_000 ** 0.5
+
+
+def test_keep_mask_ties_with_the_threshold_are_kept_with_the_fractional_probability():
+    """keep * 2**16 = 40000.5: u + 2**15 < 40000 kept, > 40000 dropped, == 40000 (a tie) kept half the time. The
+    same seed gives the same 16-bit draws, so the test sees u and checks each class of unit."""
+    from models.mlp import keep_mask
+
+    n, keep = 4_000_000, 40000.5 / 2**16
+    torch.manual_seed(3)
+    u = torch.empty(n // 4, dtype=torch.int64).random_(-(2**63), None).view(torch.int16).int() + 2**15
+    torch.manual_seed(3)
+    mask = keep_mask(torch.Size((n,)), keep, torch.device("cpu"))
+    assert mask[u < 40000].all() and not mask[u > 40000].any()
+    ties = mask[u == 40000]
+    assert len(ties) > 20  # n / 2**16 = 61 expected
+    assert 0 < ties.sum().item() < len(ties)  # both outcomes occur: P(all 61 the same) ~ 2**-60
+
+
+def test_dropout_module_matches_its_mask_and_scale():
+    from models.mlp import Dropout
+
+    torch.manual_seed(4)
+    out = Dropout(0.25)(torch.ones(1000, 100))
+    assert set(out.unique().tolist()) <= {0.0, torch.tensor(1 / 0.75).item()}  # 1/(1-p) in float32
+    assert abs((out == 0).float().mean().item() - 0.25) < 5 * (0.25 * 0.75 / 100_000) ** 0.5
