@@ -14,13 +14,16 @@ the preset's `hydra.sweeper.params` grid, 5 seeds included).
 
 The projection: from the child runs' MLflow records, the command's wall time is split into start-up
 (wall minus the span of the runs: imports, pre-flight, parent run, workers) and runs; each run into its
-`train_seconds` (training + evaluation) and the rest (data loading, MLflow). Training time is taken as
-proportional to image passes, epochs x (3 x training images + evaluated images) (a backward pass costing
-about two forward passes), and runs overlap as much as they did here (runs' busy time / their span). So a
-bench with `--epochs 5` projects the presets' own epochs; the further from them, the rougher.
+`train_seconds` (training + evaluation, the latter its `eval_seconds`) and the rest (data loading, MLflow).
+Training time is taken as proportional to training image passes (epochs x 3 x training images, a backward
+pass costing about two forward passes), evaluation time to the images evaluated (every evaluated epoch's
+train_* subset, validation and test), and runs overlap as much as they did here (runs' busy time / their
+span). So a bench with `--epochs 10` projects the presets' own epochs; the further from them, the rougher.
+The evaluation share printed beside each projection is the issue's budget: at most a quarter of a study.
 
     .venv/bin/python bench/study.py                        # 2 runs per candidate, the preset's 60 epochs
     .venv/bin/python bench/study.py --epochs 10 --only basic_fp32,joblib_fp32
+    .venv/bin/python bench/study.py --measured sqlite:///runs/mlflow.db   # the studies as they actually ran
 """
 from __future__ import annotations
 
@@ -66,13 +69,19 @@ def study_points(name: str) -> list:
     return [_compose([f"+experiment={name}", *point]) for point in itertools.product(*axes)]
 
 
-def image_passes(cfg) -> float:
-    """Forward-pass equivalents of one run: epochs x (3 x training images + evaluated images)."""
+def image_passes(cfg) -> tuple[float, float]:
+    """(training, evaluation) image passes of one run: 3 x training images per epoch (a backward pass costing
+    about two forward passes); per evaluated epoch (every trainer.eval_every-th and the last) the train_*
+    subset, validation and test (the last epoch: all training images)."""
+    from sweep.train import eval_epochs
+
     n_train = TRAIN_IMAGES[cfg.data.name] - cfg.data.val_size
     if cfg.data.train_subset is not None:
         n_train = cfg.data.train_subset
-    evaluated = min(cfg.data.train_eval_size, n_train) + cfg.data.val_size + TEST_IMAGES[cfg.data.name]
-    return cfg.trainer.epochs * (3 * n_train + evaluated)
+    held_out = cfg.data.val_size + TEST_IMAGES[cfg.data.name]
+    n_eval = len(eval_epochs(cfg.trainer.epochs, cfg.trainer.eval_every))
+    evaluated = (n_eval - 1) * (min(cfg.data.train_eval_size, n_train) + held_out) + n_train + held_out
+    return cfg.trainer.epochs * 3 * n_train, evaluated
 
 
 def time_candidate(name: str, points: list[str], extra: list[str], out: Path) -> dict:
@@ -100,19 +109,45 @@ def time_candidate(name: str, points: list[str], extra: list[str], out: Path) ->
         "cpu": (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime),
         "span": max(ends) - min(starts), "busy": sum(e - s for s, e in zip(starts, ends)),
         "train": sum(r.data.metrics["train_seconds"] for r in runs),
+        "eval": sum(r.data.metrics["eval_seconds"] for r in runs),  # the last epoch's: the run's total
         "test_acc": [round(r.data.metrics["test_acc"], 4) for r in runs],
         "load": (load0, os.getloadavg()[0]),
     }
 
 
-def project(t: dict, bench_cfg, study: list) -> float:
-    """Projected wall seconds of a whole study from one candidate's timings (see the module docstring)."""
+def project(t: dict, bench_cfg, study: list) -> tuple[float, float]:
+    """Projected wall seconds of a whole study, and the share of its runs' time spent evaluating, from one
+    candidate's timings (see the module docstring)."""
     n = t["runs"]
-    per_pass = t["train"] / n / image_passes(bench_cfg)
+    fit_passes, eval_images = image_passes(bench_cfg)
+    per_fit = (t["train"] - t["eval"]) / n / fit_passes  # seconds per training image pass
+    per_eval = t["eval"] / n / eval_images                # seconds per evaluated image
     rest = (t["busy"] - t["train"]) / n
     overlap = t["busy"] / t["span"]
     startup = t["wall"] - t["span"]
-    return startup + sum(rest + per_pass * image_passes(cfg) for cfg in study) / overlap
+    costs = [(per_fit * f, per_eval * e) for f, e in map(image_passes, study)]
+    busy = sum(rest + f + e for f, e in costs)
+    return startup + busy / overlap, sum(e for _, e in costs) / busy
+
+
+def measured(uri: str) -> int:
+    """The studies as they ran: each study parent's wall time (first run start to last run end), its runs and
+    the share of their time spent evaluating (eval_seconds / run duration)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("dropout")
+    print(f"| study | runs | wall | evaluation share of the runs' time | CPUs |\n| --- | --- | --- | --- | --- |")
+    for sweep_id in (*STUDIES, "capacity"):
+        runs = [r for r in client.search_runs([exp.experiment_id], f"tags.sweep_id = '{sweep_id}'")
+                if r.data.tags.get("sweep_role") != "parent" and r.info.status == "FINISHED"]
+        if not runs:
+            continue
+        span = (max(r.info.end_time for r in runs) - min(r.info.start_time for r in runs)) / 1000
+        busy = sum(r.info.end_time - r.info.start_time for r in runs) / 1000
+        share = sum(r.data.metrics.get("eval_seconds", float("nan")) for r in runs) / busy
+        print(f"| {sweep_id} | {len(runs)} | {span / 60:.1f} min | {share:.1%} | {os.cpu_count()} |")
+    return 0
 
 
 def main() -> int:
@@ -120,8 +155,12 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=2, help="overfit points per candidate (default 2: p=0 and p=0.5, seed 1)")
     ap.add_argument("--epochs", type=int, default=None, help="epochs per run (default: the preset's)")
     ap.add_argument("--only", default=",".join(CANDIDATES), help="comma-separated candidates")
+    ap.add_argument("--measured", metavar="URI", help="print the studies recorded in this MLflow store instead "
+                    "(e.g. sqlite:///runs/mlflow.db after make study-overfit study-datasize)")
     ap.add_argument("extra", nargs="*", help="more overrides for every run (e.g. data.root=...)")
     a = ap.parse_args()
+    if a.measured:
+        return measured(a.measured)
     names = a.only.split(",")
     unknown = [n for n in names if n not in CANDIDATES]
     if unknown:
@@ -143,15 +182,16 @@ def main() -> int:
             print(f"  {name:<12} wall {t['wall']:7.1f} s  runs {t['runs']}  CPU {t['cpu']:7.1f} s  "
                   f"load {t['load'][0]:.1f}->{t['load'][1]:.1f}  test_acc {t['test_acc']}", flush=True)
     base = results.get("basic_fp32")
-    print(f"\n| set-up | s/run (wall) | CPU s/run | wall ratio to basic_fp32 | projected overfit "
-          f"({len(studies['overfit'])} runs) | projected datasize ({len(studies['datasize'])} runs) |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print(f"\n| set-up | s/run (wall) | CPU s/run | wall ratio to basic_fp32 | evaluation share (these runs) | "
+          f"projected overfit ({len(studies['overfit'])} runs, evaluation share) | "
+          f"projected datasize ({len(studies['datasize'])} runs, evaluation share) |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for name, t in results.items():
         per_run = t["wall"] / t["runs"]
         ratio = f"{per_run / (base['wall'] / base['runs']):.2f}" if base else "-"
-        proj = {s: project(t, bench_cfg, cfgs) / 60 for s, cfgs in studies.items()}
-        print(f"| {name} | {per_run:.1f} | {t['cpu'] / t['runs']:.1f} | {ratio} | {proj['overfit']:.1f} min | "
-              f"{proj['datasize']:.1f} min |")
+        proj = {s: project(t, bench_cfg, cfgs) for s, cfgs in studies.items()}
+        cells = " | ".join(f"{w / 60:.1f} min ({e:.0%})" for w, e in proj.values())
+        print(f"| {name} | {per_run:.1f} | {t['cpu'] / t['runs']:.1f} | {ratio} | {t['eval'] / t['train']:.0%} | {cells} |")
     best = min(results, key=lambda n: results[n]["wall"] / results[n]["runs"])
     print(f"\nfastest: {best}; load average after: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
     return 0

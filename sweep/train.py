@@ -11,6 +11,7 @@ import contextlib
 import math
 import os
 import random
+import time
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -198,6 +199,7 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, splits, *, epochs: i
     has_val = len(splits.val_x) > 0
     evaluated = set(eval_epochs(epochs, eval_every))
     sched = make_sched(optimizer, steps) if make_sched is not None else None
+    eval_seconds = 0.0
 
     for epoch in range(1, epochs + 1):
         model.train()
@@ -224,6 +226,7 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, splits, *, epochs: i
         if epoch not in evaluated:
             continue
 
+        t_eval = time.perf_counter()
         last = epoch == epochs
         tx, ty = (x, y) if last else (x[probe], y[probe])
         tensors = {"train": evaluate(model, tx, ty), "test": evaluate(model, splits.test_x, splits.test_y)}
@@ -236,5 +239,7 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, splits, *, epochs: i
         metrics["gap"] = metrics["train_acc"] - metrics["test_acc"]
         if has_val:
             metrics["val_gap"] = metrics["train_acc"] - metrics["val_acc"]
+        eval_seconds += time.perf_counter() - t_eval  # the .item() calls above have synced
+        metrics["eval_seconds"] = eval_seconds  # so far: a study's evaluation share (bench/study.py)
         metrics["epoch"] = epoch
         yield metrics

@@ -14,8 +14,11 @@ def _train(root, seed, epochs=2, precision="fp32", lr=1e-3):
     splits = data.load_splits("mnist", root, val_size=100, split_seed=0, verify=False, download=False)
     model = build_mlp(hidden_sizes=[64, 64], drop_prob=0.3)
     opt = make_optimizer("adam", model.parameters(), lr)
-    return list(fit(model, opt, splits, epochs=epochs, batch_size=50, seed=seed, precision=precision,
+    hist = list(fit(model, opt, splits, epochs=epochs, batch_size=50, seed=seed, precision=precision,
                     train_eval_size=200))
+    for h in hist:  # a wall time, the one metric a seed does not fix
+        assert h.pop("eval_seconds") > 0
+    return hist
 
 
 def test_same_seed_same_metrics_on_cpu(tiny_root):
@@ -125,6 +128,8 @@ def test_fit_yields_only_evaluated_epochs(tiny_root):
     hist = list(fit(model, opt, splits, epochs=5, batch_size=50, seed=0, train_eval_size=200, eval_every=2))
     assert [h["epoch"] for h in hist] == [2, 4, 5]
     assert all({"fit_loss", "val_acc", "test_acc", "gap", "val_gap"} <= set(h) for h in hist)
+    spent = [h["eval_seconds"] for h in hist]  # cumulative over the evaluated epochs
+    assert 0 < spent[0] < spent[1] < spent[2]
 
 
 def test_divergence_is_caught_on_an_epoch_that_is_not_evaluated(tiny_root):
