@@ -100,9 +100,14 @@ class DropoutHook(SweepHook):
     def trial_stale(self, trial: Any) -> None:
         self._end_killed(trial, "killed: its process stopped sending heartbeats")
 
-    def _end_killed(self, trial: Any, why: str) -> None:
+    def attempt_lost(self, trial: Any) -> None:
+        self._end_killed(trial, "killed: a worker process of the launcher's pool died (out of memory or killed), "
+                                "which ends every job of its batch; this job ran again on its own", state=None)
+
+    def _end_killed(self, trial: Any, why: str, state: str | None = "FAIL") -> None:
         """The run of a trial whose job could not end it (its process was killed, or the sweep stopped it) is
-        left RUNNING (unless the tracking code has ended it already): end it KILLED, and say the trial FAILed."""
+        left RUNNING (unless the tracking code has ended it already): end it KILLED, and say the trial FAILed
+        (`state`; None for an attempt whose trial runs again: the run is tagged `optuna_state=LOST`)."""
         run_id, client = trial.user_attrs.get(RUN_ID_ATTR), self._mlflow()
         if not run_id or client is None:
             return
@@ -112,7 +117,7 @@ class DropoutHook(SweepHook):
             run = client.get_run(run_id)
             if run.data.tags.get("optuna_state") not in (None, "FAIL"):
                 return  # finished by its own sweep
-            client.set_tag(run_id, "optuna_state", "FAIL")
+            client.set_tag(run_id, "optuna_state", state or "LOST")
             if run.info.status == "RUNNING":
                 track.terminate(client, run_id, "KILLED", error=why)
         except Exception as e:  # noqa: BLE001

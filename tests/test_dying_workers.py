@@ -4,6 +4,9 @@
   no run RUNNING.
 - `kill -9` of one job's process (what the out-of-memory killer does) under `hydra/launcher=isolated`
   costs that one trial (FAIL, its run KILLED); its sibling finishes and the search goes on.
+- Under `hydra/launcher=joblib` one dead worker takes loky's whole pool, the healthy sibling included: the
+  sweeper runs each job of that batch again on its own, so a one-off kill costs no trial and a job whose
+  process dies again costs its own trial only; the lost attempts' runs end KILLED, the search goes on.
 """
 from __future__ import annotations
 
@@ -77,3 +80,43 @@ def test_kill_9_of_one_isolated_job_costs_one_trial(tiny_root, tmp_path):
     assert sorted(r.info.status for r in children) == ["FINISHED"] * 3 + ["KILLED"]
     log = (tmp_path / "cli.log").read_text()
     assert "job #" in log and "its process died" in log
+
+
+def _trial_of(run) -> int:
+    return int(run.data.tags["optuna_trial"])
+
+
+def test_kill_9_of_one_joblib_worker_costs_at_most_its_own_trial(tiny_root, tmp_path):
+    proc = start(_optuna(tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweeper.n_jobs=2",
+                         "hydra.sweeper.n_trials=3", "hydra.sweeper.max_failure_rate=0.5"),
+                 tmp_path, tiny_root, epochs=40)
+    runs = _both_training(tmp_path)
+    victim, sibling = runs[0], runs[1]
+    os.kill(int(victim.data.tags["pid"]), signal.SIGKILL)  # loky's pool breaks: both jobs are lost
+    # the victim's job runs again on its own, under the same trial; it dies again: now it costs its trial
+    ready = tmp_path / "sweep" / "mlflow_parent.json"
+    again = wait_for(lambda: [r for r in runs_with_metrics(tmp_path, ready)
+                              if _trial_of(r) == _trial_of(victim) and r.info.run_id != victim.info.run_id],
+                     tmp_path, what="the victim's job running again")
+    os.kill(int(again[0].data.tags["pid"]), signal.SIGKILL)
+    assert _end(proc) == 0, _log(tmp_path)
+
+    trials = {t.number: t for t in _trials(tmp_path)}
+    states = sorted(t.state.name for t in trials.values())
+    assert states == ["COMPLETE", "COMPLETE", "COMPLETE", "FAIL"], states  # the search went on to 3 finished
+    assert trials[_trial_of(victim)].state.name == "FAIL"
+    assert trials[_trial_of(sibling)].state.name == "COMPLETE"  # the healthy sibling lost only time
+    _, runs = mlflow_runs(tmp_path)
+    children = [r for r in runs if r.data.tags.get("sweep_role") != "parent"]
+    assert "RUNNING" not in {r.info.status for r in runs}, [(r.info.run_name, r.info.status) for r in runs]
+    by_id = {r.info.run_id: r for r in runs}
+    for lost in (victim, sibling):  # the first attempts, lost with the pool
+        run = by_id[lost.info.run_id]
+        assert run.info.status == "KILLED" and run.data.tags["optuna_state"] == "LOST", run.data.tags
+    assert "worker process of the launcher's pool died" in by_id[victim.info.run_id].data.tags["error"]
+    second = by_id[again[0].info.run_id]
+    assert second.info.status == "KILLED" and second.data.tags["optuna_state"] == "FAIL"
+    finished = [r for r in children if r.info.status == "FINISHED"]
+    assert len(finished) == 3 and _trial_of(sibling) in {_trial_of(r) for r in finished}
+    log = (tmp_path / "cli.log").read_text()
+    assert "running each again on its own" in log and "its job's process died again" in log

@@ -61,6 +61,10 @@ class SweepHook:
     def trial_stale(self, trial: Any) -> None:
         """A RUNNING trial whose process stopped sending heartbeats, just marked FAIL."""
 
+    def attempt_lost(self, trial: Any) -> None:
+        """A trial whose job was lost with its launcher's shared worker pool (one worker died): the job is about to
+        run again on its own under the same trial; whatever its lost attempt left open should be closed."""
+
     def study_finished(self, folder: Path, files: list[str], metrics: dict[str, float], tags: dict[str, Any]) -> None:
         """The results files written in `folder`, with the study's summary figures."""
 

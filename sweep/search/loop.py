@@ -47,6 +47,7 @@ from sweep.redact import redact
 from sweep.search import hook as _hook, results as _report, retry, space as _space
 from sweep.search.choices import (DIRECTIONS, PRUNER_ARGS, PRUNERS, SAMPLERS, SINGLE_OBJECTIVE, TARGETS,
                                   default_warmup, make_sampler, sampler_keywords)
+from sweep.search.isolated import JobProcessDied
 from sweep.search.space import SearchSpace, SweeperError
 from sweep.search.trial import PRUNER_ATTR, build_pruner, open_storage
 
@@ -599,7 +600,12 @@ class _Run:
             log.info("trial %d: %s", t.number, " ".join(_report.overrides(self.space, t.params)[len(self.space.fixed):]))
         self.launched += len(batch)
         try:
-            returns = self.s.launcher.launch(overrides, initial_job_idx=self.s.job_idx)
+            try:
+                returns = self.s.launcher.launch(overrides, initial_job_idx=self.s.job_idx)
+            except Exception as e:  # noqa: BLE001 - sorted here
+                if not pool_broken(e):
+                    raise
+                returns = self._run_alone(batch, overrides, e)
         except BaseException:
             # Ctrl-C or a launcher failure: these trials will never report; finish them now
             for trial, trial_id in batch:
@@ -631,6 +637,27 @@ class _Run:
                 log.info("trial %d finished: %s", trial.number, shown)
             self.hook.trial_finished(frozen, why)
 
+    def _run_alone(self, batch, overrides: list[list[str]], error: BaseException) -> list[JobReturn]:
+        """One worker process of a shared pool died (joblib's loky: `kill -9`, the out-of-memory killer) and the
+        pool took the whole batch with it, the healthy jobs included. Each job of the batch runs again on its
+        own, under the same trial; only a job whose process dies again fails (JobProcessDied), so one dying
+        job costs at most its own trial and the search goes on. The lost attempts' runs end KILLED."""
+        log.warning("a worker process died (%s); the launcher lost its whole batch of %d jobs: running each again "
+                    "on its own, so that only a job whose process dies again fails", _last_line(error), len(batch))
+        returns = []
+        for i, ((trial, trial_id), o) in enumerate(zip(batch, overrides)):
+            with contextlib.suppress(Exception):
+                self.hook.attempt_lost(self.storage.get_trial(trial_id))
+            try:
+                returns += self.s.launcher.launch([o], initial_job_idx=self.s.job_idx + i)
+            except Exception as e:  # noqa: BLE001 - sorted here
+                if not pool_broken(e):
+                    raise
+                log.error("trial %d: its job's process died again (%s)", trial.number, _last_line(e))
+                returns.append(JobReturn(overrides=list(o), status=JobStatus.FAILED, _return_value=JobProcessDied(
+                    f"the job's process died before it answered, twice, out of memory or killed ({_last_line(e)})")))
+        return returns
+
     def _outcome(self, ret: JobReturn) -> tuple[TrialState, list[float] | None, str | None]:
         if ret.status != JobStatus.COMPLETED:
             exc = _job_error(ret)
@@ -648,6 +675,17 @@ class _Run:
         if not all(math.isfinite(v) for v in values):
             return TrialState.FAIL, None, f"the objective is {values if self.multi else values[0]} (diverged?)"
         return TrialState.COMPLETE, values, None
+
+
+def pool_broken(e: BaseException) -> bool:
+    """Whether a launcher's error says a worker process of its pool died (loky's TerminatedWorkerError and
+    BrokenProcessPool, concurrent.futures' BrokenProcessPool): the batch is lost, not the search."""
+    return any(c.__name__ in ("TerminatedWorkerError", "BrokenProcessPool") for c in type(e).__mro__)
+
+
+def _last_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[-1] if lines else type(e).__name__
 
 
 def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
