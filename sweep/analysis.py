@@ -23,6 +23,7 @@ Imports pandas, MLflow's client and matplotlib (lazily), never torch: reading re
 """
 from __future__ import annotations
 
+import json
 import math
 import re
 import tempfile
@@ -42,13 +43,16 @@ TAGS = ("job_num", "pruned", "pruned_epoch", "optuna_study", "optuna_trial")  # 
 HIDDEN_KEYS = ("drop_prob", "layer_drop_probs")  # plus layerN_drop_prob: the hidden-layer rates
 INPUT_KEYS = ("input_drop_prob",)
 HIDDEN, INPUT = "hidden_rate", "input_rate"  # derived numeric columns (mean effective hidden rate, input rate)
-SERIES_MAX = 6
+SERIES_MAX = 8  # the data-size study: 4 sizes x 2 input rates
 METRIC_COLORS = {"train_acc": "tab:blue", "test_acc": "tab:orange", "val_acc": "tab:green", "gap": "tab:red"}
 SETTINGS_CSV = "sweep_settings.csv"
 RUNS_CSV = "sweep_results.csv"
 PLOT = "gap_vs_dropout.png"
 LAYER_PARAM = re.compile(r"layer(\d+)_drop_prob")  # sweep/job.py logs one per hidden layer, however many
 NUMERIC = ("drop_prob", "input_drop_prob", "optimizer.lr")  # and every layerN_drop_prob: numbers in the frame
+AT_BEST = "at_best_val."  # sweep.train.AT_BEST (not imported: reading results needs no torch)
+MC_CURVE = "mc_curve."  # sweep.job.MC_CURVE: the MC-dropout average's test scores against t = 1..T (step = t)
+RELIABILITY_ARTIFACT = "calibration/reliability.json"  # sweep.job.RELIABILITY_ARTIFACT
 
 
 # ---------------------------------------------------------------- runs -> one frame
@@ -296,6 +300,23 @@ def rank_text(row: pd.Series) -> str:
     return "1" if r == 1 else ("=1" if bool(row.get("tied")) else str(int(r)))
 
 
+def _text_table(head: Sequence[str], rows: list[list], left: Sequence[int], label_width: int = 48) -> list[str]:
+    """Fixed-width lines: the first cell of each row is a label wrapped at `label_width`; columns in `left` are
+    left-aligned, the others right-aligned."""
+    rows = [[textwrap.wrap(str(r[0]), label_width, break_on_hyphens=False) or [""], *r[1:]] for r in rows]
+    lw = max(len(head[0]), *(len(line) for r in rows for line in r[0]))
+    widths = [lw] + [max(len(head[i]), *(len(r[i]) for r in rows)) for i in range(1, len(head))]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(c.ljust(w) if i == 0 or i in left else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+    out = [line(head), line(["-" * w for w in widths])]
+    for r in rows:
+        out.append(line([r[0][0], *r[1:]]))
+        out += [line([extra] + [""] * (len(head) - 1)) for extra in r[0][1:]]
+    return out
+
+
 def console_table(table: pd.DataFrame, max_rows: int = 40, label_width: int = 48) -> str:
     """The table of points as fixed-width text (about 100 columns): setting, seeds, rank by validation accuracy
     ('=1': tied with the best), mean val / test accuracy and gap in %, and the paired difference from p = 0 in
@@ -305,23 +326,54 @@ def console_table(table: pd.DataFrame, max_rows: int = 40, label_width: int = 48
     shown = table if len(table) <= max_rows else table.sort_values("rank", kind="stable").head(max_rows)
     shown = shown.assign(label=shown["label"].map(display_labels(table["label"])))
     head = ["setting", "seeds", "rank", "val %", "test %", "gap", "test vs p=0", "gap vs p=0"]
-    rows = [[textwrap.wrap(str(r["label"]), label_width, break_on_hyphens=False) or [""], str(int(r["seeds"])),
-             rank_text(r),
+    rows = [[r["label"], str(int(r["seeds"])), rank_text(r),
              _pts(r.get("val_acc_mean")), _pts(r.get("test_acc_mean")), _pts(r.get("gap_mean")),
              diff_text(r, "d_test"), diff_text(r, "d_gap")] for _, r in shown.iterrows()]
-    lw = max(len(head[0]), *(len(line) for r in rows for line in r[0]))
-    widths = [lw] + [max(len(head[i]), *(len(r[i]) for r in rows)) for i in range(1, len(head))]
-
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(c.ljust(w) if i in (0, 6, 7) else c.rjust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
-    out = [line(head), line(["-" * w for w in widths])]
-    for r in rows:
-        out.append(line([r[0][0], *r[1:]]))
-        out += [line([extra] + [""] * (len(head) - 1)) for extra in r[0][1:]]
+    out = _text_table(head, rows, (6, 7), label_width)
     if len(table) > max_rows:
         out.append(f"... the {max_rows} best by validation shown; {len(table) - max_rows} more in {SETTINGS_CSV}")
     return "\n".join(out)
+
+
+# The best-validation-epoch view: is a smaller gap regularisation, or only slower fitting? Final train accuracy
+# (lower = the network fits its training set less), the epoch of the best validation accuracy, and test accuracy
+# and gap at that epoch, each setting against its p = 0 baseline paired by seed.
+FIT_VIEW = (("train_acc", "d_train"), (f"{AT_BEST}test_acc", "d_best_test"), (f"{AT_BEST}gap", "d_best_gap"))
+
+
+def best_epoch_table(df: pd.DataFrame, confidence: float = 0.95, alpha: float = 0.05) -> pd.DataFrame:
+    """One row per setting with completed runs: seeds, mean final train accuracy, mean best_epoch, mean test
+    accuracy and gap at the best-validation epoch, and the paired differences from the baseline of the first
+    and the last two (d_train_*, d_best_test_*, d_best_gap_*). Empty when the runs have no best-epoch metrics."""
+    metrics = [m for m, _ in FIT_VIEW]
+    done = S.completed(df)
+    if done.empty or any(m not in df or df[m].isna().all() for m in (*metrics, "best_epoch")):
+        return pd.DataFrame()
+    table = S.summarize(df, (*metrics, "best_epoch"), confidence)
+    table = table[table["seeds"] > 0].reset_index(drop=True)
+    try:
+        paired = S.compare_to_baseline(df, metrics, alpha=alpha, confidence=confidence)
+    except ValueError:
+        paired = pd.DataFrame(columns=["setting", "metric"])
+    for metric, short in FIT_VIEW:
+        part = paired[paired["metric"] == metric].set_index("setting")
+        for col in ("n", "mean_diff", "ci_low", "ci_high", "p_holm", "verdict"):
+            name = {"mean_diff": "mean", "ci_low": "lo", "ci_high": "hi"}.get(col, col)
+            table[f"{short}_{name}"] = table["setting"].map(part[col]) if len(part) else None
+    return table
+
+
+def best_epoch_console(table: pd.DataFrame, label_width: int = 48) -> str:
+    """best_epoch_table as fixed-width text ('' when empty)."""
+    if table.empty:
+        return ""
+    shown = table.assign(label=table["label"].map(display_labels(table["label"])))
+    head = ["setting", "seeds", "train %", "train vs p=0", "best ep.", "test % @best", "test vs p=0 @best",
+            "gap @best", "gap vs p=0 @best"]
+    rows = [[r["label"], str(int(r["seeds"])), _pts(r["train_acc_mean"]), diff_text(r, "d_train"),
+             f"{r['best_epoch_mean']:.0f}", _pts(r[f"{AT_BEST}test_acc_mean"]), diff_text(r, "d_best_test"),
+             _pts(r[f"{AT_BEST}gap_mean"]), diff_text(r, "d_best_gap")] for _, r in shown.iterrows()]
+    return "\n".join(_text_table(head, rows, (3, 6, 8), label_width))
 
 
 def end_of_sweep_text(df: pd.DataFrame, parent_id: str | None = None, sweep_dir: Path | str | None = None,
@@ -336,6 +388,10 @@ def end_of_sweep_text(df: pd.DataFrame, parent_id: str | None = None, sweep_dir:
              textwrap.fill("Means over completed seeds; rank by validation accuracy (=1: tied with the best); "
                            "'vs p=0': paired by seed, mean [95 % CI] in points, Holm-corrected (n.d. = not "
                            "distinguishable).", 110), textwrap.fill(headline(df), 110), ""]
+    fit = best_epoch_console(best_epoch_table(df))
+    if fit:
+        lines += ["Final train accuracy, and test accuracy and gap at each run's best-validation epoch (a smaller gap",
+                  "from slower fitting shows as lower train accuracy and a later best epoch):", "", fit, ""]
     if sweep_dir is not None:
         d = Path(sweep_dir)
         lines.append(f"CSV:    {d / RUNS_CSV} (one row per run)")
@@ -477,6 +533,116 @@ def overview_figure(df: pd.DataFrame, table: pd.DataFrame | None = None):
     top.set_title(f"Train vs test accuracy and gap ({settings_text(df)}; {counts_text(c)})\n"
                   f"points: runs; lines: means over seeds; bars: 95 % t-interval (from {S.MIN_SEEDS} seeds)",
                   fontsize=9)
+    return fig
+
+
+# ---------------------------------------------------------------- the ensemble effect (eval.mc_samples > 0)
+
+def mc_curves(client, df: pd.DataFrame) -> pd.DataFrame:
+    """The MC-dropout curves of the completed runs that recorded one: one row per (run, t) with the setting,
+    seed, t, the MC average's test accuracy and NLL after t passes, and the run's weight-scaling test accuracy
+    and NLL (`ws_acc`, `ws_nll`). Empty when no run evaluated with eval.mc_samples > 0."""
+    done = S.completed(df)
+    if "mc_test_acc" not in done or done["mc_test_acc"].isna().all():
+        return pd.DataFrame(columns=["run_id", S.SETTING, S.LABEL, S.SEED, "t", "acc", "nll", "ws_acc", "ws_nll"])
+    rows = []
+    for _, r in done[done["mc_test_acc"].notna()].iterrows():
+        hist = {m: {x.step: x.value for x in client.get_metric_history(r["run_id"], f"{MC_CURVE}test_{m}")}
+                for m in ("acc", "nll")}
+        for t in sorted(hist["acc"]):
+            rows.append({"run_id": r["run_id"], S.SETTING: r[S.SETTING], S.LABEL: r[S.LABEL], S.SEED: r[S.SEED],
+                         "t": t, "acc": hist["acc"][t], "nll": hist["nll"].get(t, math.nan),
+                         "ws_acc": r["test_acc"], "ws_nll": r.get("test_nll", math.nan)})
+    return pd.DataFrame(rows)
+
+
+def mc_figure(curves: pd.DataFrame):
+    """Srivastava et al. 2014, Fig. 11's question per setting with dropout: test accuracy (left) and NLL (right)
+    of the average of t dropout passes against t (log scale), mean over seeds, with the weight-scaling
+    network's mean as a dashed line of the same colour. A setting without dropout is left out (its passes
+    are all the same network)."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
+    shown = [k for k in pd.unique(curves[S.SETTING]) if not S.dropout_free(S.setting_params(k))]
+    names = display_labels(curves[S.LABEL])
+    for i, key in enumerate(shown):
+        c = curves[curves[S.SETTING] == key]
+        color = plt.cm.tab10(i % 10)
+        mean = c.groupby("t")[["acc", "nll"]].mean()
+        seeds = c[S.SEED].nunique()
+        label = f"{names[c[S.LABEL].iloc[0]]} ({seeds} seed{'s' if seeds != 1 else ''})"
+        for ax, m, ws, scale in ((axes[0], "acc", "ws_acc", 100), (axes[1], "nll", "ws_nll", 1)):
+            ax.plot(mean.index, mean[m] * scale, color=color, label=label)
+            ax.axhline(c.drop_duplicates("run_id")[ws].mean() * scale, color=color, ls="--", lw=1)
+    for ax, what in ((axes[0], "test accuracy (%)"), (axes[1], "test NLL (nats per image)")):
+        ax.set_xscale("log")
+        ax.set_xlabel("dropout passes averaged (t)")
+        ax.set_ylabel(what)
+    if not shown:
+        _empty(axes[0])
+    axes[0].legend(fontsize=7, loc="lower right")
+    axes[1].set_title("solid: MC average of t passes; dashed: weight scaling (one pass, dropout off)", fontsize=8)
+    return fig
+
+
+def reliability_bins(client, run_ids: Iterable[str]) -> dict[str, dict[str, list[float]]]:
+    """The reliability bins the runs logged (eval.mc_samples > 0), pooled over the runs: per kind
+    ("weight_scaling", "mc"), per bin the image count and the count-weighted mean confidence and accuracy."""
+    pooled: dict[str, dict[str, np.ndarray]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for rid in run_ids:
+            try:
+                path = client.download_artifacts(rid, RELIABILITY_ARTIFACT, tmp)
+            except Exception:  # noqa: BLE001 - a run without the artifact (mc_samples = 0) adds nothing
+                continue
+            data = json.loads(Path(path).read_text())
+            for kind in ("weight_scaling", "mc"):
+                if kind not in data:
+                    continue
+                b = data[kind]
+                n = np.asarray(b["count"], dtype=float)
+                acc = pooled.setdefault(kind, {"lower": np.asarray(b["lower"]), "upper": np.asarray(b["upper"]),
+                                               "count": np.zeros_like(n), "conf": np.zeros_like(n),
+                                               "correct": np.zeros_like(n)})
+                acc["count"] += n
+                acc["conf"] += n * np.asarray(b["confidence"])
+                acc["correct"] += n * np.asarray(b["accuracy"])
+    out = {}
+    for kind, acc in pooled.items():
+        safe = np.maximum(acc["count"], 1)
+        out[kind] = {"lower": acc["lower"].tolist(), "upper": acc["upper"].tolist(), "count": acc["count"].tolist(),
+                     "confidence": (acc["conf"] / safe).tolist(), "accuracy": (acc["correct"] / safe).tolist()}
+    return out
+
+
+def reliability_figure(panels: Sequence[tuple[str, dict[str, dict[str, list[float]]]]]):
+    """One reliability diagram per (title, pooled bins): accuracy against mean confidence per bin (weight
+    scaling as bars, the MC average as points when recorded), the diagonal being perfect calibration."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.6), squeeze=False,
+                             constrained_layout=True)
+    for ax, (title, bins) in zip(axes[0], panels):
+        ax.plot([0, 1], [0, 1], color="black", lw=0.8, ls=":")
+        for kind, style in (("weight_scaling", "bar"), ("mc", "o")):
+            if kind not in bins:
+                continue
+            b = bins[kind]
+            used = np.asarray(b["count"]) > 0
+            lo, hi = np.asarray(b["lower"])[used], np.asarray(b["upper"])[used]
+            acc = np.asarray(b["accuracy"])[used]
+            if style == "bar":
+                ax.bar(lo, acc, width=hi - lo, align="edge", alpha=0.5, edgecolor="tab:blue",
+                       label="weight scaling (accuracy per confidence bin)")
+            else:
+                ax.plot(np.asarray(b["confidence"])[used], acc, "o", color="tab:red", ms=4, label="MC average")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("confidence (max predicted probability)")
+        ax.set_ylabel("accuracy in the bin")
+        ax.set_title(title, fontsize=9)
+        ax.legend(fontsize=7, loc="upper left")
     return fig
 
 

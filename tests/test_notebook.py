@@ -22,7 +22,7 @@ from helpers.cli import ROOT, mlflow_runs
 
 NOTEBOOK = ROOT / "analysis.ipynb"
 ALL_FIGURES = {"accuracy_vs_dropout", "gap_vs_dropout", "learning_curves", "rates_map", "layer_effects",
-               "param_importances"}
+               "param_importances", "mc_dropout", "reliability"}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -328,3 +328,56 @@ def test_report_on_a_real_optuna_per_layer_sweep(cli, tmp_path):
     res = report(out, "--tracking-uri", f"sqlite:///{cli.out}/mlflow.db", "--optuna-storage", storage)
     nb, summary = check_report(out, res, ALL_FIGURES)
     assert len(pd.read_csv(out / "report_figures" / "ranking.csv")) == 4
+
+
+# ---------------------------------------------------------------- the ensemble effect (issue 12)
+
+@pytest.mark.slow
+def test_report_draws_the_mc_dropout_curve_and_the_reliability_diagrams(cli, tmp_path):
+    res = cli("-m", "drop_prob=0,0.5", "seed=1,2", "eval.mc_samples=4", epochs=2)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = tmp_path / "report"
+    res = report(out, "--tracking-uri", f"sqlite:///{cli.out}/mlflow.db")
+    nb, summary = check_report(out, res, {"accuracy_vs_dropout", "gap_vs_dropout", "learning_curves", "mc_dropout",
+                                          "reliability"})
+    text = text_of(nb)
+    assert "p = 0 (2 runs; weight-scaling ECE" in text  # the baseline's panel, pooled over its two seeds
+    assert "best by validation: p=0.5" in text or "best by validation" not in text  # p=0 best: one panel only
+    assert "test acc @best (%)" in text and "best epoch" in text  # the best-validation-epoch table
+
+
+def test_mc_curves_and_pooled_reliability_bins_from_a_fake_store(tmp_path):
+    """The analysis side against values computed by hand: curves read per run, bins pooled count-weighted."""
+    from mlflow.tracking import MlflowClient
+
+    from sweep import analysis as A
+
+    uri = f"sqlite:///{tmp_path}/m.db"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("dropout", artifact_location=str(tmp_path / "art"))
+    bins = [{"lower": [0, 0.5], "upper": [0.5, 1], "count": [2, 8], "confidence": [0.4, 0.9], "accuracy": [0.5, 1.0]},
+            {"lower": [0, 0.5], "upper": [0.5, 1], "count": [6, 4], "confidence": [0.3, 0.7], "accuracy": [0.0, 0.5]}]
+    for seed, b in zip((1, 2), bins):
+        run = client.create_run(exp)
+        rid = run.info.run_id
+        for k, v in {"drop_prob": 0.5, "input_drop_prob": 0.0, "seed": seed}.items():
+            client.log_param(rid, k, v)
+        for k, v in {"train_acc": 1.0, "val_acc": 0.9, "test_acc": 0.9, "gap": 0.1, "test_nll": 0.3,
+                     "mc_test_acc": 0.91}.items():
+            client.log_metric(rid, k, v)
+        for t in (1, 2, 3):
+            client.log_metric(rid, "mc_curve.test_acc", 0.8 + 0.01 * t + 0.001 * seed, step=t)
+            client.log_metric(rid, "mc_curve.test_nll", 0.5 - 0.1 * t, step=t)
+        client.log_text(rid, json.dumps({"bins": 2, "weight_scaling": b}), A.RELIABILITY_ARTIFACT)
+        client.set_terminated(rid)
+    df = A.frame_from_runs(client.search_runs([exp]))
+    curves = A.mc_curves(client, df)
+    assert len(curves) == 6 and sorted(curves.t.unique()) == [1, 2, 3]
+    mean = curves.groupby("t")["acc"].mean()
+    assert mean[2] == pytest.approx(0.8 + 0.02 + 0.0015) and (curves.ws_acc == 0.9).all()
+    pooled = A.reliability_bins(client, list(df.run_id))["weight_scaling"]
+    assert pooled["count"] == [8, 12]
+    assert pooled["confidence"] == pytest.approx([(2 * 0.4 + 6 * 0.3) / 8, (8 * 0.9 + 4 * 0.7) / 12])
+    assert pooled["accuracy"] == pytest.approx([(2 * 0.5 + 0) / 8, (8 * 1.0 + 4 * 0.5) / 12])
+    fig = A.mc_figure(curves)
+    assert len(fig.axes[0].lines) == 2  # the MC curve and the weight-scaling line of the one dropout setting
