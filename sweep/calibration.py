@@ -121,6 +121,12 @@ def mc_predict(model: nn.Module, x: torch.Tensor, T: int, *, generator: torch.Ge
 
 
 def _mc_passes(model, drops, x, T, generator, batch) -> Iterator[torch.Tensor]:
+    if not drops:  # no dropout module (every rate 0): every pass is the same network, so one pass is the average
+        with torch.inference_mode():
+            probs = predict_proba(model, x, batch)
+        for _ in range(T):
+            yield probs.clone()
+        return
     total = None
     for t in range(1, T + 1):
         with torch.inference_mode():
