@@ -49,6 +49,7 @@ NOT_SETTING = (
     "trainer.progress",  # a progress bar
     "trainer.threads",   # CPU threads: changes only the order of floating-point sums
     "trainer.device",    # where it runs ('auto' names no device); trainer.precision, which does matter, stays
+    "layer*_width",      # the widths as built: model.hidden_sizes, model.constant_capacity and the rates, all kept
 )
 
 # Dropout keys: the baseline of a setting differs from it only in these, all set to 0.

@@ -182,6 +182,22 @@ def test_baselines_differ_only_in_dropout():
     assert S.dropout_free(S.setting_params(key[5]))
 
 
+def test_constant_capacity_settings_pair_with_their_own_p0_whatever_width_they_were_built_with():
+    """The widths a run logs (layerN_width) follow from hidden_sizes, constant_capacity and the rates, so they
+    are not part of a setting: p = 0.5 at constant capacity (1,024 wide) is compared with p = 0 at constant
+    capacity (512 wide, the same network as p = 0 without it)."""
+    def cc(p, on, width, seed=1):
+        return {**run(p=p, seed=seed), "model.constant_capacity": str(on), "layer1_width": str(width),
+                "layer2_width": str(width)}
+    rows = [cc(0.0, False, 512), cc(0.5, False, 512), cc(0.0, True, 512), cc(0.5, True, 1024)]
+    df = S.add_setting_column(pd.DataFrame(rows), [*PARAMS, "model.constant_capacity", "layer1_width", "layer2_width"])
+    key = dict(zip(df.index, df[S.SETTING]))
+    assert df[S.SETTING].nunique() == 4 and "layer1_width" not in S.setting_params(key[3])
+    assert S.find_baselines(df) == {key[1]: key[0], key[3]: key[2]}
+    assert list(df[S.LABEL]) == ["p=0, model.constant_capacity=False", "p=0.5, model.constant_capacity=False",
+                                 "p=0, model.constant_capacity=True", "p=0.5, model.constant_capacity=True"]
+
+
 def test_compare_to_baseline_pairs_by_seed_and_corrects_with_holm():
     df = sweep_frame()
     table = S.compare_to_baseline(df, ["test_acc"])

@@ -64,7 +64,7 @@ def test_every_study_target_passes_preflight_with_five_seeds(name, mnist_sized_r
 @pytest.mark.slow
 @pytest.mark.parametrize("name, point, widths", [
     ("overfit", ["drop_prob=0.5", "input_drop_prob=0.2", "data.train_subset=300"], "512"),
-    ("datasize", ["drop_prob=0.2", "data.train_subset=300"], "512"),
+    ("datasize", ["drop_prob=0.2", "input_drop_prob=0", "data.train_subset=300"], "512"),
     ("capacity", ["drop_prob=0.5", "model.constant_capacity=true", "data.train_subset=300"], "1024"),
 ])
 def test_one_point_of_each_study_runs_end_to_end(cli, name, point, widths):
