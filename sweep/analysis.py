@@ -244,9 +244,9 @@ def headline(df: pd.DataFrame, confidence: float = 0.95, alpha: float = 0.05) ->
         baselines = S.find_baselines(df)
     except ValueError:
         baselines = {}
-    if top in baselines:
-        paired = S.compare(df, [(top, baselines[top])], "test_acc", alpha, confidence)
-        paired = pd.concat([paired, S.compare(df, [(top, baselines[top])], "gap", alpha, confidence)])
+    if top in baselines:  # its rows of the sweep's family of comparisons: Holm over every setting, not this one
+        paired = paired_comparisons(df, alpha, confidence)
+        paired = paired[paired["setting"] == top].copy()
         paired["label"], paired["baseline_label"] = paired["label"].map(short), paired["baseline_label"].map(short)
         tested = paired["verdict"] != S.TOO_FEW
         if tested.any():

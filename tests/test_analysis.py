@@ -186,6 +186,22 @@ def test_best_is_by_validation_among_completed_runs_never_test_or_pruned():
     assert A.headline(df).endswith("The top setting trains without dropout.")
 
 
+def test_the_headline_reports_the_holm_p_of_the_whole_family_not_of_one_comparison():
+    # p=0.5 beats p=0 by 2, 3, 4 points (t = 3 sqrt(3) on 2 df, raw p = 0.0351); p=0.2 by 1, 0, 2 (raw p = 0.225).
+    # Holm over the two: the smaller p doubles to 0.0702, so the top setting is "not distinguishable".
+    base = {1: 0.90, 2: 0.91, 3: 0.92}
+    rows = [run(0.0, s, test=v, val=v) for s, v in base.items()]
+    rows += [run(0.5, s, test=base[s] + d / 100, val=base[s] + 0.05) for s, d in {1: 2, 2: 3, 3: 4}.items()]
+    rows += [run(0.2, s, test=base[s] + d / 100, val=base[s]) for s, d in {1: 1, 2: 0, 3: 2}.items()]
+    df = A.frame_from_search(search_frame(rows))
+    family = A.paired_comparisons(df).set_index(["label", "metric"])
+    p_raw, p_holm = family.loc[("p=0.5", "test_acc"), ["p", "p_holm"]]
+    assert p_raw == pytest.approx(1 - 3 * math.sqrt(3) / math.sqrt(2 + 27))  # 2 df: p = 1 - t / sqrt(2 + t^2)
+    assert p_holm == pytest.approx(2 * p_raw)
+    sentence = A.headline(df)
+    assert f"Holm-adjusted p={p_holm:.3g}): not distinguishable" in sentence, sentence
+
+
 def test_no_validation_split_chooses_no_best():
     rows = [{**r, "val_acc": float("nan")} for r in GRID]
     df = A.frame_from_search(search_frame(rows))
