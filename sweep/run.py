@@ -7,13 +7,6 @@ import os
 import sys
 from pathlib import Path
 
-# OpenMP threads that wait by spinning burn the cores a shared machine's other processes (and this process's own
-# other thread) need: on 2 busy cores a bf16 step took 60-120 ms spinning and 9-12 ms sleeping (README "Speed").
-# libgomp reads this once, when torch loads it, so it is set before anything imports torch; a user's own
-# OMP_WAIT_POLICY (or GOMP_SPINCOUNT) wins, and workers Hydra's launchers start inherit it.
-if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
-    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
-
 # import `sweep`, `models`, `data` as packages (the project folder), never sweep/*.py as top-level modules
 sys.path[0] = str(Path(__file__).resolve().parents[1])
 
