@@ -88,7 +88,7 @@ class DropoutHook(SweepHook):
             client.set_tag(run_id, "optuna_state", trial.state.name)
             if trial.state.name == "FAIL" and run.info.status == "RUNNING":  # its process died
                 track.terminate(client, run_id, "KILLED", error=f"killed: {error}" if error else None)
-            elif trial.state.name == "FAIL" and run.info.status != "FAILED":
+            elif trial.state.name == "FAIL" and run.info.status not in ("FAILED", "KILLED"):  # KILLED: ended already
                 keep = "error" in run.data.tags  # the job's own error says more than the sweeper's
                 track.terminate(client, run_id, "FAILED", error=None if keep else error)
         except Exception as e:  # noqa: BLE001
