@@ -113,7 +113,8 @@ def test_kill_9_of_one_joblib_worker_costs_at_most_its_own_trial(tiny_root, tmp_
     for lost in (victim, sibling):  # the first attempts, lost with the pool
         run = by_id[lost.info.run_id]
         assert run.info.status == "KILLED" and run.data.tags["optuna_state"] == "LOST", run.data.tags
-    assert "worker process of the launcher's pool died" in by_id[victim.info.run_id].data.tags["error"]
+    # ended by the sweeper (attempt_lost) or, first, by the next job's start-up finding its process gone
+    assert "died" in by_id[victim.info.run_id].data.tags["error"]
     second = by_id[again[0].info.run_id]
     assert second.info.status == "KILLED" and second.data.tags["optuna_state"] == "FAIL"
     finished = [r for r in children if r.info.status == "FINISHED"]

@@ -21,8 +21,9 @@ import pytest
 from helpers.cli import ROOT, mlflow_runs
 
 NOTEBOOK = ROOT / "analysis.ipynb"
+ENSEMBLE = {"mc_dropout", "reliability"}  # drawn only for runs evaluated with eval.mc_samples > 0
 ALL_FIGURES = {"accuracy_vs_dropout", "gap_vs_dropout", "learning_curves", "rates_map", "layer_effects",
-               "param_importances", "mc_dropout", "reliability"}
+               "param_importances", *ENSEMBLE}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -276,7 +277,7 @@ def test_report_on_an_optuna_per_layer_study_draws_the_optuna_figures(tmp_path):
 
     # the sweep by its id, no Optuna flags: the study is the one its runs name, in optuna.db beside mlflow.db
     res = report(tmp_path / "auto", "--tracking-uri", store, "--sweep-id", "optuna-test")
-    nb, summary = check_report(tmp_path / "auto", res, ALL_FIGURES)
+    nb, summary = check_report(tmp_path / "auto", res, ALL_FIGURES - ENSEMBLE)
     assert "1 pruned by Optuna" in text_of(nb) and "grid-later" in text_of(nb)  # listed among the other sweeps
     ranking = pd.read_csv(tmp_path / "auto" / "report_figures" / "ranking.csv")
     assert len(ranking) == 13 and (ranking.seeds == 1).all()
@@ -284,13 +285,13 @@ def test_report_on_an_optuna_per_layer_study_draws_the_optuna_figures(tmp_path):
     # only the study: the newest sweep that ran it, not the newer grid
     res = report(tmp_path / "study", "--tracking-uri", store, "--optuna-storage", f"sqlite:///{tmp_path}/optuna.db",
                  "--study", study_name)
-    nb, summary = check_report(tmp_path / "study", res, ALL_FIGURES)
+    nb, summary = check_report(tmp_path / "study", res, ALL_FIGURES - ENSEMBLE)
     assert len(pd.read_csv(tmp_path / "study" / "report_figures" / "ranking.csv")) == 13
 
     # a study that does not exist: a one-line reason, the other figures still drawn
     res = report(tmp_path / "bad", "--tracking-uri", store, "--sweep-id", "optuna-test",
                  "--optuna-storage", f"sqlite:///{tmp_path}/optuna.db", "--study", "no-such-study")
-    nb, summary = check_report(tmp_path / "bad", res, ALL_FIGURES - {"param_importances"})
+    nb, summary = check_report(tmp_path / "bad", res, ALL_FIGURES - ENSEMBLE - {"param_importances"})
     assert "cannot load Optuna study `no-such-study`" in summary["skipped"]["param_importances"]
 
 
@@ -326,7 +327,7 @@ def test_report_on_a_real_optuna_per_layer_sweep(cli, tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     out = tmp_path / "report"
     res = report(out, "--tracking-uri", f"sqlite:///{cli.out}/mlflow.db", "--optuna-storage", storage)
-    nb, summary = check_report(out, res, ALL_FIGURES)
+    nb, summary = check_report(out, res, ALL_FIGURES - ENSEMBLE)
     assert len(pd.read_csv(out / "report_figures" / "ranking.csv")) == 4
 
 
