@@ -196,12 +196,18 @@ def setting_table(df: pd.DataFrame, confidence: float = 0.95, alpha: float = 0.0
     paired = paired_comparisons(df, alpha, confidence)
     base_label = dict(zip(paired["setting"], paired["baseline_label"]))
     table["baseline"] = table["setting"].map(base_label)
-    for metric, short in (("test_acc", "d_test"), ("gap", "d_gap")):
+    _add_paired(table, paired, (("test_acc", "d_test"), ("gap", "d_gap")))
+    return table.reset_index(drop=True)
+
+
+def _add_paired(table: pd.DataFrame, paired: pd.DataFrame, columns: Sequence[tuple[str, str]]) -> None:
+    """Per (metric, short) the paired difference of each table row's setting from its baseline, as columns
+    <short>_n, _mean, _lo, _hi, _p_holm, _verdict (None where the metric has no comparison)."""
+    for metric, short in columns:
         part = paired[paired["metric"] == metric].set_index("setting")
         for col in ("n", "mean_diff", "ci_low", "ci_high", "p_holm", "verdict"):
             name = {"mean_diff": "mean", "ci_low": "lo", "ci_high": "hi"}.get(col, col)
             table[f"{short}_{name}"] = table["setting"].map(part[col]) if len(part) else None
-    return table.reset_index(drop=True)
 
 
 def paired_comparisons(df: pd.DataFrame, alpha: float = 0.05, confidence: float = 0.95) -> pd.DataFrame:
@@ -355,11 +361,7 @@ def best_epoch_table(df: pd.DataFrame, confidence: float = 0.95, alpha: float = 
         paired = S.compare_to_baseline(df, metrics, alpha=alpha, confidence=confidence)
     except ValueError:
         paired = pd.DataFrame(columns=["setting", "metric"])
-    for metric, short in FIT_VIEW:
-        part = paired[paired["metric"] == metric].set_index("setting")
-        for col in ("n", "mean_diff", "ci_low", "ci_high", "p_holm", "verdict"):
-            name = {"mean_diff": "mean", "ci_low": "lo", "ci_high": "hi"}.get(col, col)
-            table[f"{short}_{name}"] = table["setting"].map(part[col]) if len(part) else None
+    _add_paired(table, paired, FIT_VIEW)
     return table
 
 
