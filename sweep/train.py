@@ -8,6 +8,8 @@ and nothing forces a device->host sync until the epoch's metrics are read.
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import math
 import os
 import random
@@ -100,14 +102,41 @@ def autocast(device: torch.device, precision: str):
     return contextlib.nullcontext() if dtype is None else torch.autocast(device_type=device.type, dtype=dtype)
 
 
+@functools.cache
+def _eager(cls: type[torch.optim.Optimizer]) -> type[torch.optim.Optimizer]:
+    """`cls` without the import of torch's compiler (torch._dynamo, ~0.7-1 s per process) that its methods trigger.
+
+    torch marks Optimizer.add_param_group / zero_grad / state_dict / load_state_dict "not to be compiled" by
+    importing the compiler at their first call, and `step` imports it at every call, only to tell the compiler
+    about grad mode. This project never compiles, so: those four methods find their "disabled" version cached
+    (themselves), and `step` runs torch's own step function under no_grad, which is all that torch's wrapper
+    does outside compilation (for a non-differentiable optimizer). Same arithmetic, bit for bit (tests/test_train.py).
+    If a torch release changes this plumbing, the lookups below find nothing and the class is torch's own."""
+    for name in ("add_param_group", "zero_grad", "state_dict", "load_state_dict"):
+        fn = inspect.unwrap(getattr(torch.optim.Optimizer, name))
+        if fn is not getattr(torch.optim.Optimizer, name):
+            setattr(fn, "__dynamo_disable", fn)  # the cache torch._disable_dynamo looks in before importing
+    raw = inspect.unwrap(cls.step)
+    if raw is cls.step:
+        return cls
+
+    def step(self, closure=None):
+        if self.defaults.get("differentiable"):
+            return cls.step(self, closure)
+        with torch.no_grad():
+            return raw(self, closure)
+
+    return type(cls.__name__, (cls,), {"step": functools.wraps(raw)(step), "__doc__": cls.__doc__})
+
+
 def _adam(params, lr, momentum, weight_decay, betas) -> torch.optim.Optimizer:
     # the fused kernel (CPU and CUDA) saves ~12-20 % of a training step here; None = torch's default
     fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params) or None
-    return torch.optim.Adam(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay, fused=fused)
+    return _eager(torch.optim.Adam)(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay, fused=fused)
 
 
 def _sgd(params, lr, momentum, weight_decay, betas) -> torch.optim.Optimizer:
-    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    return _eager(torch.optim.SGD)(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
 
 
 OPTIMIZERS = {"adam": _adam, "sgd": _sgd}  # optimizer.name -> factory(params, lr, momentum, weight_decay, betas)
