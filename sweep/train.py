@@ -113,8 +113,9 @@ def _eager(cls: type[torch.optim.Optimizer]) -> type[torch.optim.Optimizer]:
     does outside compilation (for a non-differentiable optimizer). Same arithmetic, bit for bit (tests/test_train.py).
     If a torch release changes this plumbing, the lookups below find nothing and the class is torch's own."""
     for name in ("add_param_group", "zero_grad", "state_dict", "load_state_dict"):
-        fn = inspect.unwrap(getattr(torch.optim.Optimizer, name))
-        if fn is not getattr(torch.optim.Optimizer, name):
+        method = getattr(torch.optim.Optimizer, name)
+        fn = inspect.unwrap(method)
+        if fn is not method:
             setattr(fn, "__dynamo_disable", fn)  # the cache torch._disable_dynamo looks in before importing
     raw = inspect.unwrap(cls.step)
     if raw is cls.step:

@@ -178,7 +178,7 @@ def test_optimizers_step_exactly_like_torchs_own(name, kwargs):
         model = torch.nn.Sequential(torch.nn.Linear(20, 30), torch.nn.ReLU(), torch.nn.Linear(30, 3))
         opt = make(model.parameters())
         sched = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
-        for i in range(6):
+        for _ in range(6):
             opt.zero_grad(set_to_none=True)
             torch.nn.functional.cross_entropy(model(torch.randn(16, 20)), torch.randint(0, 3, (16,))).backward()
             opt.step()
