@@ -1,6 +1,7 @@
 """The lab's MLP, generalised to any depth and to one dropout rate per layer.
 
-Layout: [Dropout(p_in)] -> (Linear -> ReLU -> Dropout(p_i)) per hidden layer -> Linear.
+Layout: [Dropout(p_in)] -> (Linear -> ReLU -> Dropout(p_i)) per hidden layer -> Linear, where Linear is
+nn.Linear with its fp32 CPU products on oneDNN (models/linear.py).
 A rate of 0 adds no Dropout module at all, so p=0 is exactly the undropped network
 (no identity modules to trip over when inspecting or exporting it).
 
@@ -16,6 +17,8 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+
+from models.linear import Linear, use_onednn
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
 INITS = {
@@ -95,21 +98,23 @@ class MLP(nn.Sequential):
         input_drop_prob: float = 0.0,
         activation: str = "relu",
         init: str = "xavier_uniform",
+        cpu_matmul: str = "auto",
     ):
         if len(layer_drop_probs) != len(hidden_sizes):
             raise ValueError(
                 f"got {len(layer_drop_probs)} per-layer dropout rates for {len(hidden_sizes)} hidden layers"
             )
+        onednn = use_onednn(cpu_matmul)  # fp32 products on the CPU: oneDNN or torch's BLAS (models/linear.py)
         layers: list[nn.Module] = []
         if _check_rate("input_drop_prob", input_drop_prob) > 0:
             layers.append(Dropout(input_drop_prob))
         width = in_features
         for i, (size, p) in enumerate(zip(hidden_sizes, layer_drop_probs), start=1):
-            layers += [nn.Linear(width, size), ACTIVATIONS[activation]()]
+            layers += [Linear(width, size, onednn=onednn), ACTIVATIONS[activation]()]
             if _check_rate(f"layer {i} drop prob", p) > 0:
                 layers.append(Dropout(p))
             width = size
-        layers.append(nn.Linear(width, num_classes))
+        layers.append(Linear(width, num_classes, onednn=onednn))
         super().__init__(*layers)
         self.hidden_sizes = tuple(hidden_sizes)
         self.drop_probs = (float(input_drop_prob), *map(float, layer_drop_probs))
@@ -141,10 +146,12 @@ def build_mlp(
     activation: str = "relu",
     init: str = "xavier_uniform",
     constant_capacity: bool = False,
+    cpu_matmul: str = "auto",
 ) -> MLP:
     """Resolve per-layer rates: an explicit rate for layer i wins over the shared `drop_prob`.
     `constant_capacity` widens hidden layer i to hidden_sizes[i] / (1 - rate_i) (the model's
-    `hidden_sizes` attribute holds the widths it was built with)."""
+    `hidden_sizes` attribute holds the widths it was built with). `cpu_matmul` picks where fp32 products
+    run on the CPU (models/linear.py)."""
     overrides = list(layer_drop_probs or [])
     if overrides and len(overrides) != len(hidden_sizes):
         raise ValueError(
@@ -152,4 +159,4 @@ def build_mlp(
         )
     rates = [drop_prob if (not overrides or overrides[i] is None) else overrides[i] for i in range(len(hidden_sizes))]
     widths = constant_capacity_widths(hidden_sizes, rates) if constant_capacity else list(hidden_sizes)
-    return MLP(in_features, widths, num_classes, rates, input_drop_prob, activation, init)
+    return MLP(in_features, widths, num_classes, rates, input_drop_prob, activation, init, cpu_matmul)

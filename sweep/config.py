@@ -141,10 +141,12 @@ class TrainerConf:
     drop_last: bool = True
     precision: str = "fp32"   # bf16 = autocast (AVX-512 BF16 CPUs and recent GPUs)
     device: str = "auto"      # auto: CUDA when present, else CPU
+    cpu_matmul: str = "auto"  # fp32 products on the CPU: auto/onednn = oneDNN (~2x MKL here), blas = torch's own
     threads: Optional[int] = None  # torch intra-op threads; None = torch's default
     progress: bool = True
 
     def __post_init__(self):
+        from models.linear import CPU_MATMULS, onednn_available
         from sweep.train import DEVICES, PRECISIONS
 
         check_positive_int("trainer.epochs", self.epochs)
@@ -152,6 +154,9 @@ class TrainerConf:
         check_positive_int("trainer.batch_size", self.batch_size)
         check_choice("trainer.precision", self.precision, tuple(PRECISIONS))
         check_choice("trainer.device", self.device, DEVICES)
+        check_choice("trainer.cpu_matmul", self.cpu_matmul, CPU_MATMULS)
+        if self.cpu_matmul == "onednn" and not onednn_available():
+            _fail("trainer.cpu_matmul", self.cpu_matmul, "this torch build has no oneDNN (mkldnn); use auto or blas")
         if self.threads is not None:
             check_positive_int("trainer.threads", self.threads)
 

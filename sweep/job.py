@@ -69,7 +69,7 @@ def run(cfg: DictConfig):
                               verify=c.data.verify)
     model = build_mlp(c.model.in_features, c.model.hidden_sizes, c.model.num_classes, c.drop_prob,
                       c.input_drop_prob, c.layer_drop_probs, c.model.activation, c.model.init,
-                      constant_capacity=c.model.constant_capacity).to(device)
+                      constant_capacity=c.model.constant_capacity, cpu_matmul=c.trainer.cpu_matmul).to(device)
     optimizer = make_optimizer(c.optimizer.name, model.parameters(), c.optimizer.lr, c.optimizer.momentum,
                                c.optimizer.weight_decay, c.optimizer.betas)
 

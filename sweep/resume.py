@@ -2,8 +2,9 @@
 
 Every run is tagged `config_hash`, a hash of its effective config: the typed config with the keys
 that do not change what is trained left out (`tracking.*`, the Optuna plumbing `optuna.*`, the
-progress bar, and how data files are fetched: `data.download`, `data.verify`; the output folders
-live under `hydra.*`, which a job's config does not hold). The seed is part of it.
+progress bar, how data files are fetched: `data.download`, `data.verify`, and which library sums the fp32
+products on the CPU: `trainer.cpu_matmul`, so that runs from before that key existed are found again; the
+output folders live under `hydra.*`, which a job's config does not hold). The seed is part of it.
 
 A job of a multirun given a `tracking.sweep_id` first looks for a FINISHED, not pruned run of that
 sweep with the same hash that recorded the objective; if there is one, it logs one line naming that
@@ -26,7 +27,7 @@ from sweep.config import Config
 log = logging.getLogger("sweep")
 
 HASH_TAG = "config_hash"
-IGNORED = ("tracking", "optuna", "trainer.progress", "data.download", "data.verify")
+IGNORED = ("tracking", "optuna", "trainer.progress", "data.download", "data.verify", "trainer.cpu_matmul")
 
 
 def config_hash(c: Config) -> str:

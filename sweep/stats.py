@@ -48,6 +48,7 @@ NOT_SETTING = (
     "data.root", "data.download", "data.verify",  # where the files are and whether they are checked
     "trainer.progress",  # a progress bar
     "trainer.threads",   # CPU threads: changes only the order of floating-point sums
+    "trainer.cpu_matmul",  # oneDNN or BLAS for fp32 products on the CPU: the same, summed in another order
     "trainer.device",    # where it runs ('auto' names no device); trainer.precision, which does matter, stays
     "layer*_width",      # the widths as built: model.hidden_sizes, model.constant_capacity and the rates, all kept
 )

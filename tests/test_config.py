@@ -58,6 +58,7 @@ def test_groups(check):
     (["trainer.epochs=-3"], ["trainer.epochs=-3"]),
     (["trainer.batch_size=0"], ["trainer.batch_size=0"]),
     (["trainer.precision=fp16"], ["trainer.precision='fp16'", "fp32, bf16"]),
+    (["trainer.cpu_matmul=mkl"], ["trainer.cpu_matmul='mkl'", "auto, onednn, blas"]),
     (["optimizer=adamw"], ["optimizer=adamw", "adam", "sgd"]),
     (["data=cifar"], ["data=cifar", "mnist", "fashion_mnist"]),
     (["trainer.epoch=3"], ["trainer.epoch"]),

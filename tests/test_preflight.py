@@ -55,6 +55,7 @@ def sweep(*args: str) -> tuple[str, ...]:
     (["seed=18446744073709551615"], ["seed=18446744073709551615", "18446744073709551614"]),
     (["-m", "seed=1,18446744073709551615"], ["seed=18446744073709551615"]),
     (["trainer.threads=100000"], ["trainer.threads=100000", f"at most {4 * os.cpu_count()}"]),
+    (["trainer.cpu_matmul=mkl"], ["trainer.cpu_matmul='mkl'", "allowed: auto, onednn, blas"]),
 ])
 def test_bad_job_values(cli, args, words):
     refused(cli(*args), cli.out, *words)

@@ -25,7 +25,7 @@ def test_config_hash_covers_what_is_trained_and_nothing_else():
     base = resume.config_hash(_typed())
     assert resume.config_hash(_typed()) == base  # stable
     for same in ("tracking.sweep_id=x", "tracking.uri=sqlite:////elsewhere.db", "trainer.progress=false",
-                 "optuna.trial_number=3", "data.download=false", "data.verify=false"):
+                 "optuna.trial_number=3", "data.download=false", "data.verify=false", "trainer.cpu_matmul=blas"):
         assert resume.config_hash(_typed(same)) == base, same
     for other in ("seed=1", "drop_prob=0.2", "optimizer.lr=0.01", "trainer.epochs=3", "layer_drop_probs.0=0.1",
                   "data.val_size=100", "objective=test_acc"):
