@@ -67,7 +67,8 @@ class Linear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.onednn and x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 2
-                and len(x) > 0 and self.weight.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")):
+                and len(x) > 0 and x.shape[1] == self.in_features and self.weight.dtype == torch.float32
+                and not torch.is_autocast_enabled("cpu")):  # a wrong width gets torch's own error message
             return F.linear(x, self.weight, self.bias)
         if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad
                                         or (self.bias is not None and self.bias.requires_grad)):

@@ -17,7 +17,8 @@ import optuna
 import pytest
 
 from helpers.cli import mlflow_runs
-from helpers.proc import end, log_tail, optuna_args, runs_with_metrics, start, wait_for
+from helpers.proc import (CATCHABLE_EPOCHS, LONG_EPOCHS, end, log_tail, optuna_args, runs_with_metrics, start,
+                          wait_for)
 
 pytestmark = pytest.mark.slow
 
@@ -47,7 +48,7 @@ def _both_training(out):
 
 def test_ctrl_c_under_joblib_leaves_no_run_running(tiny_root, tmp_path):
     proc = start(_optuna(tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweeper.n_jobs=2",
-                         "hydra.sweeper.n_trials=4"), tmp_path, tiny_root, epochs=300)
+                         "hydra.sweeper.n_trials=4"), tmp_path, tiny_root, epochs=LONG_EPOCHS)
     runs = _both_training(tmp_path)
     workers = {int(r.data.tags["pid"]) for r in runs}
     for pid in [proc.pid, *workers]:  # a terminal's Ctrl-C: SIGINT to every process of the foreground group
@@ -61,7 +62,7 @@ def test_ctrl_c_under_joblib_leaves_no_run_running(tiny_root, tmp_path):
 def test_kill_9_of_one_isolated_job_costs_one_trial(tiny_root, tmp_path):
     proc = start(_optuna(tmp_path, "hydra/launcher=isolated", "hydra.launcher.n_jobs=2", "hydra.sweeper.n_jobs=2",
                          "hydra.sweeper.n_trials=3", "hydra.sweeper.max_failure_rate=0.5"),
-                 tmp_path, tiny_root, epochs=40)
+                 tmp_path, tiny_root, epochs=CATCHABLE_EPOCHS)
     runs = _both_training(tmp_path)
     victim, sibling = runs[0], runs[1]
     assert int(victim.data.tags["pid"]) != proc.pid  # it trains in a process of its own
@@ -89,7 +90,7 @@ def _trial_of(run) -> int:
 def test_kill_9_of_one_joblib_worker_costs_at_most_its_own_trial(tiny_root, tmp_path):
     proc = start(_optuna(tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweeper.n_jobs=2",
                          "hydra.sweeper.n_trials=3", "hydra.sweeper.max_failure_rate=0.5"),
-                 tmp_path, tiny_root, epochs=40)
+                 tmp_path, tiny_root, epochs=CATCHABLE_EPOCHS)
     runs = _both_training(tmp_path)
     victim, sibling = runs[0], runs[1]
     os.kill(int(victim.data.tags["pid"]), signal.SIGKILL)  # loky's pool breaks: both jobs are lost

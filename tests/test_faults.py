@@ -8,6 +8,7 @@ import time
 import pytest
 
 from helpers.cli import ROOT, mlflow_runs, tiny_overrides
+from helpers.proc import LONG_EPOCHS
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +39,7 @@ def _wait_for_epoch(out, n_runs_with_metrics=1, timeout=300):
 
 def _signal_after_first_epoch(sig, tmp_path, tiny_root) -> subprocess.Popen:
     """Start a long 2-point grid, send `sig` once an epoch is recorded, and wait for the process to end."""
-    proc = _start(["drop_prob=0.1,0.2"], tmp_path, tiny_root, epochs=200)
+    proc = _start(["drop_prob=0.1,0.2"], tmp_path, tiny_root, epochs=LONG_EPOCHS)
     try:
         _wait_for_epoch(tmp_path)
         proc.send_signal(sig)

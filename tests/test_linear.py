@@ -126,3 +126,10 @@ def test_unknown_choice_is_refused_and_auto_follows_the_build():
         use_onednn("mkl")
     assert use_onednn("auto") == onednn_available() and use_onednn("blas") is False
     assert CPU_MATMULS == ("auto", "onednn", "blas")
+
+
+def test_a_wrong_input_width_gets_torchs_own_message():
+    """oneDNN's own error ("could not create a primitive descriptor") says nothing a user can act on."""
+    ours, _ = pair(in_f=16, out_f=8)
+    with pytest.raises(RuntimeError, match="cannot be multiplied"):
+        ours(torch.randn(4, 15))

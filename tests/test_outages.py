@@ -15,7 +15,7 @@ from optuna.exceptions import StorageInternalError
 
 from helpers.cli import mlflow_runs
 from helpers.pg import PASSWORD, PostgresServer, require_bindir
-from helpers.proc import runs_with_metrics, start, wait_for
+from helpers.proc import LONG_EPOCHS, runs_with_metrics, start, wait_for
 from sweep.search import retry
 
 
@@ -185,7 +185,7 @@ def test_a_postgres_outage_during_a_search_is_ridden_out(tiny_root, tmp_path, ow
 @pytest.mark.slow
 def test_an_outage_longer_than_the_budget_stops_the_search_with_one_line(tiny_root, tmp_path, own_postgres):
     url = own_postgres.url(own_postgres.create_database())
-    proc = start(_search(tmp_path, url, "hydra.sweeper.storage_retry_seconds=3"), tmp_path, tiny_root, epochs=300)
+    proc = start(_search(tmp_path, url, "hydra.sweeper.storage_retry_seconds=3"), tmp_path, tiny_root, epochs=LONG_EPOCHS)
     try:
         wait_for(lambda: runs_with_metrics(tmp_path), tmp_path, what="an epoch")
         own_postgres.pause()
@@ -225,10 +225,10 @@ def test_mlflow_server_down_mid_grid_stops_the_sweep_and_records_why(tiny_root, 
         monkeypatch.setenv(key, value)
     experiment = f"outage_{tmp_path.name}"
     args = [f"data.root={tiny_root}", "data.verify=false", "data.download=false", "data.val_size=100",
-            "data.train_eval_size=200", "trainer.epochs=200", "trainer.progress=false", "trainer.threads=1",
+            "data.train_eval_size=200", f"trainer.epochs={LONG_EPOCHS}", "trainer.progress=false", "trainer.threads=1",
             f"tracking.uri={mlflow_server.url}", f"tracking.experiment={experiment}",
             f"hydra.sweep.dir={tmp_path}/sweep", "drop_prob=0,0.1,0.2,0.3"]
-    proc = start(args, tmp_path, tiny_root, epochs=200, tiny=False)
+    proc = start(args, tmp_path, tiny_root, epochs=LONG_EPOCHS, tiny=False)
     client = MlflowClient(tracking_uri=mlflow_server.url)
 
     def training():

@@ -5,10 +5,9 @@ import re
 import signal
 
 import pytest
-from omegaconf import OmegaConf
 
 from helpers.cli import mlflow_runs
-from helpers.proc import epoch_logged, start, wait_for
+from helpers.proc import CATCHABLE_EPOCHS, epoch_logged, start, wait_for
 from sweep.config import PROJECT_ROOT, validate
 
 
@@ -32,7 +31,7 @@ def test_config_hash_covers_what_is_trained_and_nothing_else():
         assert resume.config_hash(_typed(other)) != base, other
 
 
-GRID = ["tracking.sweep_id=grid-1", "drop_prob=0.1", "trainer.epochs=1,2,3,60"]  # the 4th point is the long one
+GRID = ["tracking.sweep_id=grid-1", "drop_prob=0.1", f"trainer.epochs=1,2,3,{CATCHABLE_EPOCHS}"]  # the 4th point is the long one
 
 
 @pytest.mark.slow
@@ -72,7 +71,7 @@ def test_kill_9_a_grid_then_the_same_command_trains_only_what_is_missing(tiny_ro
     by_status = sorted(r.info.status for r in kids)
     assert by_status == ["FINISHED"] * 4 + ["KILLED"]
     new = [r for r in kids if r.info.run_id not in done_ids and r.info.status == "FINISHED"]
-    assert len(new) == 1 and new[0].data.params["trainer.epochs"] == "60"
+    assert len(new) == 1 and new[0].data.params["trainer.epochs"] == str(CATCHABLE_EPOCHS)
     hashes = {r.data.tags["config_hash"] for r in kids if r.info.status == "FINISHED"}
     assert len(hashes) == 4
     assert parents[0].data.tags["children"] == "4 finished, 0 pruned, 0 failed, 1 killed / 5"  # the summary covers every point

@@ -10,7 +10,8 @@ import optuna
 import pytest
 
 from helpers.cli import mlflow_runs
-from helpers.proc import end, log_tail, optuna_args, runs_with_metrics, start, wait_for, wait_for_epoch
+from helpers.proc import (LONG_EPOCHS, end, log_tail, optuna_args, runs_with_metrics, start, wait_for,
+                          wait_for_epoch)
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +43,7 @@ def _by_role(out):
 
 
 def test_sigterm_single_run_ends_it_killed_and_exits_143(tiny_root, tmp_path):
-    proc = start([], tmp_path, tiny_root, epochs=300, multirun=False)
+    proc = start([], tmp_path, tiny_root, epochs=LONG_EPOCHS, multirun=False)
     wait_for_epoch(tmp_path)
     proc.send_signal(signal.SIGTERM)
     assert _end(proc) == 143, _log(tmp_path)
@@ -53,7 +54,7 @@ def test_sigterm_single_run_ends_it_killed_and_exits_143(tiny_root, tmp_path):
 
 def test_sigterm_grid_ends_run_and_parent_killed_with_summary(tiny_root, tmp_path):
     # 3 points: the first is quick and FINISHED, the second is killed mid-way, the third never starts
-    proc = start(["trainer.epochs=1,300,301"], tmp_path, tiny_root, epochs=300)
+    proc = start([f"trainer.epochs=1,{LONG_EPOCHS},{LONG_EPOCHS + 1}"], tmp_path, tiny_root, epochs=LONG_EPOCHS)
     wait_for_epoch(tmp_path, n_runs=2, ready=tmp_path / "sweep" / "mlflow_parent.json")
     proc.send_signal(signal.SIGTERM)
     assert _end(proc) == 143, _log(tmp_path)
@@ -65,7 +66,7 @@ def test_sigterm_grid_ends_run_and_parent_killed_with_summary(tiny_root, tmp_pat
 
 
 def test_sigterm_optuna_search_fails_the_trial_and_exits_143(tiny_root, tmp_path):
-    proc = start(_optuna(tmp_path, "hydra.sweeper.n_trials=3"), tmp_path, tiny_root, epochs=300)
+    proc = start(_optuna(tmp_path, "hydra.sweeper.n_trials=3"), tmp_path, tiny_root, epochs=LONG_EPOCHS)
     wait_for_epoch(tmp_path, ready=tmp_path / "sweep" / "mlflow_parent.json")
     proc.send_signal(signal.SIGTERM)
     assert _end(proc) == 143, _log(tmp_path)
@@ -78,7 +79,7 @@ def test_sigterm_optuna_search_fails_the_trial_and_exits_143(tiny_root, tmp_path
 
 def _joblib_search(tmp_path, tiny_root):
     proc = start(_optuna(tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweeper.n_jobs=2",
-                         "hydra.sweeper.n_trials=4"), tmp_path, tiny_root, epochs=300)
+                         "hydra.sweeper.n_trials=4"), tmp_path, tiny_root, epochs=LONG_EPOCHS)
     ready = tmp_path / "sweep" / "mlflow_parent.json"
     runs = wait_for(lambda: len(runs_with_metrics(tmp_path, ready)) >= 2 and runs_with_metrics(tmp_path, ready),
                     tmp_path, what="epoch in both workers")
@@ -119,7 +120,7 @@ def test_sigterm_to_the_process_group_under_joblib(tiny_root, tmp_path):
 
 
 def test_ctrl_c_still_exits_130_on_a_single_run(tiny_root, tmp_path):
-    proc = start([], tmp_path, tiny_root, epochs=300, multirun=False)
+    proc = start([], tmp_path, tiny_root, epochs=LONG_EPOCHS, multirun=False)
     wait_for_epoch(tmp_path)
     proc.send_signal(signal.SIGINT)
     assert _end(proc) == 130, _log(tmp_path)
@@ -129,7 +130,7 @@ def test_ctrl_c_still_exits_130_on_a_single_run(tiny_root, tmp_path):
 
 def test_sigterm_to_a_joblib_worker_of_a_grid_stops_the_grid_and_leaves_nothing_running(tiny_root, tmp_path):
     proc = start(["drop_prob=0,0.2", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], tmp_path, tiny_root,
-                 epochs=300)
+                 epochs=LONG_EPOCHS)
     ready = tmp_path / "sweep" / "mlflow_parent.json"
     runs = wait_for(lambda: len(runs_with_metrics(tmp_path, ready)) >= 2 and runs_with_metrics(tmp_path, ready),
                     tmp_path, what="epoch in both workers")

@@ -16,6 +16,7 @@ from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
 from helpers.cli import ROOT, tiny_overrides
+from helpers.proc import LONG_EPOCHS
 from helpers.pg import postgres_server  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.slow
@@ -169,7 +170,7 @@ def test_a_full_sweep_folder_keeps_its_results_file_and_mlflow_gets_the_summary(
     assert first.returncode == 0, first.stderr[-3000:]
     before = (disk / "sweep" / "sweep_results.csv").read_bytes()
     assert before
-    proc = _start(["-m", *args(400), "drop_prob=0.5"], tmp_path / "second.log")
+    proc = _start(["-m", *args(LONG_EPOCHS), "drop_prob=0.5"], tmp_path / "second.log")
     try:
         uri = f"sqlite:///{tmp_path}/mlflow.db"
         deadline = time.time() + 300

@@ -12,8 +12,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from helpers.cli import ROOT, mlflow_runs, tiny_overrides
-from helpers.proc import init_store, start, wait_for_epoch
+from helpers.cli import ROOT, mlflow_runs
+from helpers.proc import LONG_EPOCHS, init_store, start, wait_for_epoch
 from sweep.config import PROJECT_ROOT
 
 
@@ -72,7 +72,7 @@ def test_two_grids_started_together_keep_their_own_folder_parent_configs_and_res
 
 @pytest.mark.slow
 def test_a_sweep_refuses_a_folder_whose_parent_is_running_then_reruns_there_once_it_ended(tiny_root, tmp_path, cli):
-    first = start(["drop_prob=0.1,0.2"], tmp_path, tiny_root, epochs=300)
+    first = start(["drop_prob=0.1,0.2"], tmp_path, tiny_root, epochs=LONG_EPOCHS)
     try:
         wait_for_epoch(tmp_path, ready=tmp_path / "sweep" / "mlflow_parent.json")
         before = (tmp_path / "sweep" / "mlflow_parent.json").read_text()

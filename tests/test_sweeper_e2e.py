@@ -15,6 +15,7 @@ import yaml
 from optuna.trial import TrialState
 
 from helpers.cli import ROOT, mlflow_runs, tiny_overrides
+from helpers.proc import CATCHABLE_EPOCHS
 from helpers.pg import postgres_server, postgres_url  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.slow
@@ -156,7 +157,7 @@ def _wait_for_running_trial(db: Path, proc: subprocess.Popen, log: Path, epochs:
 
 def test_resume_after_the_sweep_was_killed_mid_trial(tiny_root, tmp_path):
     out = tmp_path
-    epochs = 40  # a trial lasts seconds (not a fraction of one): the poll below must catch one mid-way
+    epochs = CATCHABLE_EPOCHS  # a trial lasts seconds (not a fraction of one): the poll below must catch one mid-way
     args = [sys.executable, str(ROOT / "sweep" / "run.py"), "-m", *tiny_overrides(tiny_root, out, epochs=epochs),
             *sweep_args(out, "+search=dropout", "hydra.sweeper.n_trials=3", "hydra.sweeper.pruner=none",
                         "hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.grace_period=2")]

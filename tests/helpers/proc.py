@@ -10,6 +10,11 @@ from pathlib import Path
 
 from helpers.cli import ROOT, mlflow_runs, tiny_overrides
 
+# How long the runs are that tests signal mid-way, in epochs of the tiny data (~40 ms an epoch here; 300 epochs
+# once outlasted a joblib pool's start-up, and stopped doing so when training got faster):
+LONG_EPOCHS = 3000  # a run a test interrupts: still training when the signal lands, on any machine
+CATCHABLE_EPOCHS = 200  # a run a test must catch mid-way (a few seconds) and that must also finish
+
 
 def start(args: list[str], out: Path, tiny_root: Path, epochs: int, log_name: str = "cli.log",
           multirun: bool = True, tiny: bool = True) -> subprocess.Popen:
