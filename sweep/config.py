@@ -4,9 +4,9 @@ OmegaConf checks types while Hydra composes (a non-number for a float fails ther
 `__post_init__` checks below run when `to_object` builds the dataclasses, before any data is
 loaded or any MLflow run exists. Every message is one line: key, bad value, what is allowed.
 The allowed values are read from the code that implements them (data/ for datasets, models/ for
-activations and inits, sweep/train.py for precisions, devices, optimizers and objective metrics),
-imported when a check runs so that importing the schema stays cheap. PROJECT_ROOT is computed here
-and only here; `${root:}` in YAML resolves to it.
+activations, inits and trainer.cpu_matmul, sweep/train.py for precisions, devices, optimizers and
+objective metrics), imported when a check runs so that importing the schema stays cheap. PROJECT_ROOT is
+computed here and only here; `${root:}` in YAML resolves to it.
 """
 from __future__ import annotations
 
