@@ -45,16 +45,15 @@ class _OneDNNLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias):
         ctx.save_for_backward(x, weight)
-        ctx.has_bias = bias is not None
         return _product(x, weight, bias)
 
     @staticmethod
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
-        need_x, need_w, need_b = ctx.needs_input_grad
+        need_x, need_w, need_b = ctx.needs_input_grad  # need_b is False when there is no bias
         grad_x = _product(grad, weight.t(), None) if need_x else None
         grad_w = _product(grad.t(), x.t(), None) if need_w else None
-        grad_b = grad.sum(0) if need_b and ctx.has_bias else None
+        grad_b = grad.sum(0) if need_b else None
         return grad_x, grad_w, grad_b
 
 
@@ -70,8 +69,7 @@ class Linear(nn.Linear):
                 and len(x) > 0 and x.shape[1] == self.in_features and self.weight.dtype == torch.float32
                 and not torch.is_autocast_enabled("cpu")):  # a wrong width gets torch's own error message
             return F.linear(x, self.weight, self.bias)
-        if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad
-                                        or (self.bias is not None and self.bias.requires_grad)):
+        if torch.is_grad_enabled():  # records a graph only when an input requires grad
             return _OneDNNLinear.apply(x, self.weight, self.bias)
         return _product(x, self.weight, self.bias)  # evaluation: no graph to record
 

@@ -185,7 +185,8 @@ def test_a_postgres_outage_during_a_search_is_ridden_out(tiny_root, tmp_path, ow
 @pytest.mark.slow
 def test_an_outage_longer_than_the_budget_stops_the_search_with_one_line(tiny_root, tmp_path, own_postgres):
     url = own_postgres.url(own_postgres.create_database())
-    proc = start(_search(tmp_path, url, "hydra.sweeper.storage_retry_seconds=3"), tmp_path, tiny_root, epochs=LONG_EPOCHS)
+    proc = start(_search(tmp_path, url, "hydra.sweeper.storage_retry_seconds=3"), tmp_path, tiny_root,
+                 epochs=LONG_EPOCHS)
     try:
         wait_for(lambda: runs_with_metrics(tmp_path), tmp_path, what="an epoch")
         own_postgres.pause()

@@ -31,7 +31,8 @@ def test_config_hash_covers_what_is_trained_and_nothing_else():
         assert resume.config_hash(_typed(other)) != base, other
 
 
-GRID = ["tracking.sweep_id=grid-1", "drop_prob=0.1", f"trainer.epochs=1,2,3,{CATCHABLE_EPOCHS}"]  # the 4th point is the long one
+# the 4th point is the long one
+GRID = ["tracking.sweep_id=grid-1", "drop_prob=0.1", f"trainer.epochs=1,2,3,{CATCHABLE_EPOCHS}"]
 
 
 @pytest.mark.slow
