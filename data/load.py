@@ -17,6 +17,15 @@ from .acquire import SHA256, SIDE, SPLITS, DataError, ensure_files, sha256
 
 CONTEXTS = {"train": "training", "val": "validation", "test": "test"}  # split -> what a tracker calls its use
 
+# What a replicate (the run's `seed`) draws besides the training randomness (data.resample):
+#   none   the validation split and the training subset come from data.split_seed alone: every replicate
+#          trains on the same images, so a conclusion is about that one subset;
+#   subset the validation split stays fixed (data.split_seed); the training subset is drawn again for every
+#          replicate from the images the split leaves, so a conclusion is about "N images of this dataset";
+#   split  the validation split is drawn again for every replicate too (and the subset with it).
+# Within one replicate every setting sees the same images: comparisons stay paired.
+RESAMPLE = ("none", "subset", "split")
+
 
 @dataclass(frozen=True)
 class SplitRecord:
@@ -57,16 +66,21 @@ class Splits:
 
 
 def load_splits(name: str, root: str | Path, *, val_size: int, split_seed: int, device: torch.device | str = "cpu",
-                train_subset: int | None = None, download: bool = True, verify: bool = True) -> Splits:
+                train_subset: int | None = None, download: bool = True, verify: bool = True,
+                resample: str = "none", replicate: int = 0) -> Splits:
     """Official test set as test; val_size training images held out as val by a permutation drawn from
-    `split_seed` (data.split_seed), which is not the run's seed: every seed sees the same split."""
+    `split_seed` (data.split_seed), and with `train_subset` that many of the rest. `resample` (RESAMPLE) says
+    which of these the replicate index `replicate` (the run's seed) draws again."""
     raw = ensure_files(name, root, download=download, verify=verify)
     train_images, train_labels = read_raw(name, raw, train=True)
     test_images, test_labels = read_raw(name, raw, train=False)
-    train_idx, val_idx = split_indices(len(train_labels), val_size=val_size, seed=split_seed, train_subset=train_subset)
+    train_idx, val_idx = split_indices(len(train_labels), val_size=val_size, seed=split_seed, train_subset=train_subset,
+                                       resample=resample, replicate=replicate)
     device = torch.device(device)
     files = file_digests(name, raw, verified=verify)
     split_profile = {"split_seed": split_seed, "val_size": val_size, "train_subset": train_subset}
+    if resample != "none":
+        split_profile.update(resample=resample, replicate=replicate)
     records = [_record(name, raw, files, "train", train_idx, split_profile),
                _record(name, raw, files, "test", torch.arange(len(test_labels)), {})]
     if val_size:
@@ -124,12 +138,23 @@ def read_raw(name: str, raw: Path, *, train: bool) -> tuple[torch.Tensor, torch.
     return images, labels.long()
 
 
-def split_indices(n: int, *, val_size: int, seed: int, train_subset: int | None = None
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(train_idx, val_idx) into the n training images; a fixed seed gives the same split on any machine."""
+def draw_seed(kind: str, split_seed: int, replicate: int) -> int:
+    """The seed that draws `kind` ("split" or "subset") for one replicate: a hash of the three, the same on
+    every machine and far from the small seeds users type (seed 1's subset is not split seed 1's split)."""
+    digest = hashlib.sha256(f"{kind}:{split_seed}:{replicate}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1  # < 2**63: what torch.Generator.manual_seed takes
+
+
+def split_indices(n: int, *, val_size: int, seed: int, train_subset: int | None = None, resample: str = "none",
+                  replicate: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train_idx, val_idx) into the n training images; the same arguments give the same split on any machine.
+    `seed` is data.split_seed; `resample` and `replicate` as in load_splits (RESAMPLE says what each draws)."""
+    if resample not in RESAMPLE:
+        raise DataError(f"data.resample={resample!r} is invalid: allowed: {', '.join(RESAMPLE)}")
     if not 0 <= val_size < n:
         raise DataError(f"data.val_size={val_size} must be between 0 and {n - 1}: the training file has {n} images")
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    split_seed = draw_seed("split", seed, replicate) if resample == "split" else seed
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(split_seed))
     val_idx, train_idx = perm[:val_size], perm[val_size:]
     if train_subset is not None:
         if not 1 <= train_subset <= len(train_idx):
@@ -137,7 +162,12 @@ def split_indices(n: int, *, val_size: int, seed: int, train_subset: int | None 
                 f"data.train_subset={train_subset} must be between 1 and {len(train_idx)} (the training images "
                 f"left after holding out data.val_size={val_size}); use null for all of them"
             )
-        train_idx = train_idx[:train_subset]
+        if resample == "subset":
+            pick = torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(
+                draw_seed("subset", seed, replicate)))
+            train_idx = train_idx[pick[:train_subset]]
+        else:
+            train_idx = train_idx[:train_subset]
     return train_idx, val_idx
 
 

@@ -23,12 +23,14 @@ Imports pandas, MLflow's client and matplotlib (lazily), never torch: reading re
 """
 from __future__ import annotations
 
+import ast
 import json
 import math
 import re
 import tempfile
 import textwrap
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +38,13 @@ import numpy as np
 import pandas as pd
 
 from sweep import atomic
+from sweep import protocol as P
 from sweep import stats as S
 
 METRICS = ("train_acc", "val_acc", "test_acc", "gap", "train_loss", "val_loss", "test_loss")
-TAGS = ("job_num", "pruned", "pruned_epoch", "optuna_study", "optuna_trial")  # run tags kept as columns
+TAGS = ("job_num", "pruned", "pruned_epoch", "optuna_study", "optuna_trial", "error", "device",  # run tags kept
+        "cpu_model", "onednn_isa", "onednn_max_cpu_isa", "cpu_matmul_path")                   # as columns
+PHASE = P.PHASE_PARAM  # the study phase a run belongs to (a param: the study sweeper sets it on each job)
 HIDDEN_KEYS = ("drop_prob", "layer_drop_probs")  # plus layerN_drop_prob: the hidden-layer rates
 INPUT_KEYS = ("input_drop_prob",)
 HIDDEN, INPUT = "hidden_rate", "input_rate"  # derived numeric columns (mean effective hidden rate, input rate)
@@ -141,6 +146,116 @@ def _rates(df: pd.DataFrame) -> tuple[pd.Series, pd.Series, pd.Series]:
     return hidden, inp, uniform.astype(bool)
 
 
+# ---------------------------------------------------------------- the protocol, phases, replicates, machines
+
+@dataclass(frozen=True)
+class Protocol:
+    """How a sweep's results are read (sweep/protocol.py): family-wise alpha, the power designs aim for, the
+    smallest effect of interest per metric (in the unit tables print) and the headline metrics."""
+    alpha: float = P.ALPHA
+    power: float = P.POWER
+    smallest_effect: Mapping[str, float] = field(default_factory=lambda: dict(P.SMALLEST_EFFECT))
+    metrics: tuple[str, ...] = ("test_acc", "gap")
+
+
+def protocol_of(df: pd.DataFrame) -> Protocol:
+    """The protocol the runs logged (their `study.*` params; the first completed run's, else any run's), or
+    protocol.py's defaults for runs from before those params existed."""
+    rows = S.completed(df)
+    rows = rows if len(rows) else df
+    if rows.empty or "study.alpha" not in rows:
+        return Protocol()
+
+    def first(col: str):
+        values = rows[col].dropna() if col in rows else pd.Series(dtype=object)
+        return values.iloc[0] if len(values) else None
+    prefix = "study.smallest_effect."
+    effects = {c[len(prefix):]: float(first(c)) for c in rows.columns if c.startswith(prefix) and first(c) is not None}
+    metrics = first("study.metrics")
+    try:
+        metrics = tuple(str(m) for m in ast.literal_eval(metrics)) if isinstance(metrics, str) else Protocol.metrics
+    except (ValueError, SyntaxError):
+        metrics = Protocol.metrics
+    return Protocol(alpha=float(first("study.alpha") or P.ALPHA), power=float(first("study.power") or P.POWER),
+                    smallest_effect=effects or dict(P.SMALLEST_EFFECT), metrics=metrics)
+
+
+def phase_frames(df: pd.DataFrame) -> dict[str | None, pd.DataFrame]:
+    """The runs of each study phase ("exploratory", "confirmatory"), in that order; runs of no phase (a plain
+    grid) under None. Phases never mix: their replicates were drawn for different purposes."""
+    phase = df[PHASE].map(lambda v: None if S.canonical(v) == "None" else str(v)) if PHASE in df else \
+        pd.Series(None, index=df.index, dtype=object)
+    out = {}
+    for name in (*P.PHASES, None):
+        part = df[phase.isna()] if name is None else df[phase == name]
+        if len(part):
+            out[name] = part.reset_index(drop=True)
+    return out
+
+
+def _seed_range(seeds: Iterable[Any]) -> str:
+    """'1-5' for consecutive seeds, else '1, 3, 7' (at most 6 named)."""
+    values = sorted({int(float(s)) for s in seeds if S.canonical(s) != "None"})
+    if not values:
+        return "none"
+    if values == list(range(values[0], values[-1] + 1)) and len(values) > 2:
+        return f"{values[0]}-{values[-1]}"
+    return ", ".join(map(str, values[:6])) + (f" and {len(values) - 6} more" if len(values) > 6 else "")
+
+
+def replicates_text(df: pd.DataFrame) -> str:
+    """What the runs' replicates are: their seeds and what each one draws (data.resample), e.g. "seeds 1001-1020;
+    each draws the training randomness and the 2,000-image training subset (data.resample=subset)"."""
+    done = S.completed(df)
+    rows = done if len(done) else df
+    resample = rows["data.resample"].dropna().map(str).unique() if "data.resample" in rows else np.array([])
+    how = ", ".join(sorted(resample)) or "none"
+    subset = rows["data.train_subset"].dropna().map(S.canonical).unique() if "data.train_subset" in rows else []
+    size = (f"{int(subset[0]):,}-image " if len(subset) == 1 and subset[0] != "None" else "")
+    split = rows["data.split_seed"].dropna().map(S.canonical).unique() if "data.split_seed" in rows else []
+    split_txt = f"data.split_seed={split[0]}" if len(split) == 1 else "data.split_seed"
+    draws = {"none": f"training randomness only; every replicate trains on the same images ({split_txt})",
+             "subset": f"training randomness and the {size}training subset; the validation split is fixed "
+                       f"({split_txt})",
+             "split": "training randomness, the validation split and the training subset"}.get(how, how)
+    seeds = rows[S.SEED] if S.SEED in rows else []
+    return f"Replicates: seeds {_seed_range(seeds)}; each draws the {draws} (data.resample={how})."
+
+
+def machines_text(df: pd.DataFrame) -> str:
+    """The CPUs, oneDNN ISA families and precisions the completed runs ran with, e.g. "Ran on: AMD EPYC
+    (oneDNN AVX512_CORE_BF16), fp32, 30 runs"; runs from before these tags are counted as unrecorded."""
+    done = S.completed(df)
+    if done.empty:
+        return ""
+    cols = {"cpu_model": "?", "onednn_isa": "?", "trainer.precision": "?", "onednn_max_cpu_isa": "unset",
+            "device": "?"}
+    keys = done.reindex(columns=list(cols)).fillna(cols).astype(str)
+    parts = []
+    for (cpu, isa, prec, cap, dev), n in keys.value_counts(sort=False).items():
+        where = "CPU not recorded" if cpu == "?" else (cpu if dev in ("cpu", "?") else f"{dev} on {cpu}")
+        capped = "" if cap == "unset" else f", ONEDNN_MAX_CPU_ISA={cap}"
+        isa_txt = "" if isa == "?" else f" (oneDNN {isa}{capped})"
+        parts.append(f"{where}{isa_txt}, {prec}: {n} run{'s' if n != 1 else ''}")
+    return "Ran on: " + "; ".join(parts) + "."
+
+
+def failures_text(df: pd.DataFrame, most: int = 5) -> str:
+    """The runs that are not replicates because they did not finish (failed, killed, still running), named with
+    their error: '' when there are none."""
+    bad = df[(df["status"] != "FINISHED")]
+    if bad.empty:
+        return ""
+    names = []
+    for _, r in bad.head(most).iterrows():
+        why = r.get("error")
+        why = "" if why is None or (isinstance(why, float) and math.isnan(why)) else f": {str(why).splitlines()[0][:120]}"
+        names.append(f"{r['run_name'] or r['run_id']} [{r['status']}{why}]")
+    more = f" and {len(bad) - most} more" if len(bad) > most else ""
+    return f"Not counted ({len(bad)} run{'s' if len(bad) != 1 else ''} that did not finish): " + \
+        "; ".join(names) + more + "."
+
+
 # ---------------------------------------------------------------- counts, settings, best
 
 def run_counts(df: pd.DataFrame) -> dict[str, int]:
@@ -162,7 +277,7 @@ def counts_text(counts: dict[str, int]) -> str:
 
 
 def settings_text(df: pd.DataFrame) -> str:
-    """'2 settings x 3 seeds' (or '5 settings, 1-3 seeds each') over completed runs."""
+    """'2 settings x 3 replicates' (or '5 settings, 1-3 replicates each') over completed runs."""
     done = S.completed(df)
     if done.empty:
         return "no completed settings"
@@ -170,101 +285,126 @@ def settings_text(df: pd.DataFrame) -> str:
     n = sorted(set(seeds))
     many = "s" if len(seeds) > 1 else ""
     if len(n) == 1:
-        return f"{len(seeds)} setting{many} x {n[0]} seed{'s' if n[0] > 1 else ''}"
-    return f"{len(seeds)} settings, {n[0]}-{n[-1]} seeds each"
+        return f"{len(seeds)} setting{many} x {n[0]} replicate{'s' if n[0] > 1 else ''}"
+    return f"{len(seeds)} settings, {n[0]}-{n[-1]} replicates each"
 
 
-def setting_table(df: pd.DataFrame, confidence: float = 0.95, alpha: float = 0.05,
-                  by_rank: bool = False) -> pd.DataFrame:
+def setting_table(df: pd.DataFrame, by_rank: bool = False, protocol: Protocol | None = None) -> pd.DataFrame:
     """One row per setting with completed runs, in parameter order (or best-first by validation accuracy with
-    `by_rank`; rank is NaN without validation metrics): label, rates, seeds (and pruned/unfinished runs of
-    it), unpaired mean and t-interval of val/test/train accuracy and gap, `tied` with the top (stats.rank), and the paired difference from its
-    baseline on test accuracy and on gap (d_test_*, d_gap_*: mean, interval, Holm p, verdict, n)."""
+    `by_rank`; rank is NaN without validation metrics and for settings with fewer than MIN_SEEDS replicates):
+    label, rates, replicates (and pruned/unfinished runs of it), unpaired mean and 95 % t-interval of val/test/
+    train accuracy and gap, `tied` with the top (stats.rank), and the paired difference from its baseline on
+    test accuracy and on gap (d_test_*, d_gap_*: mean, interval and its confidence, Holm p, verdict, n)."""
+    proto = protocol or protocol_of(df)
     done = S.completed(df)
     if done.empty:
         return pd.DataFrame(columns=["setting", "label", HIDDEN, INPUT, "seeds", "rank", "tied"])
-    table = S.summarize(df, ("val_acc", "test_acc", "train_acc", "gap"), confidence, keep=(HIDDEN, INPUT))
+    table = S.summarize(df, ("val_acc", "test_acc", "train_acc", "gap"), 0.95, keep=(HIDDEN, INPUT))
     table = table[table["seeds"] > 0].reset_index(drop=True)
     if done["val_acc"].notna().any():
-        ranking = S.rank(df, "val_acc", alpha=alpha, confidence=confidence)
-        table = table.merge(ranking[["setting", "tied"]].assign(rank=range(1, len(ranking) + 1)), on="setting",
-                            how="left")
+        ranking = S.rank(df, "val_acc", alpha=proto.alpha, smallest_effect=proto.smallest_effect)
+        table = table.merge(ranking[["setting", "tied", "rank"]], on="setting", how="left")
+        table["tied"] = table["tied"].fillna(False).astype(bool)
         if by_rank:
             table = table.sort_values("rank", na_position="last", kind="stable")
     else:
         table["rank"], table["tied"] = math.nan, False
-    paired = paired_comparisons(df, alpha, confidence)
+    paired = paired_comparisons(df, proto)
     base_label = dict(zip(paired["setting"], paired["baseline_label"]))
     table["baseline"] = table["setting"].map(base_label)
     _add_paired(table, paired, (("test_acc", "d_test"), ("gap", "d_gap")))
     return table.reset_index(drop=True)
 
 
+PAIRED_FIELDS = {"n": "n", "mean_diff": "mean", "ci_low": "lo", "ci_high": "hi", "confidence": "conf",
+                 "p_holm": "p_holm", "verdict": "verdict", "margin": "margin"}
+
+
 def _add_paired(table: pd.DataFrame, paired: pd.DataFrame, columns: Sequence[tuple[str, str]]) -> None:
     """Per (metric, short) the paired difference of each table row's setting from its baseline, as columns
-    <short>_n, _mean, _lo, _hi, _p_holm, _verdict (None where the metric has no comparison)."""
+    <short>_n, _mean, _lo, _hi, _conf, _p_holm, _verdict, _margin (None where the metric has no comparison)."""
     for metric, short in columns:
         part = paired[paired["metric"] == metric].set_index("setting")
-        for col in ("n", "mean_diff", "ci_low", "ci_high", "p_holm", "verdict"):
-            name = {"mean_diff": "mean", "ci_low": "lo", "ci_high": "hi"}.get(col, col)
+        for col, name in PAIRED_FIELDS.items():
             table[f"{short}_{name}"] = table["setting"].map(part[col]) if len(part) else None
 
 
-def paired_comparisons(df: pd.DataFrame, alpha: float = 0.05, confidence: float = 0.95) -> pd.DataFrame:
-    """stats.compare_to_baseline on test accuracy and gap; empty when the runs log no dropout rate at all."""
+def paired_comparisons(df: pd.DataFrame, protocol: Protocol | None = None,
+                       metrics: Sequence[str] = ("test_acc", "gap")) -> pd.DataFrame:
+    """stats.compare_to_baseline on `metrics` under the runs' protocol; empty when the runs log no dropout rate."""
+    proto = protocol or protocol_of(df)
     try:
-        return S.compare_to_baseline(df, ("test_acc", "gap"), alpha=alpha, confidence=confidence)
+        return S.compare_to_baseline(df, metrics, alpha=proto.alpha, smallest_effect=proto.smallest_effect)
     except ValueError:  # no dropout keys among the params: no baseline can be named
-        return S.compare(df, [], "test_acc")
+        return S.compare(df, [], metrics[0])
 
 
-def best(df: pd.DataFrame, confidence: float = 0.95, alpha: float = 0.05) -> dict[str, Any] | None:
-    """The best setting by validation accuracy among completed runs (None without validation metrics):
-    its label, seeds, mean val/test accuracy and gap, and the labels it is tied with."""
+def best(df: pd.DataFrame, protocol: Protocol | None = None) -> dict[str, Any] | None:
+    """The best setting by validation accuracy among settings with at least MIN_SEEDS completed replicates (None
+    without validation metrics or such settings): its label, replicates, mean val/test accuracy and gap, and
+    the labels it is tied with."""
     done = S.completed(df)
     if done.empty or done["val_acc"].isna().all():
         return None
-    table = setting_table(df, confidence, alpha, by_rank=True)
+    table = setting_table(df, by_rank=True, protocol=protocol)
+    if table["rank"].isna().all():
+        return None
     top = table.iloc[0]
     return {"setting": top["setting"], "label": top["label"], "seeds": int(top["seeds"]),
             "val_acc": top["val_acc_mean"], "test_acc": top["test_acc_mean"], "gap": top["gap_mean"],
-            "tied_with": [lab for lab in table.loc[table["tied"].fillna(False).astype(bool), "label"]
-                          if lab != top["label"]]}
+            "tied_with": [lab for lab in table.loc[table["tied"].astype(bool), "label"] if lab != top["label"]]}
 
 
-def headline(df: pd.DataFrame, confidence: float = 0.95, alpha: float = 0.05) -> str:
+def headline(df: pd.DataFrame, protocol: Protocol | None = None) -> str:
     """The report's sentence: the best by validation accuracy (or the settings tied for it), then the top
-    setting against its p = 0 baseline on test accuracy and gap, paired by seed."""
+    setting against its p = 0 baseline on the protocol's metrics, paired by replicate."""
+    proto = protocol or protocol_of(df)
     done = S.completed(df)
     if done.empty:
         return "Best: no completed runs to rank."
     if done["val_acc"].isna().all():
         return ("Best: not chosen; the runs have no validation split (data.val_size=0), and choosing by the "
                 "test set would make its test accuracy an optimistic estimate.")
-    ranking = S.rank(df, "val_acc", alpha=alpha, confidence=confidence)
+    ranking = S.rank(df, "val_acc", alpha=proto.alpha, smallest_effect=proto.smallest_effect)
     short = display_labels(df[S.LABEL])
     ranking["label"] = ranking["label"].map(short)
     parts = [S.ranking_sentence(ranking)]
+    if not ranking["ranked"].astype(bool).any():
+        return parts[0]
     top = ranking["setting"].iloc[0]
     try:
         baselines = S.find_baselines(df)
     except ValueError:
         baselines = {}
     if top in baselines:  # its rows of the sweep's family of comparisons: Holm over every setting, not this one
-        paired = paired_comparisons(df, alpha, confidence)
+        paired = paired_comparisons(df, proto, proto.metrics)
         paired = paired[paired["setting"] == top].copy()
         paired["label"], paired["baseline_label"] = paired["label"].map(short), paired["baseline_label"].map(short)
-        tested = paired["verdict"] != S.TOO_FEW
-        if tested.any():
-            parts += S.comparison_sentences(paired)
-        else:
-            parts.append(f"{ranking['label'].iloc[0]} vs {paired['baseline_label'].iloc[0]} (no dropout): too few "
-                         f"paired seeds ({int(paired['n'].iloc[0])}, need {S.MIN_SEEDS}) for an interval.")
+        parts += S.comparison_sentences(paired)
     elif baselines and S.dropout_free(S.setting_params(top)):
         parts.append("The top setting trains without dropout.")
     else:
         parts.append("The sweep has no setting without dropout (p = 0, all else equal) to compare it with.")
     return " ".join(parts)
+
+
+def verdict_table(df: pd.DataFrame, protocol: Protocol | None = None) -> pd.DataFrame:
+    """Every setting against its baseline on the protocol's metrics: the rows compare() gives, one family per
+    metric (the headline verdicts of a confirmatory phase)."""
+    proto = protocol or protocol_of(df)
+    return paired_comparisons(df, proto, proto.metrics)
+
+
+def agreement(exploratory: pd.DataFrame, confirmatory: pd.DataFrame) -> pd.DataFrame:
+    """Per (setting, metric) compared in both phases: the two verdicts and whether they agree."""
+    cols = ["label", "metric", "exploratory", "confirmatory", "agree"]
+    if exploratory.empty or confirmatory.empty:
+        return pd.DataFrame(columns=cols)
+    e = exploratory.set_index(["setting", "metric"])["verdict"]
+    c = confirmatory.set_index(["setting", "metric"])
+    rows = [{"label": c.at[k, "label"], "metric": k[1], "exploratory": e[k], "confirmatory": c.at[k, "verdict"],
+             "agree": e[k] == c.at[k, "verdict"]} for k in c.index if k in e.index]
+    return pd.DataFrame(rows, columns=cols)
 
 
 # ---------------------------------------------------------------- the console table
@@ -287,22 +427,23 @@ def _pts(x: float, signed: bool = False) -> str:
 
 def diff_text(row: pd.Series, short: str) -> str:
     """A setting_table row's paired difference (short: 'd_test' or 'd_gap') as '+0.45 [+0.36,+0.55] higher',
-    'too few seeds (2)', or '-' for a baseline or a setting without one."""
+    'inconclusive (2 replicates)', or '-' for a baseline or a setting without one."""
     verdict = row.get(f"{short}_verdict")
     if verdict is None or (not isinstance(verdict, str) and pd.isna(verdict)):
         return "-"  # a baseline itself, or no baseline in the sweep
-    if verdict == S.TOO_FEW:
-        return f"too few seeds ({int(row[f'{short}_n'])})"
-    mark = {S.HIGHER: " higher", S.LOWER: " lower"}.get(verdict, " n.d.")
+    n = int(row[f"{short}_n"])
+    if n < S.MIN_SEEDS:
+        return f"{verdict} ({n} replicate{'s' if n != 1 else ''})"
     lo, hi = _pts(row[f"{short}_lo"], True), _pts(row[f"{short}_hi"], True)
-    return f"{_pts(row[f'{short}_mean'], True)} [{lo},{hi}]{mark}"
+    return f"{_pts(row[f'{short}_mean'], True)} [{lo},{hi}] {verdict}"
 
 
 def rank_text(row: pd.Series) -> str:
-    """'1' for the top by validation, '=1' for a setting tied with it, else its place; '' without val_acc."""
+    """'1' for the top by validation, '=1' for a setting tied with it, else its place; '-' for a setting with
+    too few replicates to rank; '' without val_acc."""
     r = row.get("rank")
     if r is None or pd.isna(r):
-        return ""
+        return "-" if row.get("val_acc_mean") is not None and pd.notna(row.get("val_acc_mean")) else ""
     return "1" if r == 1 else ("=1" if bool(row.get("tied")) else str(int(r)))
 
 
@@ -324,14 +465,15 @@ def _text_table(head: Sequence[str], rows: list[list], left: Sequence[int], labe
 
 
 def console_table(table: pd.DataFrame, max_rows: int = 40, label_width: int = 48) -> str:
-    """The table of points as fixed-width text (about 100 columns): setting, seeds, rank by validation accuracy
-    ('=1': tied with the best), mean val / test accuracy and gap in %, and the paired difference from p = 0 in
-    test accuracy and gap (95 % interval, verdict). More than `max_rows` settings: the best by validation."""
+    """The table of points as fixed-width text: setting, replicates, rank by validation accuracy ('=1': tied
+    with the best, '-': too few replicates to rank), mean val / test accuracy and gap in %, and the paired
+    difference from p = 0 in test accuracy and gap (interval, verdict). More than `max_rows` settings: the
+    best by validation."""
     if table.empty:
         return "(no completed runs)"
     shown = table if len(table) <= max_rows else table.sort_values("rank", kind="stable").head(max_rows)
     shown = shown.assign(label=shown["label"].map(display_labels(table["label"])))
-    head = ["setting", "seeds", "rank", "val %", "test %", "gap", "test vs p=0", "gap vs p=0"]
+    head = ["setting", "repl.", "rank", "val %", "test %", "gap", "test vs p=0", "gap vs p=0"]
     rows = [[r["label"], str(int(r["seeds"])), rank_text(r),
              _pts(r.get("val_acc_mean")), _pts(r.get("test_acc_mean")), _pts(r.get("gap_mean")),
              diff_text(r, "d_test"), diff_text(r, "d_gap")] for _, r in shown.iterrows()]
@@ -341,28 +483,57 @@ def console_table(table: pd.DataFrame, max_rows: int = 40, label_width: int = 48
     return "\n".join(out)
 
 
+def reading_text(table: pd.DataFrame, protocol: Protocol | None = None) -> str:
+    """How to read console_table's last two columns: the interval levels it carries and the smallest effects."""
+    proto = protocol or Protocol()
+    confs = sorted({float(c) for col in ("d_test_conf", "d_gap_conf") if col in table
+                    for c in table[col].dropna()})
+    level = ("at each comparison's Holm step level (" + (S.confidence_text(confs[0]) if len(confs) == 1 else
+             f"{S.confidence_text(confs[0])}-{S.confidence_text(confs[-1])}") + ")") if confs else \
+        "at each comparison's Holm step level"
+    effects = ", ".join(f"{m} ±{proto.smallest_effect[m]:g}" for m in ("test_acc", "gap") if m in proto.smallest_effect)
+    return (f"Means over completed replicates; rank by validation accuracy (=1: tied with the best; -: fewer than "
+            f"{S.MIN_SEEDS} replicates, not ranked). 'vs p=0': paired by replicate, mean [interval] in points, "
+            f"the interval {level}; higher/lower: it excludes 0; equivalent: it lies inside the smallest effect of "
+            f"interest ({effects} points); else inconclusive.")
+
+
 # The best-validation-epoch view: is a smaller gap regularisation, or only slower fitting? Final train accuracy
-# (lower = the network fits its training set less), the epoch of the best validation accuracy, and test accuracy
-# and gap at that epoch, each setting against its p = 0 baseline paired by seed.
-FIT_VIEW = (("train_acc", "d_train"), (f"{AT_BEST}test_acc", "d_best_test"), (f"{AT_BEST}gap", "d_best_gap"))
+# (lower = the network fits its training set less), the epoch of the best validation accuracy (later = it needs
+# longer to get there), and test accuracy and gap at that epoch, each setting against its p = 0 baseline paired
+# by replicate. "Slower fitting" needs both views: train accuracy at its ceiling can hide a later best epoch.
+FIT_VIEW = (("train_acc", "d_train"), ("best_epoch", "d_epoch"), (f"{AT_BEST}test_acc", "d_best_test"),
+            (f"{AT_BEST}gap", "d_best_gap"))
 
 
-def best_epoch_table(df: pd.DataFrame, confidence: float = 0.95, alpha: float = 0.05) -> pd.DataFrame:
-    """One row per setting with completed runs: seeds, mean final train accuracy, mean best_epoch, mean test
-    accuracy and gap at the best-validation epoch, and the paired differences from the baseline of the first
-    and the last two (d_train_*, d_best_test_*, d_best_gap_*). Empty when the runs have no best-epoch metrics."""
+def best_epoch_table(df: pd.DataFrame, protocol: Protocol | None = None) -> pd.DataFrame:
+    """One row per setting with completed runs: replicates, mean final train accuracy, mean best_epoch, mean test
+    accuracy and gap at the best-validation epoch, and the paired differences of each from the baseline
+    (d_train_*, d_epoch_*, d_best_test_*, d_best_gap_*). Empty when the runs have no best-epoch metrics."""
+    proto = protocol or protocol_of(df)
     metrics = [m for m, _ in FIT_VIEW]
     done = S.completed(df)
-    if done.empty or any(m not in df or df[m].isna().all() for m in (*metrics, "best_epoch")):
+    if done.empty or any(m not in df or df[m].isna().all() for m in metrics):
         return pd.DataFrame()
-    table = S.summarize(df, (*metrics, "best_epoch"), confidence)
+    table = S.summarize(df, metrics, 0.95)
     table = table[table["seeds"] > 0].reset_index(drop=True)
     try:
-        paired = S.compare_to_baseline(df, metrics, alpha=alpha, confidence=confidence)
+        paired = S.compare_to_baseline(df, metrics, alpha=proto.alpha, smallest_effect=proto.smallest_effect)
     except ValueError:
         paired = pd.DataFrame(columns=["setting", "metric"])
     _add_paired(table, paired, FIT_VIEW)
     return table
+
+
+def _epochs_text(row: pd.Series) -> str:
+    """d_epoch as '+12 [+4,+20] higher' (epochs, not points)."""
+    verdict = row.get("d_epoch_verdict")
+    if verdict is None or (not isinstance(verdict, str) and pd.isna(verdict)):
+        return "-"
+    n = int(row["d_epoch_n"])
+    if n < S.MIN_SEEDS:
+        return f"{verdict} ({n} replicate{'s' if n != 1 else ''})"
+    return f"{row['d_epoch_mean']:+.0f} [{row['d_epoch_lo']:+.0f},{row['d_epoch_hi']:+.0f}] {verdict}"
 
 
 def best_epoch_console(table: pd.DataFrame, label_width: int = 48) -> str:
@@ -370,30 +541,74 @@ def best_epoch_console(table: pd.DataFrame, label_width: int = 48) -> str:
     if table.empty:
         return ""
     shown = table.assign(label=table["label"].map(display_labels(table["label"])))
-    head = ["setting", "seeds", "train %", "train vs p=0", "best ep.", "test % @best", "test vs p=0 @best",
-            "gap @best", "gap vs p=0 @best"]
+    head = ["setting", "repl.", "train %", "train vs p=0", "best ep.", "best ep. vs p=0", "test % @best",
+            "test vs p=0 @best", "gap @best", "gap vs p=0 @best"]
     rows = [[r["label"], str(int(r["seeds"])), _pts(r["train_acc_mean"]), diff_text(r, "d_train"),
-             f"{r['best_epoch_mean']:.0f}", _pts(r[f"{AT_BEST}test_acc_mean"]), diff_text(r, "d_best_test"),
-             _pts(r[f"{AT_BEST}gap_mean"]), diff_text(r, "d_best_gap")] for _, r in shown.iterrows()]
-    return "\n".join(_text_table(head, rows, (3, 6, 8), label_width))
+             f"{r['best_epoch_mean']:.0f}", _epochs_text(r), _pts(r[f"{AT_BEST}test_acc_mean"]),
+             diff_text(r, "d_best_test"), _pts(r[f"{AT_BEST}gap_mean"]), diff_text(r, "d_best_gap")]
+            for _, r in shown.iterrows()]
+    return "\n".join(_text_table(head, rows, (3, 5, 7, 9), label_width))
+
+
+def _phase_block(df: pd.DataFrame, proto: Protocol, title: str) -> list[str]:
+    """One phase's (or a plain sweep's) table, its reading, the machines and the runs left out."""
+    table = setting_table(df, protocol=proto)
+    about = [textwrap.fill(t, 110) for t in (replicates_text(df), machines_text(df), failures_text(df)) if t]
+    return [title, *about, "", console_table(table), "", textwrap.fill(reading_text(table, proto), 110)]
+
+
+def study_text(df: pd.DataFrame, plan: Mapping[str, Any] | None = None) -> list[str]:
+    """A two-phase study's summary: both phases' tables, the frozen plan, the confirmatory verdicts in the four
+    words (the headline), and whether the exploratory phase's verdicts agree with them."""
+    phases = phase_frames(df)
+    proto = protocol_of(df)
+    lines: list[str] = []
+    exp, conf = phases.get(P.EXPLORATORY), phases.get(P.CONFIRMATORY)
+    if exp is not None:
+        lines += _phase_block(exp, proto, "== Exploratory phase: designs the confirmatory phase; not a headline ==")
+        lines.append("")
+    if plan:
+        lines += ["== The plan, fixed before the confirmatory phase ==", *plan.get("lines", []), ""]
+    if conf is None:
+        lines.append("The confirmatory phase has not run yet: no headline verdict.")
+        return lines
+    lines += _phase_block(conf, proto, "== Confirmatory phase (fresh replicates): the headline verdicts ==")
+    verdicts = verdict_table(conf, proto)
+    short = display_labels(conf[S.LABEL])
+    verdicts = verdicts.assign(label=verdicts["label"].map(short), baseline_label=verdicts["baseline_label"].map(short))
+    lines += ["", "Confirmatory verdicts:"] + [textwrap.fill(s, 110, initial_indent="- ", subsequent_indent="  ")
+                                               for s in S.comparison_sentences(verdicts)]
+    if exp is not None:
+        agree = agreement(verdict_table(exp, proto), verdicts)
+        if len(agree):
+            differ = agree[~agree["agree"]]
+            lines.append(f"Exploratory vs confirmatory: {int(agree['agree'].sum())} of {len(agree)} verdicts agree"
+                         + ("." if differ.empty else "; they differ on " + "; ".join(
+                             f"{r.label} {r.metric} ({r.exploratory} -> {r.confirmatory})" for r in differ.itertuples())
+                            + "."))
+    return lines
 
 
 def end_of_sweep_text(df: pd.DataFrame, parent_id: str | None = None, sweep_dir: Path | str | None = None,
-                      tracking_uri: str | None = None) -> str:
-    """What the console shows when a sweep ends: counts, the table of points, the sentence, and where the
-    CSVs, the plot, the MLflow UI and the report are."""
+                      tracking_uri: str | None = None, plan: Mapping[str, Any] | None = None) -> str:
+    """What the console shows when a sweep ends: counts, the table of points (per phase for a study, with its
+    plan and headline verdicts), the sentence, and where the CSVs, the plot, the MLflow UI and the report are."""
     from sweep.redact import redact
 
-    table = setting_table(df)
-    lines = [f"Sweep summary: {len(df)} runs: {counts_text(run_counts(df))}; {settings_text(df)}.", "",
-             console_table(table), "",
-             textwrap.fill("Means over completed seeds; rank by validation accuracy (=1: tied with the best); "
-                           "'vs p=0': paired by seed, mean [95 % CI] in points, Holm-corrected (n.d. = not "
-                           "distinguishable).", 110), textwrap.fill(headline(df), 110), ""]
-    fit = best_epoch_console(best_epoch_table(df))
+    proto = protocol_of(df)
+    phases = phase_frames(df)
+    lines = [f"Sweep summary: {len(df)} runs: {counts_text(run_counts(df))}; {settings_text(df)}.", ""]
+    if set(phases) & set(P.PHASES):
+        lines += study_text(df, plan)
+        fit_df = phases.get(P.CONFIRMATORY, phases.get(P.EXPLORATORY))
+    else:
+        lines += [ln for ln in _phase_block(df, proto, "")[1:]] + [textwrap.fill(headline(df, proto), 110)]
+        fit_df = df
+    lines.append("")
+    fit = best_epoch_console(best_epoch_table(fit_df, proto))
     if fit:
-        lines += ["Final train accuracy, and test accuracy and gap at each run's best-validation epoch (a smaller gap",
-                  "from slower fitting shows as lower train accuracy and a later best epoch):", "", fit, ""]
+        lines += ["Final train accuracy, the best-validation epoch, and test accuracy and gap there (a smaller gap from",
+                  "slower fitting shows as lower train accuracy or a later best epoch):", "", fit, ""]
     if sweep_dir is not None:
         d = Path(sweep_dir)
         lines.append(f"CSV:    {d / RUNS_CSV} (one row per run)")
@@ -405,7 +620,7 @@ def end_of_sweep_text(df: pd.DataFrame, parent_id: str | None = None, sweep_dir:
     args = ([f"--tracking-uri {redact(tracking_uri)}"] if not default else []) + (
         [f"--parent-run-id {parent_id}"] if parent_id else [])
     lines.append("Report: make report" + (f" REPORT_ARGS='{' '.join(args)}'" if args else ""))
-    return "\n".join(lines)
+    return "\n".join(ln for ln in lines if ln is not None)
 
 
 def _is_default_store(uri: str) -> bool:
@@ -432,9 +647,26 @@ def _series(table: pd.DataFrame, axis_keys: Sequence[str]) -> pd.Series:
         pd.Series("", index=table.index)
 
 
-def _draw(ax, df: pd.DataFrame, table: pd.DataFrame, metrics: Sequence[tuple[str, str]], x: str) -> None:
-    """Per-run points (faint), per-setting means (with t-intervals from MIN_SEEDS seeds) joined per series,
-    for each (metric, linestyle) pair; accuracies and gaps in points."""
+def bars_text(table: pd.DataFrame, metrics: Sequence[str]) -> str:
+    """What the error bars of a figure drawn from `table` are, or that there are none (fewer than MIN_SEEDS
+    replicates in every setting): the words a title may use."""
+    drawn = any(f"{m}_ci_low" in table and table[f"{m}_ci_low"].notna().any() for m in metrics)
+    return ("bars: 95 % t-interval of each setting's mean over its replicates (unpaired)" if drawn else
+            f"no bars: every setting has fewer than {S.MIN_SEEDS} replicates")
+
+
+def headline_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """The runs a sweep's figures and "best" rest on: a study's confirmatory phase once it has run, else its
+    exploratory phase; a plain sweep's runs."""
+    phases = phase_frames(df)
+    return phases.get(P.CONFIRMATORY, phases.get(P.EXPLORATORY, df))
+
+
+def _draw(ax, df: pd.DataFrame, table: pd.DataFrame, metrics: Sequence[tuple[str, str]], x: str,
+          shade_gap: bool = False) -> None:
+    """Per-run points (faint), per-setting means (with t-intervals from MIN_SEEDS replicates) joined per series,
+    for each (metric, linestyle) pair; accuracies and gaps in points. `shade_gap` hatches the area between the
+    train and test accuracy lines of each series: the overfitting gap."""
     import matplotlib.pyplot as plt
 
     done = S.completed(df)
@@ -457,6 +689,10 @@ def _draw(ax, df: pd.DataFrame, table: pd.DataFrame, metrics: Sequence[tuple[str
                 label = ", ".join(s for s in (word if len(metrics) > 1 or len(names) == 1 else "", name) if s)
                 ax.errorbar(t[x], mean * 100, yerr=err if np.any(err) else None, fmt=style if unique_x else "o",
                             color=color, capsize=3, ms=4, label=label or None, zorder=3)
+                if shade_gap and mi == 0 and unique_x and {"train_acc_mean", "test_acc_mean"} <= set(t.columns):
+                    ax.fill_between(t[x], t["test_acc_mean"] * 100, t["train_acc_mean"] * 100, facecolor="none",
+                                    hatch="//", edgecolor=color, linewidth=0, alpha=0.45, zorder=1,
+                                    label="gap (hatched)" if name == names[0] else None)
         else:  # many settings (a search): one point per setting, coloured by the other rate
             other = INPUT if x == HIDDEN else HIDDEN
             sc = ax.scatter(table[x], table[f"{metric}_mean"] * 100, c=table[other], cmap="viridis", s=18,
@@ -482,7 +718,8 @@ def _empty(ax) -> None:
 
 
 def accuracy_figure(df: pd.DataFrame, table: pd.DataFrame | None = None, ax=None):
-    """Final train (dashed) and test (solid) accuracy against the mean effective hidden rate."""
+    """Final train (dashed) and test (solid) accuracy against the mean effective hidden rate, the gap between
+    them hatched."""
     import matplotlib.pyplot as plt
 
     table = setting_table(df) if table is None else table
@@ -490,7 +727,7 @@ def accuracy_figure(df: pd.DataFrame, table: pd.DataFrame | None = None, ax=None
     if table.empty:
         _empty(ax)
     else:
-        _draw(ax, df, table, (("train_acc", "--o"), ("test_acc", "-o")), HIDDEN)
+        _draw(ax, df, table, (("train_acc", "--o"), ("test_acc", "-o")), HIDDEN, shade_gap=True)
     ax.set_xlabel(axis_label(df))
     ax.set_ylabel("final accuracy (%)")
     return fig
@@ -525,7 +762,7 @@ def overview_figure(df: pd.DataFrame, table: pd.DataFrame | None = None):
     if table.empty:
         _empty(top)
     else:
-        _draw(top, df, table, (("train_acc", "--o"), ("test_acc", "-o")), HIDDEN)
+        _draw(top, df, table, (("train_acc", "--o"), ("test_acc", "-o")), HIDDEN, shade_gap=True)
         _draw(bottom, df, table, (("gap", "-o"),), HIDDEN)
     bottom.axhline(0, color="black", lw=0.5)
     top.set_ylabel("final accuracy (%)")
@@ -533,7 +770,7 @@ def overview_figure(df: pd.DataFrame, table: pd.DataFrame | None = None):
     bottom.set_xlabel(axis_label(df))
     c = run_counts(df)
     top.set_title(f"Train vs test accuracy and gap ({settings_text(df)}; {counts_text(c)})\n"
-                  f"points: runs; lines: means over seeds; bars: 95 % t-interval (from {S.MIN_SEEDS} seeds)",
+                  f"points: runs; lines: means over replicates; {bars_text(table, ('train_acc', 'test_acc', 'gap'))}",
                   fontsize=9)
     return fig
 
@@ -667,26 +904,29 @@ def summarize_children(client, parent_id: str, sweep_dir: Path | None) -> pd.Dat
     import matplotlib.pyplot as plt
 
     df = children_frame(client, parent_id)
-    table = setting_table(df)
+    shown = headline_frame(df)  # a study: its confirmatory phase (else exploratory); CSV of runs: every run
+    table = setting_table(shown)
     with tempfile.TemporaryDirectory() as tmp:  # made aside, logged, then renamed into the sweep folder: a full
         staged = Path(tmp)                      # sweep folder keeps its old files whole and MLflow still gets these
         df.to_csv(staged / RUNS_CSV, index=False)
         table.to_csv(staged / SETTINGS_CSV, index=False)
-        fig = overview_figure(df, table)
+        fig = overview_figure(shown, table)
         fig.savefig(staged / PLOT, dpi=120)
         plt.close(fig)
         files = (RUNS_CSV, SETTINGS_CSV, PLOT)
+        plan = Path(sweep_dir) / P.PLAN_ARTIFACT if sweep_dir else None
+        plan_files = [str(plan)] if plan is not None and plan.is_file() else []  # a study's frozen design
 
         def into_sweep_folder() -> None:
             for name in files if sweep_dir else ():
                 atomic.copy(staged / name, Path(sweep_dir) / name)
 
         def onto_parent() -> None:
-            for name in files:
-                client.log_artifact(parent_id, str(staged / name))
+            for path in [str(staged / name) for name in files] + plan_files:
+                client.log_artifact(parent_id, path)
 
         failed: list[Exception] = []  # each place gets what it can take; the first failure is raised at the end
-        for write in (into_sweep_folder, onto_parent, lambda: _tag_summary(client, parent_id, df)):
+        for write in (into_sweep_folder, onto_parent, lambda: _tag_summary(client, parent_id, df, shown)):
             try:
                 write()
             except Exception as e:  # noqa: BLE001
@@ -696,14 +936,15 @@ def summarize_children(client, parent_id: str, sweep_dir: Path | None) -> pd.Dat
     return df
 
 
-def _tag_summary(client, parent_id: str, df: pd.DataFrame) -> None:
-    """The counts, the settings and the best setting, as tags and metrics of the parent run."""
+def _tag_summary(client, parent_id: str, df: pd.DataFrame, shown: pd.DataFrame) -> None:
+    """The counts (all runs), the settings and the best setting (of the headline runs), as tags and metrics of
+    the parent run."""
     c = run_counts(df)
     others = c["total"] - c["finished"]
     client.set_tag(parent_id, "children", f"{c['finished']} finished / {c['total']}" if not others
                    else f"{counts_text(c)} / {c['total']}")
-    client.set_tag(parent_id, "settings", settings_text(df))
-    top = best(df)
+    client.set_tag(parent_id, "settings", settings_text(shown))
+    top = best(shown)
     if top is not None:
         client.set_tag(parent_id, "best_setting", top["label"])
         client.set_tag(parent_id, "best_setting_tied_with", ", ".join(top["tied_with"]) or "none")

@@ -15,11 +15,13 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
+
+from sweep import protocol
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # ${root:} in YAML: outputs never depend on the directory Hydra (or the user) runs from.
@@ -83,14 +85,18 @@ class DataConf:
     val_size: int = 5000          # held out of the 60k training images, seeded; the test set is never used to select
     split_seed: int = 0           # draws the validation split and the train_eval subset; `seed` does not touch them
     train_subset: Optional[int] = None  # keep only this many training images (quick runs)
+    # what a replicate (`seed`) draws besides training randomness: none | subset | split (data/load.py RESAMPLE)
+    resample: str = "none"
     train_eval_size: int = 10_000  # fixed seeded subset for per-epoch train_* metrics
     download: bool = True
     verify: bool = True            # SHA-256 of the raw files
 
     def __post_init__(self):
         from data.acquire import DATASETS
+        from data.load import RESAMPLE
 
         check_choice("data.name", self.name, DATASETS)
+        check_choice("data.resample", self.resample, RESAMPLE)
         check_positive_int("data.val_size", self.val_size, minimum=0)
         check_positive_int("data.split_seed", self.split_seed, minimum=0)
         check_positive_int("data.train_eval_size", self.train_eval_size)
@@ -170,6 +176,54 @@ class EvalConf:
         check_positive_int("eval.mc_samples", self.mc_samples, minimum=0)
 
 
+@dataclass
+class StudyConf:
+    """How results are read (sweep/protocol.py): the smallest effect of interest per metric, the family-wise
+    alpha, the power a design aims for; and, for `hydra/sweeper=study`, its two phases (sweep/study.py)."""
+    # metric -> smallest effect of interest, in the unit tables print (points for accuracies and gaps)
+    smallest_effect: Dict[str, float] = field(default_factory=lambda: dict(protocol.SMALLEST_EFFECT))
+    alpha: float = protocol.ALPHA
+    power: float = protocol.POWER
+    metrics: List[str] = field(default_factory=lambda: ["test_acc", "gap"])  # the headline verdicts' metrics
+    phase: Optional[str] = None      # set by the study sweeper on every job: exploratory | confirmatory
+    exploratory: int = 5             # replicates of the exploratory phase: seeds 1 .. exploratory
+    confirmatory: Optional[int] = None  # replicates of the confirmatory phase; null = designed for `power`
+    max_replicates: int = 40         # cap on the designed number (printed when it binds)
+    first_confirmatory_seed: int = 1001  # fresh replicates: seeds first_confirmatory_seed, +1, ...
+    confirm: str = "all"             # all: every setting against its baseline; best: the best by validation only
+
+    def __post_init__(self):
+        from sweep.train import METRICS, SEED_MAX
+
+        for name, value in self.smallest_effect.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+                _fail(f"study.smallest_effect.{name}", value, "must be a finite number > 0 (in the unit tables print)")
+        if not 0 < self.alpha < 0.5:
+            _fail("study.alpha", self.alpha, "must be in (0, 0.5)")
+        if not 0 < self.power < 1:
+            _fail("study.power", self.power, "must be in (0, 1)")
+        if not self.metrics:
+            _fail("study.metrics", list(self.metrics), "name at least one metric")
+        for i, name in enumerate(self.metrics):
+            check_choice(f"study.metrics.{i}", name, METRICS)
+        if self.phase is not None:
+            check_choice("study.phase", self.phase, protocol.PHASES)
+        check_choice("study.confirm", self.confirm, protocol.CONFIRM)
+        low = protocol.MIN_REPLICATES
+        check_positive_int("study.exploratory", self.exploratory, minimum=low)
+        check_positive_int("study.max_replicates", self.max_replicates, minimum=low)
+        if self.confirmatory is not None:
+            check_positive_int("study.confirmatory", self.confirmatory, minimum=low)
+        if isinstance(self.first_confirmatory_seed, bool) or not isinstance(self.first_confirmatory_seed, int) or \
+                self.first_confirmatory_seed <= self.exploratory:
+            _fail("study.first_confirmatory_seed", self.first_confirmatory_seed,
+                  f"must be an integer > study.exploratory ({self.exploratory}): confirmatory replicates are fresh")
+        last = self.first_confirmatory_seed + max(self.max_replicates, self.confirmatory or 0) - 1
+        if last > SEED_MAX:
+            _fail("study.first_confirmatory_seed", self.first_confirmatory_seed,
+                  f"its replicates would run past the largest seed {SEED_MAX}")
+
+
 _SWEEP_ID = re.compile(r"^[A-Za-z0-9_.:\-]+$")
 
 
@@ -239,6 +293,7 @@ class Config:
     tracking: TrackingConf = field(default_factory=TrackingConf)
     optuna: OptunaTrialConf = field(default_factory=OptunaTrialConf)
     eval: EvalConf = field(default_factory=EvalConf)
+    study: StudyConf = field(default_factory=StudyConf)
     drop_prob: float = 0.3        # after every hidden ReLU (the lab's value)
     input_drop_prob: float = 0.0  # on the input pixels
     # per hidden layer: null = use drop_prob; set one with layer_drop_probs.0=0.2 (0-based)

@@ -20,7 +20,8 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 import data
 from models import build_mlp, max_row_norm
-from sweep import calibration, resume, schedules, signals, track
+from models.linear import use_onednn
+from sweep import calibration, machine, resume, schedules, signals, track
 from sweep.config import Config, objective_names, validate  # validate: typed, checked; ConfigError is one line
 from sweep.train import AT_BEST, BestEpoch, Diverged, fit, make_optimizer, pick_device, seed_everything
 
@@ -66,7 +67,7 @@ def run(cfg: DictConfig):
     device = pick_device(c.trainer.device)
     splits = data.load_splits(c.data.name, c.data.root, val_size=c.data.val_size, split_seed=c.data.split_seed,
                               device=device, train_subset=c.data.train_subset, download=c.data.download,
-                              verify=c.data.verify)
+                              verify=c.data.verify, resample=c.data.resample, replicate=c.seed)
     model = build_mlp(c.model.in_features, c.model.hidden_sizes, c.model.num_classes, c.drop_prob,
                       c.input_drop_prob, c.layer_drop_probs, c.model.activation, c.model.init,
                       constant_capacity=c.model.constant_capacity, cpu_matmul=c.trainer.cpu_matmul).to(device)
@@ -85,6 +86,8 @@ def run(cfg: DictConfig):
     tags = {"job_num": job_num, "overrides": " ".join(overrides), "dataset": c.data.name,
             "objective": ",".join(names), "device": device.type,
             resume.HASH_TAG: resume.config_hash(c),  # grids resume: the same point is found again
+            **machine.tags(),  # the CPU, oneDNN's ISA and the versions: which kernels summed the products
+            "cpu_matmul_path": "onednn" if use_onednn(c.trainer.cpu_matmul) else "blas",  # fp32 products on a CPU
             **(reporter.tags() if reporter else {})}
     pruned_at = diverged = None
     with track.job_run(c.tracking, run_name(c), tags, sweep_dir) as mlflow_run:  # FINISHED / FAILED / KILLED

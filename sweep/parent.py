@@ -144,7 +144,8 @@ class MlflowSweepCallback(Callback):
                     df = summarize_children(self.client, parent, self.sweep_dir)
                     if _states(children_frame(self.client, parent)) == _states(df):
                         break
-                print("\n" + end_of_sweep_text(df, parent, self.sweep_dir, self.tracking_uri), flush=True)
+                print("\n" + end_of_sweep_text(df, parent, self.sweep_dir, self.tracking_uri, _plan(self.sweep_dir)),
+                      flush=True)
             except Exception as e:  # noqa: BLE001 - a failed summary must not hide the sweep's own outcome
                 first = track.redact(str(e)).strip().splitlines()
                 log.warning("could not summarise sweep %s: %s: %s", parent, type(e).__name__, first[0] if first else "")
@@ -185,6 +186,19 @@ def _job_error(job_return) -> BaseException:
     except BaseException as e:  # noqa: BLE001
         return e
     return RuntimeError("the job failed")
+
+
+def _plan(sweep_dir: Path | None) -> dict | None:
+    """A study's plan (sweep/study.py writes it into the sweep folder before its confirmatory phase), or None."""
+    import json
+
+    from sweep.protocol import PLAN_ARTIFACT
+
+    path = sweep_dir / PLAN_ARTIFACT if sweep_dir else None
+    try:
+        return json.loads(path.read_text()) if path is not None and path.is_file() else None
+    except (OSError, ValueError):
+        return None
 
 
 def _states(df) -> set[tuple[str, str]]:

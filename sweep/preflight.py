@@ -243,6 +243,28 @@ def _probe_sqlite(key: str, shown: str, path: Path, table: str, what: str) -> No
                           "choose another file")
 
 
+def _study_settings(composed: DictConfig, parsed: list[Override]) -> list[list[str]] | None:
+    """Every setting hydra/sweeper=study will run, as full override lists (the command line's Hydra overrides
+    plus the setting's), or None for another sweeper. Its refusals (a seed axis, tracking off) are one line."""
+    target = OmegaConf.select(composed, "hydra.sweeper._target_") or ""
+    if not target.startswith("hydra_plugins.dropout_study_sweeper."):
+        return None
+    from sweep.study import StudyError, grid
+
+    if not OmegaConf.select(composed, "tracking.enabled"):
+        raise ConfigError("tracking.enabled=false is invalid with hydra/sweeper=study: a study designs its "
+                          "confirmatory phase from the exploratory runs in the MLflow store")
+    sweeper = composed.hydra.sweeper
+    try:
+        params, settings = (OmegaConf.to_container(sweeper[k], resolve=False) if sweeper.get(k) is not None else None
+                            for k in ("params", "settings"))
+        points = grid(params, [o.input_line for o in parsed if not o.is_hydra_override()], settings)
+    except StudyError as e:
+        raise ConfigError(str(e)) from None
+    hydra_side = [o.input_line for o in parsed if o.is_hydra_override()]
+    return [hydra_side + point for point in points]
+
+
 def check_cli(argv: list[str]) -> list[Config]:
     """Validate everything a run of `argv` would try; return the typed configs that were checked."""
     lines = _overrides(argv)
@@ -252,18 +274,22 @@ def check_cli(argv: list[str]) -> list[Config]:
     base = [c[0] for c in map(_candidates, parsed)]  # a range's first value is its start either way
     composed = _compose(base)
     optuna = (OmegaConf.select(composed, "hydra.sweeper._target_") or "").startswith("hydra_plugins.dropout_optuna_sweeper.")
-    variants = [base]
-    for i, o in enumerate(parsed):
-        for alt in _candidates(o, exact_ranges=optuna)[1:]:
-            variants.append(base[:i] + [alt] + base[i + 1:])
-    # the search space of a config-file sweep (e.g. +search=dropout) is validated like the command line's
-    for o in _search_space(composed):
-        if o.key_or_group in {p.key_or_group for p in parsed}:
-            continue  # the command line overrides it
-        for alt in _candidates(o, exact_ranges=optuna):
-            variants.append(base + [alt])
-    checked = [validate(composed)] + [validate(_compose(v)) for v in variants[1:]]
     multirun = any(a in ("-m", "--multirun") for a in argv)
+    study = _study_settings(composed, parsed) if multirun else None
+    variants = [base]
+    if study is not None:  # a study: every setting it will run, each checked whole
+        variants += study
+    else:
+        for i, o in enumerate(parsed):
+            for alt in _candidates(o, exact_ranges=optuna)[1:]:
+                variants.append(base[:i] + [alt] + base[i + 1:])
+        # the search space of a config-file sweep (e.g. +search=dropout) is validated like the command line's
+        for o in _search_space(composed):
+            if o.key_or_group in {p.key_or_group for p in parsed}:
+                continue  # the command line overrides it
+            for alt in _candidates(o, exact_ranges=optuna):
+                variants.append(base + [alt])
+    checked = [validate(composed)] + [validate(_compose(v)) for v in variants[1:]]
     if _local_launcher(composed, multirun):
         _check_machine(checked)
     # the sweeper is given the command line's own overrides (a sweep override as written), not Hydra's

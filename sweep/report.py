@@ -23,6 +23,8 @@ from typing import Any
 import nbformat
 
 from sweep.config import PROJECT_ROOT as ROOT
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # as sweep/run.py: no telemetry thread in the kernel either
 from sweep.redact import learn, redact
 
 NOTEBOOK = ROOT / "analysis.ipynb"

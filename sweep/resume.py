@@ -2,9 +2,11 @@
 
 Every run is tagged `config_hash`, a hash of its effective config: the typed config with the keys
 that do not change what is trained left out (`tracking.*`, the Optuna plumbing `optuna.*`, the
-progress bar, how data files are fetched: `data.download`, `data.verify`, and which library sums the fp32
-products on the CPU: `trainer.cpu_matmul`, so that runs from before that key existed are found again; the
-output folders live under `hydra.*`, which a job's config does not hold). The seed is part of it.
+progress bar, how data files are fetched: `data.download`, `data.verify`, which library sums the fp32
+products on the CPU: `trainer.cpu_matmul`, so that runs from before that key existed are found again, and
+the verdict protocol `study.*`, the study phase included; the output folders live under `hydra.*`, which a
+job's config does not hold). A key added later (`data.resample`) is left out at the value that trains what
+runs from before it trained. The seed is part of it.
 
 A job of a multirun given a `tracking.sweep_id` first looks for a FINISHED, not pruned run of that
 sweep with the same hash that recorded the objective; if there is one, it logs one line naming that
@@ -27,18 +29,21 @@ from sweep.config import Config
 log = logging.getLogger("sweep")
 
 HASH_TAG = "config_hash"
-IGNORED = ("tracking", "optuna", "trainer.progress", "data.download", "data.verify", "trainer.cpu_matmul")
+IGNORED = ("tracking", "optuna", "trainer.progress", "data.download", "data.verify", "trainer.cpu_matmul",
+           "study")  # how results are read (and which phase a replicate belongs to) does not change what is trained
+LEGACY = {"data.resample": "none"}  # keys added later, left out at the value that trains what runs before them did
 
 
 def config_hash(c: Config) -> str:
     """A stable hash of what a run trains (same config, same hash; any key above left out)."""
     d = dataclasses.asdict(c)
-    for key in IGNORED:
+    for key in (*IGNORED, *LEGACY):
         *path, last = key.split(".")
         node = d
         for p in path:
             node = node.get(p, {})
-        node.pop(last, None)
+        if key not in LEGACY or node.get(last) == LEGACY[key]:
+            node.pop(last, None)
     text = json.dumps(d, sort_keys=True, default=str, allow_nan=True)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 

@@ -9,6 +9,10 @@ from pathlib import Path
 
 # import `sweep`, `models`, `data` as packages (the project folder), never sweep/*.py as top-level modules
 sys.path[0] = str(Path(__file__).resolve().parents[1])
+# MLflow's usage telemetry off for this process and every job it starts (they inherit the environment): its client
+# sets and unsets a variable in os.environ from a thread, and a joblib worker copying os.environ at that moment
+# died with KeyError: '_MLFLOW_TELEMETRY_SESSION_ID' (MLflow 3.17). MLFLOW_DISABLE_TELEMETRY=false turns it on.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402

@@ -1,20 +1,36 @@
-"""Replicates, paired comparisons and ties: the statistics behind every number and sentence a report prints.
+"""Replicates, paired comparisons, verdicts and design: the statistics behind every number and sentence a report
+prints.
 
 Vocabulary
-- setting: the full effective configuration minus the seed, with exact values (0.2996 and 0.3012 are two
+- setting: the full effective configuration minus the replicate, with exact values (0.2996 and 0.3012 are two
   settings; so are two learning rates or two precisions). Keys that never change what is trained are left
   out; they are listed once, in NOT_SETTING.
-- replicate: a completed run (status FINISHED and not pruned) of a setting. Replicates are distinct seeds;
-  two completed runs of one setting with one seed count once (their mean).
+- replicate: a completed run (status FINISHED and not pruned) of a setting, named by its `seed`, the replicate
+  index. A replicate draws the training randomness (initial weights, batch order, dropout masks) and, as
+  `data.resample` says, the training subset and the validation split; within one replicate every setting sees
+  the same images, seed and batch order. Two completed runs of one setting and replicate count once (their mean).
 - baseline: the setting with every dropout rate 0 and everything else equal.
 
-Why paired: runs with the same seed share initial weights, batch order and (with a fixed split seed) the
-validation split, so the per-seed difference "setting minus baseline" cancels most of the seed-to-seed noise
-that an unpaired interval counts twice. Below MIN_SEEDS paired seeds nothing is tested and no interval is
-given. Tests are corrected for the number of comparisons with Holm's method (statsmodels).
+Why paired: runs of one replicate share initial weights, batch order and data, so the per-replicate difference
+"setting minus baseline" cancels most of the replicate-to-replicate noise that an unpaired interval counts twice.
 
-Pure pandas/numpy/scipy/statsmodels (no MLflow, no plotting): the notebook, `python -m sweep.report` and the
-parent-run summary all call this module and re-implement none of it.
+Verdicts (sweep/protocol.py has the words): within one family (one metric's comparisons of one phase, m of them
+tested) each comparison gets ONE interval, and the verdict is read from it, so the two never disagree:
+- the interval's level is Holm's step level: the k-th smallest p of m is tested at alpha / (m - k + 1) while
+  every smaller p was significant; once one was not, the rest are at alpha / m (Bonferroni). An interval at
+  1 - level therefore excludes 0 exactly when the Holm-adjusted p is <= alpha: `higher` / `lower`;
+- an interval inside +/- the smallest effect of interest: `equivalent`. For a comparison Holm did not reject,
+  the level is alpha / m, so this is two one-sided tests at alpha / (2m) each (Bonferroni over the family:
+  multiplicity-controlled, conservative); its adjusted p is `p_equiv` = min(1, 2m * p_tost);
+- otherwise, or with fewer than MIN_REPLICATES pairs: `inconclusive`.
+A difference that is significant but lies inside +/- the smallest effect is still `higher`/`lower`, and its
+sentence says it is smaller than the smallest effect of interest.
+
+Design: the power of the paired t-test (noncentral t), the replicates a confirmatory phase needs for POWER at
+the smallest effect of interest, and the minimum detectable effect of a design.
+
+Pure pandas/numpy/scipy (no MLflow, no plotting): the notebook, `python -m sweep.report`, the
+study sweeper and the parent-run summary all call this module and re-implement none of it.
 """
 from __future__ import annotations
 
@@ -30,17 +46,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy import stats
-from statsmodels.stats.multitest import multipletests
+
+from sweep import protocol as P
 
 SEED = "seed"
 SETTING = "setting"            # column added by add_setting_column: the exact key (JSON of the setting's params)
+NO_PARAMS, NO_PARAMS_LABEL = "{}", "(no params: failed before logging its configuration)"
 LABEL = "setting_label"        # column added by add_setting_column: short, names only what varies
-MIN_SEEDS = 3                  # fewer paired seeds: no interval, no test
+MIN_SEEDS = P.MIN_REPLICATES   # fewer paired replicates: no interval, no test (the verdict is inconclusive)
 MAX_NAMED = 5                  # a sentence names at most this many tied settings, then "and N more"
 
 # Keys (fnmatch patterns) that are not part of a setting: the seed, and what never changes what is trained.
 NOT_SETTING = (
     "seed",              # the replicate axis itself
+    "study.*",           # the verdict protocol (phase, smallest effects, alpha, power): how results are read
     "objective",         # what a search optimises; a completed, unpruned run trains the same whatever it is
     "tracking.*",        # where results are written
     "optuna.*",          # search plumbing: storage, study, trial number
@@ -58,8 +77,8 @@ DROPOUT_KEYS = ("drop_prob", "input_drop_prob", "layer_drop_probs")
 _LAYER_RATE = re.compile(r"layer(\d+)_drop_prob$")  # effective per-layer rates the job logs (1-based)
 SHORT_NAMES = {"drop_prob": "p", "input_drop_prob": "p_in"}  # layerN_drop_prob -> pN
 
-HIGHER, LOWER = "higher", "lower"
-NOT_DISTINGUISHABLE, TOO_FEW = "not distinguishable", "too few seeds"
+HIGHER, LOWER, EQUIVALENT, INCONCLUSIVE = P.HIGHER, P.LOWER, P.EQUIVALENT, P.INCONCLUSIVE
+VERDICT_WORDS = P.VERDICTS
 
 # metric -> (words, scale, unit) for sentences; accuracies are stored as fractions and printed in points
 METRIC_TEXT = {
@@ -69,6 +88,9 @@ METRIC_TEXT = {
     "gap": ("gap (train - test)", 100.0, "points"),
     "val_gap": ("validation gap (train - validation)", 100.0, "points"),
     "test_loss": ("test loss", 1.0, ""),
+    "best_epoch": ("best-validation epoch", 1.0, "epochs"),
+    "at_best_val.test_acc": ("test accuracy at the best-validation epoch", 100.0, "points"),
+    "at_best_val.gap": ("gap at the best-validation epoch", 100.0, "points"),
     "val_loss": ("validation loss", 1.0, ""),
     "train_loss": ("training loss", 1.0, ""),
 }
@@ -166,7 +188,10 @@ def add_setting_column(df: pd.DataFrame, param_cols: Iterable[str],
     canon = df[cols].apply(lambda col: col.map(canonical)) if cols else pd.DataFrame(index=df.index)
     out = df.copy()
     out[SETTING] = [json.dumps(dict(zip(cols, row)), sort_keys=True) for row in canon.itertuples(index=False)]
-    settings = canon.drop_duplicates()
+    # a run that logged no params at all (its job failed before it could) is no setting: it is counted and named
+    blank = (canon == "None").all(axis=1) if cols and len(canon) else pd.Series(False, index=df.index)
+    out.loc[blank, SETTING] = NO_PARAMS
+    settings = canon[~blank].drop_duplicates()
     label_cols = _label_columns(settings)
     if not label_cols:  # one setting: name its dropout rates
         label_cols = [c for c in ("drop_prob", "input_drop_prob") if c in cols]
@@ -175,6 +200,7 @@ def add_setting_column(df: pd.DataFrame, param_cols: Iterable[str],
                       for row in canon[label_cols].itertuples(index=False)]
     else:
         out[LABEL] = "all runs"
+    out.loc[blank, LABEL] = NO_PARAMS_LABEL
     return out
 
 
@@ -224,69 +250,194 @@ def mean_interval(values: Iterable[float], confidence: float = 0.95) -> dict[str
     return out
 
 
-def paired_test(diffs: Iterable[float], confidence: float = 0.95) -> dict[str, float]:
-    """mean_interval of per-seed differences plus the paired t-test (one-sample t on the differences,
-    two-sided, n-1 df). Identical differences (sd 0) give p = 1 when they are 0, else p = 0."""
+def tost_p(diffs: Iterable[float], margin: float) -> float:
+    """Two one-sided tests of |mean difference| < margin (paired t, n-1 df): the larger of the two one-sided
+    p-values (H0: mean <= -margin, H0: mean >= +margin). NaN below MIN_SEEDS values or without a margin.
+    Identical differences (sd 0) give 0 inside the margin, else 1."""
     d = np.asarray(list(diffs), dtype=float)
-    out = {**mean_interval(d, confidence), "t": math.nan, "p": math.nan}
+    if len(d) < MIN_SEEDS or margin is None or not math.isfinite(margin) or margin <= 0:
+        return math.nan
+    sd = d.std(ddof=1)
+    if sd == 0:
+        return 0.0 if abs(d.mean()) < margin else 1.0
+    se, df = sd / math.sqrt(len(d)), len(d) - 1
+    p_low = stats.t.sf((d.mean() + margin) / se, df)   # H0: mean <= -margin
+    p_high = stats.t.cdf((d.mean() - margin) / se, df)  # H0: mean >= +margin
+    return float(max(p_low, p_high))
+
+
+def paired_test(diffs: Iterable[float], confidence: float = 0.95, margin: float | None = None) -> dict[str, float]:
+    """mean_interval of per-replicate differences plus the paired t-test (one-sample t on the differences,
+    two-sided, n-1 df), the effect size d_z = mean / sd, and with `margin` the TOST p (tost_p). Identical
+    differences (sd 0) give p = 1 when they are 0, else p = 0."""
+    d = np.asarray(list(diffs), dtype=float)
+    out = {**mean_interval(d, confidence), "t": math.nan, "p": math.nan, "d_z": math.nan,
+           "p_tost": tost_p(d, margin) if margin is not None else math.nan}
     if out["n"] >= MIN_SEEDS:
         if out["sd"] == 0:
             out["t"] = 0.0 if out["mean"] == 0 else math.copysign(math.inf, out["mean"])
             out["p"] = 1.0 if out["mean"] == 0 else 0.0
+            out["d_z"] = out["t"]
         else:
             res = stats.ttest_1samp(d, 0.0)
             out["t"], out["p"] = float(res.statistic), float(res.pvalue)
+            out["d_z"] = out["mean"] / out["sd"]
     return out
 
 
 def holm(pvalues: Iterable[float]) -> np.ndarray:
-    """Holm-adjusted p-values (statsmodels); NaN entries (untested comparisons) stay NaN and are not counted."""
+    """Holm-adjusted p-values: the k-th smallest of m becomes max over j <= k of min(1, (m - j + 1) p_(j)) (what
+    statsmodels' multipletests(method="holm") gives, tested; written out because that call costs ~50 ms). NaN
+    entries (untested comparisons) stay NaN and are not counted."""
     p = np.asarray(list(pvalues), dtype=float)
     out = np.full_like(p, math.nan)
-    ok = ~np.isnan(p)
-    if ok.any():
-        out[ok] = multipletests(p[ok], method="holm")[1]
+    idx = np.flatnonzero(~np.isnan(p))
+    if len(idx):
+        order = idx[np.argsort(p[idx], kind="stable")]
+        m = len(order)
+        out[order] = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
     return out
 
 
-def verdict(n: int, mean: float, ci_low: float, ci_high: float, p_holm: float, alpha: float = 0.05) -> str:
-    """The rule: fewer than MIN_SEEDS paired seeds -> "too few seeds"; "higher"/"lower" (sign of the mean
-    difference) when the Holm-adjusted p <= alpha AND the unadjusted interval excludes 0; else "not
-    distinguishable". With confidence = 1 - alpha the second condition follows from the first."""
-    if n < MIN_SEEDS:
-        return TOO_FEW
-    if p_holm <= alpha and (ci_low > 0 or ci_high < 0):
-        return HIGHER if mean > 0 else LOWER
-    return NOT_DISTINGUISHABLE
+def holm_levels(pvalues: Iterable[float], alpha: float = P.ALPHA) -> np.ndarray:
+    """Each test's level in Holm's step-down procedure: the k-th smallest of m p-values is tested at
+    alpha / (m - k + 1) while every smaller one was rejected; after the first that is not, the rest (and it) get
+    alpha / m. NaN entries stay NaN and are not counted. An interval at 1 - level excludes 0 exactly when the
+    Holm-adjusted p is <= alpha (sweep/stats.py's docstring says why)."""
+    p = np.asarray(list(pvalues), dtype=float)
+    out = np.full_like(p, math.nan)
+    idx = np.flatnonzero(~np.isnan(p))
+    m = len(idx)
+    rejecting = True
+    for k, i in enumerate(idx[np.argsort(p[idx], kind="stable")]):
+        step = alpha / (m - k)
+        rejecting = rejecting and p[i] <= step
+        out[i] = step if rejecting else alpha / m
+    return out
+
+
+def verdict(n: int, ci_low: float, ci_high: float, margin: float | None = None) -> str:
+    """The rule, read from the comparison's interval (at its Holm step level): fewer than MIN_SEEDS pairs ->
+    inconclusive; the interval excludes 0 -> higher/lower (its side); it lies inside +/- `margin` (the smallest
+    effect of interest, same unit) -> equivalent; else inconclusive."""
+    if n < MIN_SEEDS or math.isnan(ci_low) or math.isnan(ci_high):
+        return INCONCLUSIVE
+    if ci_low > 0:
+        return HIGHER
+    if ci_high < 0:
+        return LOWER
+    if margin is not None and math.isfinite(margin) and -margin < ci_low and ci_high < margin:
+        return EQUIVALENT
+    return INCONCLUSIVE
+
+
+# ---------------------------------------------------------------- design: power, replicates, detectable effect
+
+def power(effect: float, sd: float, n: int, level: float) -> float:
+    """Power of the two-sided paired t-test at `level` with n pairs when the true mean difference is `effect`
+    and the differences' sd is `sd`: P(|T| > t(1 - level/2, n-1)) with T noncentral t (n-1 df, effect/sd*sqrt(n))."""
+    if n < 2 or not sd > 0:
+        return math.nan if n < 2 else (1.0 if effect != 0 else level)
+    df, nc = n - 1, abs(effect) / sd * math.sqrt(n)
+    crit = stats.t.ppf(1 - level / 2, df)
+    out = float(stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc))
+    if math.isfinite(out):
+        return out
+    # scipy's noncentral t returns NaN for some large nc at few df: the same probability by integrating over the
+    # chi-square V of T = (Z + nc) / sqrt(V / df)
+    from scipy.integrate import quad
+
+    def given(v: float) -> float:
+        c = crit * math.sqrt(v / df)
+        return (stats.norm.sf(c - nc) + stats.norm.cdf(-c - nc)) * stats.chi2.pdf(v, df)
+    return float(min(1.0, quad(given, 0, math.inf, limit=200)[0]))
+
+
+def replicates_for(effect: float, sd: float, level: float, target: float = P.POWER, cap: int = 10_000) -> int | None:
+    """The fewest pairs (at least MIN_SEEDS) that give `target` power at `effect`; None when more than `cap`
+    would be needed."""
+    if not sd > 0:
+        return MIN_SEEDS
+    for n in range(MIN_SEEDS, cap + 1):
+        if power(effect, sd, n, level) >= target:
+            return n
+    return None
+
+
+def detectable_effect(sd: float, n: int, level: float, target: float = P.POWER) -> float:
+    """The minimum detectable effect of a design: the true mean difference the two-sided paired t-test at `level`
+    with n pairs finds with `target` power (NaN below MIN_SEEDS pairs or without a spread)."""
+    if n < MIN_SEEDS or not sd > 0 or not math.isfinite(sd):
+        return math.nan
+    from scipy.optimize import brentq
+
+    hi = sd
+    while power(hi, sd, n, level) < target:
+        hi *= 2
+    return float(brentq(lambda e: power(e, sd, n, level) - target, 0.0, hi, xtol=sd * 1e-9))
 
 
 # ---------------------------------------------------------------- paired comparisons
 
-def compare(df: pd.DataFrame, pairs: Iterable[tuple[str, str]], metric: str, alpha: float = 0.05,
-            confidence: float = 0.95, seed_col: str = SEED) -> pd.DataFrame:
-    """One row per (setting, reference) pair: per-seed differences setting minus reference on `metric`,
-    paired by seed (only seeds completed on both sides), their mean/sd/n, t-interval, paired t-test p and
-    Holm-adjusted p over the tested pairs of this call, and the verdict."""
+def margin_of(metric: str, smallest_effect: Mapping[str, float] | None = None) -> float | None:
+    """The smallest effect of interest of `metric` in its stored unit (a fraction for accuracies), from
+    `smallest_effect` (in the unit tables print; protocol.SMALLEST_EFFECT when None); None when not set."""
+    table = P.SMALLEST_EFFECT if smallest_effect is None else smallest_effect
+    value = table.get(metric)
+    if value is None:
+        return None
+    return float(value) / _text(metric)[1]
+
+
+COMPARE_COLUMNS = ["setting", "label", "baseline", "baseline_label", "metric", "seeds", "mean_setting",
+                   "mean_baseline", "n", "mean_diff", "sd_diff", "d_z", "t", "p", "p_tost", "p_holm", "p_equiv",
+                   "level", "confidence", "ci_low", "ci_high", "margin", "mde", "n_tests", "alpha", "verdict"]
+
+
+def compare(df: pd.DataFrame, pairs: Iterable[tuple[str, str]], metric: str, alpha: float = P.ALPHA,
+            smallest_effect: Mapping[str, float] | None = None, seed_col: str = SEED,
+            target_power: float = P.POWER) -> pd.DataFrame:
+    """One row per (setting, reference) pair, one family: per-replicate differences setting minus reference on
+    `metric`, paired by replicate (only replicates completed on both sides): mean/sd/n, d_z, paired t p, TOST p
+    against the metric's smallest effect of interest (`margin`, stored unit), Holm-adjusted p, the row's Holm
+    step level and the interval at that level (`confidence` = 1 - level), the Bonferroni-adjusted TOST p
+    (`p_equiv`), the design's minimum detectable effect at `target_power` and level alpha / m (`mde`), and the
+    verdict read from the interval (module docstring)."""
     table = per_seed(df, metric, seed_col)
     names = labels(df)
+    margin = margin_of(metric, smallest_effect)
     rows = []
     for setting, ref in pairs:
         both = table[[setting, ref]].dropna() if {setting, ref} <= set(table.columns) else pd.DataFrame()
         diffs = (both[setting] - both[ref]) if len(both) else pd.Series(dtype=float)
+        res = paired_test(diffs, margin=margin if margin is not None else math.nan)
         rows.append({"setting": setting, "label": names.get(setting, setting), "baseline": ref,
                      "baseline_label": names.get(ref, ref), "metric": metric,
                      "seeds": tuple(both.index), "mean_setting": both[setting].mean() if len(both) else math.nan,
-                     "mean_baseline": both[ref].mean() if len(both) else math.nan,
-                     **paired_test(diffs, confidence)})
-    out = pd.DataFrame(rows, columns=["setting", "label", "baseline", "baseline_label", "metric", "seeds",
-                                      "mean_setting", "mean_baseline", "n", "mean", "sd", "ci_low", "ci_high",
-                                      "t", "p"])
-    out = out.rename(columns={"mean": "mean_diff", "sd": "sd_diff"})
+                     "mean_baseline": both[ref].mean() if len(both) else math.nan, "n": res["n"],
+                     "mean_diff": res["mean"], "sd_diff": res["sd"], "d_z": res["d_z"], "t": res["t"],
+                     "p": res["p"], "p_tost": res["p_tost"]})
+    out = pd.DataFrame(rows, columns=COMPARE_COLUMNS[:15])
+    m = int(out["p"].notna().sum())
     out["p_holm"] = holm(out["p"])
-    out["n_tests"] = int(out["p"].notna().sum())
-    out["confidence"], out["alpha"] = confidence, alpha
-    out["verdict"] = [verdict(r.n, r.mean_diff, r.ci_low, r.ci_high, r.p_holm, alpha) for r in out.itertuples()]
-    return out
+    out["p_equiv"] = [min(1.0, 2 * m * p) if not math.isnan(p) else math.nan for p in out["p_tost"]]
+    out["level"] = holm_levels(out["p"], alpha)
+    out["confidence"] = 1 - out["level"]
+    lows, highs = [], []
+    for r in out.itertuples():
+        if r.n >= MIN_SEEDS and not math.isnan(r.level):
+            half = 0.0 if r.sd_diff == 0 else stats.t.ppf(1 - r.level / 2, r.n - 1) * r.sd_diff / math.sqrt(r.n)
+            lows.append(r.mean_diff - half)
+            highs.append(r.mean_diff + half)
+        else:
+            lows.append(math.nan)
+            highs.append(math.nan)
+    out["ci_low"], out["ci_high"] = lows, highs
+    out["margin"] = margin if margin is not None else math.nan
+    out["mde"] = [detectable_effect(r.sd_diff, r.n, alpha / max(m, 1), target_power) for r in out.itertuples()]
+    out["n_tests"], out["alpha"] = m, alpha
+    out["verdict"] = [verdict(r.n, r.ci_low, r.ci_high, margin) for r in out.itertuples()]
+    return out[COMPARE_COLUMNS]
 
 
 def _is_zero(v: str | None) -> bool:
@@ -310,6 +461,8 @@ def dropout_free(params: Mapping[str, str]) -> bool:
         try:
             entries = ast.literal_eval(per_layer)
         except (ValueError, SyntaxError):
+            entries = []
+        if not isinstance(entries, (list, tuple)):  # "None": a run that never logged its rates
             entries = []
         rates += [base] + [base if e is None else str(e) for e in entries]
     else:
@@ -338,10 +491,11 @@ def find_baselines(df: pd.DataFrame) -> dict[str, str]:
 
 
 def _knowably_dropout_free(key: str) -> bool:
-    """dropout_free, or False for a setting that logged no dropout keys (a job that failed before its run)."""
+    """dropout_free, or False for a setting that logged no dropout keys or unreadable ones (a job that failed
+    before its run could log them)."""
     try:
         return dropout_free(setting_params(key))
-    except ValueError:
+    except (ValueError, TypeError):
         return False
 
 
@@ -356,9 +510,10 @@ def resolve_setting(df: pd.DataFrame, name: str) -> str:
 
 
 def compare_to_baseline(df: pd.DataFrame, metrics: Sequence[str] = ("test_acc", "gap"), baseline: str | None = None,
-                        alpha: float = 0.05, confidence: float = 0.95, seed_col: str = SEED) -> pd.DataFrame:
+                        alpha: float = P.ALPHA, smallest_effect: Mapping[str, float] | None = None,
+                        seed_col: str = SEED) -> pd.DataFrame:
     """Every setting against its baseline (find_baselines, or `baseline` given as a key or label), one block
-    of rows per metric; Holm corrects over the tested comparisons of each metric."""
+    of rows per metric; each metric's comparisons are one family (Holm, compare())."""
     if baseline is None:
         pairs = list(find_baselines(df).items())
     else:
@@ -366,7 +521,7 @@ def compare_to_baseline(df: pd.DataFrame, metrics: Sequence[str] = ("test_acc", 
         pairs = [(k, ref) for k in pd.unique(df[SETTING]) if k != ref]
     order = {k: i for i, k in enumerate(settings_order(df))}
     pairs.sort(key=lambda kv: order[kv[0]])
-    return pd.concat([compare(df, pairs, m, alpha, confidence, seed_col) for m in metrics], ignore_index=True)
+    return pd.concat([compare(df, pairs, m, alpha, smallest_effect, seed_col) for m in metrics], ignore_index=True)
 
 
 def _sort_value(v: str) -> tuple:
@@ -419,41 +574,55 @@ def reads_test_set(metric: str) -> bool:
     return "test" in m or (re.search(r"(^|[_.])gap($|[_.])", m) is not None and "val_gap" not in m)
 
 
-def rank(df: pd.DataFrame, metric: str = "val_acc", higher_is_better: bool | None = None, alpha: float = 0.05,
-         confidence: float = 0.95, seed_col: str = SEED) -> pd.DataFrame:
-    """Settings best-first by their mean `metric` over completed seeds (a validation metric; a test metric is
-    refused). Every other setting is compared with the top one, paired by seed, Holm over those comparisons;
-    `tied` marks the top and every setting the comparison does not find worse (not distinguishable, too few
-    paired seeds, or, when seeds differ, better on the paired seeds). Accuracies are better higher, losses and
-    gaps lower, unless told."""
+def rank(df: pd.DataFrame, metric: str = "val_acc", higher_is_better: bool | None = None, alpha: float = P.ALPHA,
+         smallest_effect: Mapping[str, float] | None = None, seed_col: str = SEED) -> pd.DataFrame:
+    """Settings best-first by their mean `metric` over completed replicates (a validation metric; a test metric
+    is refused). Only settings with at least MIN_SEEDS replicates are ranked (`ranked`, `rank` 1, 2, ...); the
+    others come last, unranked. Every other ranked setting is compared with the top one, paired by replicate,
+    as one family (compare()). `tied` marks the top and the settings just below it whose interval against the
+    top does not lie on the worse side of 0, stopping at the first that does: a tied setting is never below
+    one that is not, so never below a baseline that is not tied itself. Accuracies are better higher, losses
+    and gaps lower, unless told."""
     if reads_test_set(metric):
         raise ValueError(f"rank by a validation metric (val_acc, val_loss, val_gap), not {metric!r}: "
                          "choosing by the test set makes the test estimate optimistic")
     if higher_is_better is None:
         higher_is_better = "acc" in metric
+    columns = ["setting", "label", "metric", "seeds", "mean", "sd", "ranked", "rank", "n", "mean_diff", "ci_low",
+               "ci_high", "confidence", "p", "p_holm", "verdict", "tied"]
     table = per_seed(df, metric, seed_col)
     if table.empty:
-        return pd.DataFrame(columns=["setting", "label", "metric", "seeds", "mean", "sd", "n", "mean_diff",
-                                     "ci_low", "ci_high", "p", "p_holm", "verdict", "tied"])
+        return pd.DataFrame(columns=columns)
+    counts = table.notna().sum()
     means = table.mean().sort_values(ascending=not higher_is_better, kind="stable")
-    top, others = means.index[0], list(means.index[1:])
-    vs = compare(df, [(k, top) for k in others], metric, alpha, confidence, seed_col).set_index("setting")
+    ranked = [k for k in means.index if counts[k] >= MIN_SEEDS]
+    unranked = [k for k in means.index if counts[k] < MIN_SEEDS]
     names = labels(df)
-    worse = LOWER if higher_is_better else HIGHER
     rows = []
-    for key in means.index:
+    if ranked:
+        top, others = ranked[0], ranked[1:]
+        vs = compare(df, [(k, top) for k in others], metric, alpha, smallest_effect, seed_col).set_index("setting")
+        worse = LOWER if higher_is_better else HIGHER
+        still_tied = True
+        for place, key in enumerate(ranked, start=1):
+            own = table[key].dropna()
+            row = {"setting": key, "label": names[key], "metric": metric, "seeds": len(own), "mean": own.mean(),
+                   "sd": own.std(ddof=1) if len(own) > 1 else math.nan, "ranked": True, "rank": place}
+            if key == top:
+                row.update(n=len(own), verdict="top", tied=True)
+            else:
+                r = vs.loc[key]
+                still_tied = still_tied and r.verdict != worse
+                row.update(n=r.n, mean_diff=r.mean_diff, ci_low=r.ci_low, ci_high=r.ci_high, confidence=r.confidence,
+                           p=r.p, p_holm=r.p_holm, verdict=r.verdict, tied=still_tied)
+            rows.append(row)
+    for key in unranked:
         own = table[key].dropna()
-        row = {"setting": key, "label": names[key], "metric": metric, "seeds": len(own),
-               "mean": own.mean(), "sd": own.std(ddof=1) if len(own) > 1 else math.nan}
-        if key == top:
-            row.update(n=len(own), verdict="top", tied=True)
-        else:
-            r = vs.loc[key]
-            row.update(n=r.n, mean_diff=r.mean_diff, ci_low=r.ci_low, ci_high=r.ci_high, p=r.p,
-                       p_holm=r.p_holm, verdict=r.verdict, tied=r.verdict != worse)
-        rows.append(row)
-    out = pd.DataFrame(rows)
-    out["higher_is_better"], out["confidence"], out["alpha"] = higher_is_better, confidence, alpha
+        rows.append({"setting": key, "label": names[key], "metric": metric, "seeds": len(own), "mean": own.mean(),
+                     "sd": own.std(ddof=1) if len(own) > 1 else math.nan, "ranked": False, "rank": math.nan,
+                     "verdict": "not ranked", "tied": False})
+    out = pd.DataFrame(rows, columns=columns)
+    out["higher_is_better"], out["alpha"] = higher_is_better, alpha
     return out
 
 
@@ -478,20 +647,47 @@ def _seed_count(ns: Iterable[int]) -> str:
     return str(ns[0]) if len(ns) == 1 else f"{ns[0]}-{ns[-1]}"
 
 
+def confidence_text(confidence: float) -> str:
+    """0.99 -> '99 %', 0.9875 -> '98.75 %'."""
+    return f"{confidence * 100:.4g} %"
+
+
+def margin_text(margin: float, metric: str) -> str:
+    """The smallest effect of interest as the tables print it: '+/-0.30 points'."""
+    _, scale, unit = _text(metric)
+    return f"±{_num(margin, scale, signed=False)}{' ' + unit if unit else ''}"
+
+
+def verdict_reason(r: Mapping[str, Any]) -> str:
+    """Why a row got its verdict, in words that match its interval."""
+    margin = r.get("margin")
+    has_margin = margin is not None and not (isinstance(margin, float) and math.isnan(margin))
+    metric = r["metric"]
+    if r["verdict"] in (HIGHER, LOWER):
+        inside = has_margin and -margin < r["ci_low"] and r["ci_high"] < margin
+        return "the interval excludes 0" + (f", but lies inside {margin_text(margin, metric)}: smaller than the "
+                                            "smallest effect of interest" if inside else "")
+    if r["verdict"] == EQUIVALENT:
+        return f"the interval lies inside {margin_text(margin, metric)}, the smallest effect of interest"
+    if int(r["n"]) < MIN_SEEDS:
+        return f"{int(r['n'])} paired replicate{'s' if int(r['n']) != 1 else ''}; a test needs {MIN_SEEDS}"
+    if not has_margin:
+        return "the interval holds 0, and no smallest effect of interest is set for this metric"
+    return f"the interval holds 0 and reaches beyond {margin_text(margin, metric)}"
+
+
 def comparison_sentence(row: Mapping[str, Any] | Any) -> str:
     """One row of compare()/compare_to_baseline() (a dict or a pandas row) as the sentence a report prints."""
     r = row if isinstance(row, Mapping) else dict(row)
     words, scale, unit = _text(r["metric"])
     head = f"{r['label']} vs {r['baseline_label']}"
-    if r["verdict"] == TOO_FEW:
-        return f"{head}: too few paired seeds ({int(r['n'])}) for a {words} interval."
+    if int(r["n"]) < MIN_SEEDS:
+        return f"{head}: {words}: {r['verdict']} ({verdict_reason(r)})."
     unit = f" {unit}" if unit else ""
-    verdict_text = r["verdict"]
-    if verdict_text == NOT_DISTINGUISHABLE and (r["ci_low"] > 0 or r["ci_high"] < 0):
-        verdict_text += f" after correcting for {int(r['n_tests'])} comparisons"
-    return (f"{head}: {words} {_num(r['mean_diff'], scale)}{unit} ({r['confidence'] * 100:g} % CI "
-            f"[{_num(r['ci_low'], scale)}, {_num(r['ci_high'], scale)}], n={int(r['n'])} seeds, "
-            f"Holm-adjusted {_p(r['p_holm'])}): {verdict_text}.")
+    dz = f", d_z={r['d_z']:+.2f}" if "d_z" in r and math.isfinite(r["d_z"]) else ""
+    return (f"{head}: {words} {_num(r['mean_diff'], scale)}{unit} ({confidence_text(r['confidence'])} CI "
+            f"[{_num(r['ci_low'], scale)}, {_num(r['ci_high'], scale)}] at its Holm step level, "
+            f"n={int(r['n'])} replicates{dz}): {r['verdict']}, {verdict_reason(r)}.")
 
 
 def comparison_sentences(table: pd.DataFrame) -> list[str]:
@@ -500,24 +696,41 @@ def comparison_sentences(table: pd.DataFrame) -> list[str]:
 
 
 def ranking_sentence(ranking: pd.DataFrame) -> str:
-    """rank()'s table as one sentence: the single best setting, or the settings tied for best."""
+    """rank()'s table as one sentence: the single best setting, or the settings tied for best (each with its
+    verdict against the top), and what keeps the rest out."""
     if ranking.empty:
         return "Best: no completed runs to rank."
     metric = ranking["metric"].iloc[0]
     words, scale, unit = _text(metric)
-    top = ranking.iloc[0]
+    ranked = ranking[ranking["ranked"].astype(bool)]
+    unranked = ranking[~ranking["ranked"].astype(bool)]
+    if ranked.empty:
+        most = int(ranking["seeds"].max())
+        return (f"Best: not chosen; no setting has {MIN_SEEDS} replicates yet (the most is {most}), and fewer "
+                f"cannot be ranked: run each setting with at least {MIN_SEEDS} seeds (seed=1,2,3).")
+    top = ranked.iloc[0]
     value = f"{_num(top['mean'], scale, signed=False)}{' %' if unit == 'points' else ''}"
-    if len(ranking) == 1:
-        return f"Best by {words}: {top['label']} ({value}, n={int(top['seeds'])} seeds), the only setting."
-    tied = ranking[ranking["tied"]]
+    left_out = (f" Not ranked ({len(unranked)}, fewer than {MIN_SEEDS} replicates): "
+                f"{_listing(list(unranked['label']))}." if len(unranked) else "")
+    if len(ranked) == 1:
+        return f"Best by {words}: {top['label']} ({value}, n={int(top['seeds'])} replicates), the only ranked setting." \
+            + left_out
+    tied = ranked[ranked["tied"].astype(bool)]
+    nxt = ranked[~ranked["tied"].astype(bool)]
+    after = ""
+    if len(nxt):
+        r = nxt.iloc[0]
+        after = (f"; the next by mean, {r['label']}, is {r['verdict']} than the best "
+                 f"({confidence_text(r['confidence'])} CI [{_num(r['ci_low'], scale)}, {_num(r['ci_high'], scale)}])")
     if len(tied) == 1:
-        worst_p = ranking["p_holm"].iloc[1:].max()
-        return (f"Best by {words}: {top['label']} ({value}, n={int(top['seeds'])} seeds); every other setting is "
-                f"distinguishably worse (Holm-adjusted {_p(worst_p).replace('=', '<=', 1)}).")
-    names = list(tied["label"])
-    sep = "; " if any(", " in n for n in names) else ", "  # labels such as "p=0.5, p_in=0.2" need ";"
-    listed = sep.join(names) if len(names) <= MAX_NAMED else (
-        sep.join(names[:MAX_NAMED]) + f" and {len(names) - MAX_NAMED} more")
+        return (f"Best by {words}: {top['label']} ({value}, n={int(top['seeds'])} replicates){after}." + left_out)
+    names = [f"{r['label']} ({'best' if r['verdict'] == 'top' else r['verdict']})" for _, r in tied.iterrows()]
     seeds = _seed_count(tied["n"].iloc[1:])
-    return (f"Best by {words}: tied between {listed} "
-            f"(cannot be separated with {seeds} paired seed{'' if seeds == '1' else 's'}).")
+    return (f"Best by {words}: tied between {_listing(names)}, which {seeds} paired replicates cannot separate from "
+            f"the best ({value}){after}." + left_out)
+
+
+def _listing(names: list[str]) -> str:
+    sep = "; " if any(", " in n for n in names) else ", "  # labels such as "p=0.5, p_in=0.2" need ";"
+    return sep.join(names) if len(names) <= MAX_NAMED else (
+        sep.join(names[:MAX_NAMED]) + f" and {len(names) - MAX_NAMED} more")

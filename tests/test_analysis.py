@@ -134,7 +134,7 @@ def test_any_depth_mean_effective_hidden_rate():
 def test_lr_alone_makes_two_settings():
     df = A.frame_from_search(search_frame([run(0.0, 1, lr=0.001), run(0.0, 1, lr=0.01)]))
     assert sorted(df[S.LABEL]) == ["optimizer.lr=0.001", "optimizer.lr=0.01"]
-    assert A.settings_text(df) == "2 settings x 1 seed"
+    assert A.settings_text(df) == "2 settings x 1 replicate"
 
 
 def test_counts_keep_pruned_and_failed_apart():
@@ -143,7 +143,7 @@ def test_counts_keep_pruned_and_failed_apart():
     c = A.run_counts(df)
     assert c == {"finished": 6, "pruned": 1, "failed": 1, "killed": 1, "running": 0, "total": 9}
     assert A.counts_text(c) == "6 finished, 1 pruned, 1 failed, 1 killed"
-    assert A.settings_text(df) == "2 settings x 3 seeds"
+    assert A.settings_text(df) == "2 settings x 3 replicates"
 
 
 def test_setting_table_paired_differences_by_hand():
@@ -162,15 +162,18 @@ def test_setting_table_paired_differences_by_hand():
     assert r["rank"] == 1 and table.loc["p=0", "rank"] == 2 and table.loc["p=0", "tied"]
 
 
-def test_two_seeds_give_too_few_seeds_and_no_interval():
+def test_two_replicates_are_inconclusive_have_no_interval_and_are_not_ranked():
     df = A.frame_from_search(search_frame([r for r in GRID if r["seed"] != 3]))
     table = A.setting_table(df).set_index("label")
-    assert table.loc["p=0.5", "d_test_verdict"] == S.TOO_FEW and pd.isna(table.loc["p=0.5", "d_test_lo"])
-    assert pd.isna(table.loc["p=0.5", "test_acc_ci_low"])
-    assert "too few seeds (2)" in A.console_table(A.setting_table(df))
-    assert A.headline(df) == ("Best by validation accuracy: tied between p=0.5, p=0 (cannot be separated with 2 "
-                              "paired seeds). p=0.5 vs p=0 (no dropout): too few paired seeds (2, need 3) for an "
-                              "interval.")
+    assert table.loc["p=0.5", "d_test_verdict"] == S.INCONCLUSIVE and pd.isna(table.loc["p=0.5", "d_test_lo"])
+    assert pd.isna(table.loc["p=0.5", "test_acc_ci_low"]) and table["rank"].isna().all()
+    console = A.console_table(A.setting_table(df))
+    assert "inconclusive (2 replicates)" in console
+    row = next(line for line in console.splitlines() if line.startswith("p=0.5 "))
+    assert row.split()[:3] == ["p=0.5", "2", "-"]  # not ranked
+    assert A.headline(df) == ("Best: not chosen; no setting has 3 replicates yet (the most is 2), and fewer cannot "
+                              "be ranked: run each setting with at least 3 seeds (seed=1,2,3).")
+    assert A.best(df) is None
 
 
 def test_best_is_by_validation_among_completed_runs_never_test_or_pruned():
@@ -188,7 +191,8 @@ def test_best_is_by_validation_among_completed_runs_never_test_or_pruned():
 
 def test_the_headline_reports_the_holm_p_of_the_whole_family_not_of_one_comparison():
     # p=0.5 beats p=0 by 2, 3, 4 points (t = 3 sqrt(3) on 2 df, raw p = 0.0351); p=0.2 by 1, 0, 2 (raw p = 0.225).
-    # Holm over the two: the smaller p doubles to 0.0702, so the top setting is "not distinguishable".
+    # Holm over the two: the smaller p doubles to 0.0702, so the top setting is not "higher": its interval, at
+    # the Bonferroni level 0.05/2 once Holm stops, holds 0 (97.5 %).
     base = {1: 0.90, 2: 0.91, 3: 0.92}
     rows = [run(0.0, s, test=v, val=v) for s, v in base.items()]
     rows += [run(0.5, s, test=base[s] + d / 100, val=base[s] + 0.05) for s, d in {1: 2, 2: 3, 3: 4}.items()]
@@ -198,8 +202,10 @@ def test_the_headline_reports_the_holm_p_of_the_whole_family_not_of_one_comparis
     p_raw, p_holm = family.loc[("p=0.5", "test_acc"), ["p", "p_holm"]]
     assert p_raw == pytest.approx(1 - 3 * math.sqrt(3) / math.sqrt(2 + 27))  # 2 df: p = 1 - t / sqrt(2 + t^2)
     assert p_holm == pytest.approx(2 * p_raw)
+    assert family.loc[("p=0.5", "test_acc"), "confidence"] == pytest.approx(0.975)
     sentence = A.headline(df)
-    assert f"Holm-adjusted p={p_holm:.3g}): not distinguishable" in sentence, sentence
+    assert "test accuracy +3.00 points (97.5 % CI [" in sentence, sentence
+    assert "n=3 replicates, d_z=+3.00): inconclusive, the interval holds 0 and reaches beyond ±0.30 points." in sentence
 
 
 def test_no_validation_split_chooses_no_best():
@@ -213,11 +219,12 @@ def test_console_table_and_end_of_sweep_text():
     df = A.frame_from_search(search_frame(GRID))
     text = A.end_of_sweep_text(df, "abc123", "/tmp/sweep", "postgresql://me:secret@db/mlflow")
     lines = text.splitlines()
-    assert lines[0] == "Sweep summary: 6 runs: 6 finished, 0 pruned, 0 failed; 2 settings x 3 seeds."
+    assert lines[0] == "Sweep summary: 6 runs: 6 finished, 0 pruned, 0 failed; 2 settings x 3 replicates."
     half = 100 * 0.01 * T2 / math.sqrt(3)
     row = next(line for line in lines if line.startswith("p=0.5 "))
     assert row.split()[:6] == ["p=0.5", "3", "1", "94.00", "94.00", "4.00"]
-    assert f"+2.00 [{2 - half:+.2f},{2 + half:+.2f}] n.d." in row  # the interval holds 0
+    assert f"+2.00 [{2 - half:+.2f},{2 + half:+.2f}] inconclusive" in row  # the interval holds 0
+    assert "Replicates: seeds 1-3; each draws the training randomness only" in text
     assert f"-3.00 [{-3 - half:+.2f},{-3 + half:+.2f}] lower" in row
     assert "CSV:    /tmp/sweep/sweep_results.csv" in text and "Plot:   /tmp/sweep/gap_vs_dropout.png" in text
     assert "        /tmp/sweep/sweep_settings.csv (one row per setting)" in text
@@ -249,7 +256,8 @@ def test_figures_draw_for_grids_searches_and_nothing(tmp_path):
         assert (tmp_path / f"{name}.png").stat().st_size > 5_000
     assert A.overview_figure(search).axes[-1].get_label() == "<colorbar>"  # a search: colour = input rate
     assert len(A.gap_figure(grid).axes) == 2  # the input rate varies: a second panel against it
-    assert len(A.accuracy_figure(grid).axes[0].get_legend().get_texts()) == 4  # train/test x two input rates
+    legend = [t.get_text() for t in A.accuracy_figure(grid).axes[0].get_legend().get_texts()]
+    assert len(legend) == 5 and "gap (hatched)" in legend  # train/test x two input rates, and the hatched gap
     plt.close("all")
 
 

@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from sweep import stats as S
 
@@ -137,13 +138,22 @@ def test_fewer_than_three_values_give_no_interval_and_no_test():
         assert r["n"] == len(values)
         assert all(math.isnan(r[k]) for k in ("ci_low", "ci_high", "t", "p"))
     assert S.paired_test([1.0, 2.0])["mean"] == 1.5
-    assert S.verdict(2, 5.0, math.nan, math.nan, math.nan) == S.TOO_FEW
+    assert S.verdict(2, math.nan, math.nan, 0.5) == S.INCONCLUSIVE
 
 
 def test_identical_differences():
     assert S.paired_test([0, 0, 0])["p"] == 1.0
     r = S.paired_test([1, 1, 1])
     assert (r["p"], r["ci_low"], r["ci_high"]) == (0.0, 1.0, 1.0)
+
+
+def test_holm_matches_statsmodels():
+    from statsmodels.stats.multitest import multipletests
+
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        p = rng.uniform(0, 0.2, rng.integers(1, 9)) ** rng.uniform(0.5, 3)
+        assert S.holm(p) == pytest.approx(multipletests(p, method="holm")[1])
 
 
 def test_holm_by_hand():
@@ -154,10 +164,16 @@ def test_holm_by_hand():
 
 
 def test_verdict_rule():
-    assert S.verdict(5, 0.3, 0.1, 0.5, 0.04) == S.HIGHER
-    assert S.verdict(5, -0.3, -0.5, -0.1, 0.04) == S.LOWER
-    assert S.verdict(5, 0.3, 0.1, 0.5, 0.06) == S.NOT_DISTINGUISHABLE   # Holm does not reject
-    assert S.verdict(5, 0.3, -0.1, 0.5, 0.04) == S.NOT_DISTINGUISHABLE  # interval holds 0
+    """The verdict reads from the interval (at its Holm step level): excludes 0 -> its side; inside +/- the
+    smallest effect of interest -> equivalent; else, or with fewer than 3 pairs, inconclusive."""
+    assert S.verdict(5, 0.1, 0.5, 0.3) == S.HIGHER
+    assert S.verdict(5, -0.5, -0.1, 0.3) == S.LOWER
+    assert S.verdict(5, 0.01, 0.2, 0.3) == S.HIGHER        # significant, though smaller than the margin
+    assert S.verdict(5, -0.2, 0.25, 0.3) == S.EQUIVALENT   # holds 0, inside +/-0.3
+    assert S.verdict(5, -0.2, 0.35, 0.3) == S.INCONCLUSIVE  # holds 0, reaches beyond +0.3
+    assert S.verdict(5, -0.2, 0.25, None) == S.INCONCLUSIVE  # no smallest effect set: never equivalent
+    assert S.verdict(2, -0.01, 0.01, 0.3) == S.INCONCLUSIVE  # too few pairs
+    assert set(S.VERDICT_WORDS) == {"higher", "lower", "equivalent", "inconclusive"}
 
 
 # ---------------------------------------------------------------- paired comparisons on runs
@@ -201,6 +217,10 @@ def test_constant_capacity_settings_pair_with_their_own_p0_whatever_width_they_w
                                  "p=0, model.constant_capacity=True", "p=0.5, model.constant_capacity=True"]
 
 
+# t(1 - 0.025/2, 2 df) = t(0.9875, 2): 2 df closed form again, t / sqrt(2 + t^2) = 0.975
+T2_9875 = math.sqrt(2 * 0.975 ** 2 / (1 - 0.975 ** 2))  # 6.205347
+
+
 def test_compare_to_baseline_pairs_by_seed_and_corrects_with_holm():
     df = sweep_frame()
     table = S.compare_to_baseline(df, ["test_acc"])
@@ -211,14 +231,24 @@ def test_compare_to_baseline_pairs_by_seed_and_corrects_with_holm():
     assert half["n"] == 3
     assert half["mean_diff"] * 100 == pytest.approx(2)
     assert half["sd_diff"] * 100 == pytest.approx(1)
-    assert (half["ci_low"] * 100, half["ci_high"] * 100) == pytest.approx((2 - HALF_123, 2 + HALF_123))
+    assert half["d_z"] == pytest.approx(2)     # mean / sd of the differences
     assert half["p"] == pytest.approx(P_123)
     two = by.loc["p=0.2"]
     assert two["p"] == pytest.approx(P_2343)
     # Holm over the 2 tested comparisons (p=0.8 has 2 seeds, untested): 2*P_2343, then max(P_123, 2*P_2343)
     assert two["p_holm"] == pytest.approx(2 * P_2343)
     assert half["p_holm"] == pytest.approx(P_123)
-    assert (two["verdict"], half["verdict"], by.loc["p=0.8", "verdict"]) == (S.HIGHER, S.NOT_DISTINGUISHABLE, S.TOO_FEW)
+    # step levels: p=0.2 (smallest p) at 0.05/2 and rejected; p=0.5 not rejected, so at 0.05/2 as well
+    assert (two["level"], half["level"]) == pytest.approx((0.025, 0.025))
+    assert half["confidence"] == pytest.approx(0.975)
+    assert (half["ci_low"] * 100, half["ci_high"] * 100) == pytest.approx(
+        (2 - T2_9875 / math.sqrt(3), 2 + T2_9875 / math.sqrt(3)))
+    t3 = stats.t.ppf(1 - 0.025 / 2, 3)  # 4.176535 (scipy; no closed form at 3 df)
+    assert t3 == pytest.approx(4.176535, abs=1e-6)
+    assert (two["ci_low"] * 100, two["ci_high"] * 100) == pytest.approx(
+        (3 - t3 * math.sqrt(2 / 3) / 2, 3 + t3 * math.sqrt(2 / 3) / 2))
+    assert (two["verdict"], half["verdict"], by.loc["p=0.8", "verdict"]) == (S.HIGHER, S.INCONCLUSIVE,
+                                                                              S.INCONCLUSIVE)
     assert math.isnan(by.loc["p=0.8", "p_holm"]) and set(table["n_tests"]) == {2}
 
 
@@ -234,21 +264,26 @@ def test_explicit_baseline_by_label():
 def test_sentences_use_the_table_numbers():
     table = S.compare_to_baseline(sweep_frame(), ["test_acc"])
     lines = S.comparison_sentences(table)
-    # p=0.2: mean 3, CI 3 -/+ 1.299 -> [+1.70, +4.30], Holm p = 2 * 0.0052079 = 0.0104
-    assert lines[0] == ("p=0.2 vs p=0: test accuracy +3.00 points (95 % CI [+1.70, +4.30], n=4 seeds, "
-                        "Holm-adjusted p=0.0104): higher.")
-    assert lines[1] == ("p=0.5 vs p=0: test accuracy +2.00 points (95 % CI [-0.48, +4.48], n=3 seeds, "
-                        "Holm-adjusted p=0.0742): not distinguishable.")
-    assert lines[2] == "p=0.8 vs p=0: too few paired seeds (2) for a test accuracy interval."
+    # p=0.2: mean 3, 97.5 % half-width 4.176535 * sqrt(2/3) / 2 = 1.705 -> [+1.29, +4.71]; d_z = 3 / sqrt(2/3)
+    assert lines[0] == ("p=0.2 vs p=0: test accuracy +3.00 points (97.5 % CI [+1.29, +4.71] at its Holm step level, "
+                        "n=4 replicates, d_z=+3.67): higher, the interval excludes 0.")
+    # p=0.5: mean 2, half-width 6.205347 / sqrt(3) = 3.583 -> [-1.58, +5.58]: holds 0, beyond the +/-0.3 margin
+    assert lines[1] == ("p=0.5 vs p=0: test accuracy +2.00 points (97.5 % CI [-1.58, +5.58] at its Holm step level, "
+                        "n=3 replicates, d_z=+2.00): inconclusive, the interval holds 0 and reaches beyond "
+                        "±0.30 points.")
+    assert lines[2] == "p=0.8 vs p=0: test accuracy: inconclusive (2 paired replicates; a test needs 3)."
 
 
-def test_not_distinguishable_after_correction_says_so():
-    row = {"label": "p=0.5", "baseline_label": "p=0", "metric": "gap", "verdict": S.NOT_DISTINGUISHABLE, "n": 5,
-           "mean_diff": -0.004, "ci_low": -0.007, "ci_high": -0.001, "p_holm": 0.08, "n_tests": 4,
-           "confidence": 0.95}
-    assert S.comparison_sentence(row) == ("p=0.5 vs p=0: gap (train - test) -0.40 points (95 % CI [-0.70, -0.10], "
-                                          "n=5 seeds, Holm-adjusted p=0.08): not distinguishable after correcting "
-                                          "for 4 comparisons.")
+def test_equivalent_and_significant_but_small_say_so():
+    row = {"label": "p=0.5", "baseline_label": "p=0", "metric": "gap", "verdict": S.EQUIVALENT, "n": 20,
+           "mean_diff": 0.0004, "ci_low": -0.0011, "ci_high": 0.0019, "confidence": 0.99, "d_z": 0.12,
+           "margin": 0.003}
+    assert S.comparison_sentence(row) == ("p=0.5 vs p=0: gap (train - test) +0.04 points (99 % CI [-0.11, +0.19] "
+                                          "at its Holm step level, n=20 replicates, d_z=+0.12): equivalent, the "
+                                          "interval lies inside ±0.30 points, the smallest effect of interest.")
+    row.update(verdict=S.HIGHER, mean_diff=0.0015, ci_low=0.0002, ci_high=0.0028)
+    assert S.comparison_sentence(row).endswith("higher, the interval excludes 0, but lies inside ±0.30 points: "
+                                               "smaller than the smallest effect of interest.")
 
 
 def test_summarize_unpaired_by_hand():
@@ -277,15 +312,40 @@ def ranking_frame():
     return frame(rows)
 
 
-def test_rank_marks_ties_with_the_top():
+def test_rank_marks_ties_with_the_top_and_leaves_too_few_replicates_unranked():
     r = S.rank(ranking_frame(), "val_acc").set_index("label")
-    assert list(r.index) == ["p=0.1", "p=0.2", "p=0.4", "p=0.3"]
-    assert r["tied"].to_dict() == {"p=0.1": True, "p=0.2": True, "p=0.4": True, "p=0.3": False}
-    assert r.loc["p=0.2", "verdict"] == S.NOT_DISTINGUISHABLE and r.loc["p=0.4", "verdict"] == S.TOO_FEW
-    assert r.loc["p=0.3", "verdict"] == S.LOWER
+    assert list(r.index) == ["p=0.1", "p=0.2", "p=0.3", "p=0.4"]  # p=0.4 (2 replicates) last, unranked
+    assert r["rank"].iloc[:3].tolist() == [1, 2, 3] and math.isnan(r.loc["p=0.4", "rank"])
+    assert r["tied"].to_dict() == {"p=0.1": True, "p=0.2": True, "p=0.3": False, "p=0.4": False}
+    assert r.loc["p=0.2", "verdict"] == S.INCONCLUSIVE and r.loc["p=0.4", "verdict"] == "not ranked"
+    assert r.loc["p=0.3", "verdict"] == S.LOWER and not r.loc["p=0.4", "ranked"]
     assert r.loc["p=0.3", "mean_diff"] * 100 == pytest.approx(-11)
-    assert S.ranking_sentence(r.reset_index()) == ("Best by validation accuracy: tied between p=0.1, p=0.2, p=0.4 "
-                                                   "(cannot be separated with 2-4 paired seeds).")
+    said = S.ranking_sentence(r.reset_index())
+    assert said.startswith("Best by validation accuracy: tied between p=0.1 (best), p=0.2 (inconclusive), which 4 "
+                           "paired replicates cannot separate from the best (96.50 %); the next by mean, p=0.3, is "
+                           "lower than the best (97.5 % CI [")
+    assert said.endswith("Not ranked (1, fewer than 3 replicates): p=0.4."), said
+
+
+def test_a_tie_never_reaches_past_a_setting_that_is_not_tied():
+    """B is separable from the top; C, below B by mean, has one noisy replicate that keeps its interval across 0:
+    C is still not tied (a tied setting is never below one that is not)."""
+    a = {1: 0.95, 2: 0.96, 3: 0.97, 4: 0.98}
+    rows = [run(p=0.1, seed=s, val_acc=v) for s, v in a.items()]
+    rows += [run(p=0.2, seed=s, val_acc=a[s] - 0.02 - d / 1000) for s, d in {1: 1, 2: 2, 3: 1, 4: 2}.items()]
+    rows += [run(p=0.3, seed=s, val_acc=a[s] + d) for s, d in {1: -0.20, 2: 0.05, 3: -0.05, 4: 0.04}.items()]
+    r = S.rank(frame(rows), "val_acc").set_index("label")
+    assert list(r.index) == ["p=0.1", "p=0.2", "p=0.3"]
+    assert r.loc["p=0.2", "verdict"] == S.LOWER and r.loc["p=0.3", "verdict"] == S.INCONCLUSIVE
+    assert r["tied"].to_dict() == {"p=0.1": True, "p=0.2": False, "p=0.3": False}
+
+
+def test_nothing_is_ranked_below_three_replicates():
+    rows = [run(p=0.0, seed=1, val_acc=0.71), run(p=0.5, seed=1, val_acc=0.88)]
+    r = S.rank(frame(rows), "val_acc")
+    assert not r["ranked"].any() and not r["tied"].any()
+    assert S.ranking_sentence(r) == ("Best: not chosen; no setting has 3 replicates yet (the most is 1), and fewer "
+                                     "cannot be ranked: run each setting with at least 3 seeds (seed=1,2,3).")
 
 
 def test_rank_single_best_and_losses():
@@ -294,8 +354,8 @@ def test_rank_single_best_and_losses():
     r = S.rank(df, "val_acc")
     assert list(r["tied"]) == [True, False]
     assert r["p_holm"].iloc[1] < 0.001
-    assert S.ranking_sentence(r) == ("Best by validation accuracy: p=0.1 (96.50 %, n=4 seeds); every other setting "
-                                     "is distinguishably worse (Holm-adjusted p<0.001).")
+    assert S.ranking_sentence(r).startswith("Best by validation accuracy: p=0.1 (96.50 %, n=4 replicates); the next "
+                                            "by mean, p=0.3, is lower than the best (95 % CI [-12.30, -9.70]).")
     # a loss is better lower: the same numbers as val_loss put p=0.3 first
     r = S.rank(df.rename(columns={"val_acc": "val_loss"}), "val_loss")
     assert list(r["label"]) == ["p=0.3", "p=0.1"] and r["verdict"].iloc[1] == S.HIGHER and not r["tied"].iloc[1]
@@ -318,3 +378,80 @@ def test_a_setting_without_dropout_keys_is_never_a_baseline():
                        "pruned": [False, False]})
     df = S.add_setting_column(df, ["optimizer.lr"])
     assert S.find_baselines(df) == {}
+
+
+# ---------------------------------------------------------------- equivalence, Holm levels, power and design
+
+def test_tost_against_statsmodels_and_by_hand():
+    from statsmodels.stats.weightstats import ttost_paired
+
+    d = np.array([0.1, -0.2, 0.05, 0.15, -0.05, 0.0])
+    # by hand: mean 0.00833, sd 0.12416, se 0.050689; (mean + 0.3)/se = 6.0829 and (mean - 0.3)/se = -5.7541 on 5 df
+    mean, se = d.mean(), d.std(ddof=1) / math.sqrt(6)
+    assert S.tost_p(d, 0.3) == pytest.approx(max(stats.t.sf((mean + 0.3) / se, 5), stats.t.cdf((mean - 0.3) / se, 5)))
+    p_sm = ttost_paired(d, np.zeros_like(d), -0.3, 0.3)[0]
+    assert S.tost_p(d, 0.3) == pytest.approx(p_sm)
+    assert S.tost_p(d, 0.01) > 0.4 and math.isnan(S.tost_p(d[:2], 0.3)) and math.isnan(S.tost_p(d, None))
+    assert (S.tost_p([0.125] * 3, 0.3), S.tost_p([0.5] * 3, 0.3)) == (0.0, 1.0)  # sd 0
+
+
+def test_holm_levels_by_hand_and_the_interval_agrees_with_holm():
+    # p sorted 0.001, 0.02, 0.03: steps 0.05/3, 0.05/2 (0.02 <= 0.025: rejected), 0.05/1 (0.03: rejected)
+    assert S.holm_levels([0.02, 0.001, 0.03]) == pytest.approx([0.025, 0.05 / 3, 0.05])
+    # 0.001 rejected at 0.05/3; 0.03 > 0.025 stops the procedure: it and 0.04 are at 0.05/3 (Bonferroni)
+    assert S.holm_levels([0.04, 0.001, 0.03]) == pytest.approx([0.05 / 3] * 3)
+    out = S.holm_levels([0.01, float("nan"), 0.04])
+    assert math.isnan(out[1]) and out[0] == pytest.approx(0.025) and out[2] == pytest.approx(0.05)
+    rng = np.random.default_rng(1)
+    for _ in range(500):  # p <= its level exactly when Holm rejects it
+        p = rng.uniform(0, 0.08, rng.integers(1, 7))
+        assert list(p <= S.holm_levels(p)) == list(S.holm(p) <= 0.05)
+
+
+def test_equivalence_uses_the_bonferroni_level_of_the_family():
+    """Two comparisons, neither different from 0: each interval is at 1 - 0.05/2; equivalent when inside the
+    margin, and p_equiv = min(1, 2m * p_tost) <= 0.05 says the same."""
+    base = {s: 0.90 + s / 1000 for s in range(1, 9)}
+    tiny = [0.0002, -0.0003, 0.0001, 0.0, -0.0001, 0.0003, -0.0002, 0.0001]
+    wide = [0.004, -0.005, 0.003, -0.004, 0.005, -0.003, 0.004, -0.005]
+    rows = [run(p=0.0, seed=s, test_acc=v) for s, v in base.items()]
+    rows += [run(p=0.2, seed=s, test_acc=base[s] + d) for s, d in zip(base, tiny)]
+    rows += [run(p=0.5, seed=s, test_acc=base[s] + d) for s, d in zip(base, wide)]
+    t = S.compare_to_baseline(frame(rows), ["test_acc"]).set_index("label")
+    assert (t["level"] == 0.025).all()
+    assert t.loc["p=0.2", "verdict"] == S.EQUIVALENT and t.loc["p=0.2", "p_equiv"] <= 0.05
+    assert t.loc["p=0.2", "p_equiv"] == pytest.approx(min(1, 4 * S.tost_p(tiny, 0.003)))
+    assert t.loc["p=0.5", "verdict"] == S.INCONCLUSIVE and t.loc["p=0.5", "p_equiv"] > 0.05
+    assert t.loc["p=0.2", "margin"] == pytest.approx(0.003)  # 0.3 points, stored as a fraction
+    # the smallest effect of interest is a setting: at 0.01 points p=0.2 is no longer equivalent
+    t2 = S.compare_to_baseline(frame(rows), ["test_acc"], smallest_effect={"test_acc": 0.01}).set_index("label")
+    assert t2.loc["p=0.2", "verdict"] == S.INCONCLUSIVE
+
+
+def test_power_replicates_and_detectable_effect_against_statsmodels():
+    from statsmodels.stats.power import TTestPower
+
+    for effect, sd, n, level in ((0.3, 0.5, 20, 0.01), (0.5, 1.0, 8, 0.05), (1.0, 0.4, 3, 0.025)):
+        expected = TTestPower().power(effect_size=effect / sd, nobs=n, alpha=level, alternative="two-sided")
+        assert S.power(effect, sd, n, level) == pytest.approx(expected, rel=1e-6)
+    # the design's n: the smallest with >= 80 % power (statsmodels solves the same equation for a real n)
+    n = S.replicates_for(0.3, 0.5, 0.01)
+    real = TTestPower().solve_power(effect_size=0.6, alpha=0.01, power=0.8, alternative="two-sided")
+    assert n == math.ceil(real) and S.power(0.3, 0.5, n, 0.01) >= 0.8 > S.power(0.3, 0.5, n - 1, 0.01)
+    assert S.replicates_for(0.3, 5.0, 0.01, cap=50) is None  # more than the cap would be needed
+    mde = S.detectable_effect(0.5, 20, 0.01)
+    assert S.power(mde, 0.5, 20, 0.01) == pytest.approx(0.8, abs=1e-6)
+    # by hand, the normal approximation (z(0.995) + z(0.8)) * sd / sqrt(n) is a little below the t-based value
+    assert (2.5758 + 0.8416) * 0.5 / math.sqrt(20) < mde < 1.1 * (2.5758 + 0.8416) * 0.5 / math.sqrt(20)
+    assert S.power(0.06, 0.01, 3, 0.025) == pytest.approx(0.932, abs=1e-3)  # scipy's nct gives NaN here
+
+
+def test_a_run_without_params_is_no_setting_and_breaks_nothing():
+    rows = [run(p=0.0, seed=s, test_acc=0.9, val_acc=0.9) for s in (1, 2, 3)]
+    rows += [run(p=0.5, seed=s, test_acc=0.91, val_acc=0.91) for s in (1, 2, 3)]
+    blank = {k: None for k in rows[0]}
+    df = frame(rows + [{**blank, "status": "FAILED", "pruned": None}])
+    assert df[S.LABEL].iloc[-1] == S.NO_PARAMS_LABEL and df[S.SETTING].iloc[-1] == S.NO_PARAMS
+    assert sorted(set(df[S.LABEL])) == sorted({"p=0", "p=0.5", S.NO_PARAMS_LABEL})  # labels name only p
+    assert S.find_baselines(df) == {df[S.SETTING].iloc[3]: df[S.SETTING].iloc[0]}
+    assert S.dropout_free({"drop_prob": "0", "layer_drop_probs": "None"})  # a NaN list reads as no entries
