@@ -7,17 +7,21 @@ these functions; the statistics themselves are in sweep/stats.py.
 - A run's row carries every parameter it logged (the whole effective configuration; one layerN_drop_prob
   column per hidden layer of the deepest model, empty for shallower ones), its final metrics, status and
   `pruned` tag; the rates are numbers, other params the strings MLflow holds. A *setting* is that
-  configuration minus the seed (stats.SETTING).
+  configuration minus the replicate index `seed` (stats.SETTING); a run that logged no params is no setting.
 - Results (tables, "best", figures) use completed runs only: FINISHED and not pruned. Pruned, failed and
-  killed runs are counted separately ("12 finished, 3 pruned, 1 failed").
-- "Best" is the top of stats.rank by validation accuracy, with the settings it cannot be told apart from
-  (tied); never by a test metric. Each setting is compared with its p = 0 baseline, paired by seed, on test
-  accuracy and gap (Holm over the settings); below stats.MIN_SEEDS seeds: "too few seeds", no interval.
+  killed runs are counted separately ("12 finished, 3 pruned, 1 failed") and named with their error.
+- A two-phase study's runs carry `study.phase`; its phases are analysed apart (phase_frames), and its headline
+  tables, figures and "best" are the confirmatory phase's (headline_frame).
+- "Best" is the top of stats.rank by validation accuracy among settings with at least stats.MIN_SEEDS
+  replicates, with the settings it cannot be told apart from (tied); never by a test metric. Each setting is
+  compared with its p = 0 baseline, paired by replicate, on test accuracy and gap, and gets one of the four
+  verdicts (sweep/stats.py) under the protocol its runs logged (`study.*`: Protocol, protocol_of).
 - Figures put the mean effective hidden-layer rate on x (the mean of layerN_drop_prob, which is drop_prob
   when every layer uses it, whatever the depth) and draw one series per value of everything else that
   varies (the input rate, a learning rate, ...): up to SERIES_MAX series get a colour and a line each;
   more (an Optuna search draws a new setting every trial) become one point per setting coloured by the
-  input rate. Error bars are the t-intervals of the mean over seeds, drawn from three seeds on.
+  input rate. Error bars are the unpaired 95 % t-intervals of each setting's mean over its replicates, drawn
+  from three replicates on (bars_text says which a title may promise).
 
 Imports pandas, MLflow's client and matplotlib (lazily), never torch: reading results needs no training code.
 """
@@ -42,8 +46,8 @@ from sweep import protocol as P
 from sweep import stats as S
 
 METRICS = ("train_acc", "val_acc", "test_acc", "gap", "train_loss", "val_loss", "test_loss")
-TAGS = ("job_num", "pruned", "pruned_epoch", "optuna_study", "optuna_trial", "error", "device",  # run tags kept
-        "cpu_model", "onednn_isa", "onednn_max_cpu_isa", "cpu_matmul_path")                   # as columns
+TAGS = ("job_num", "pruned", "pruned_epoch", "optuna_study", "optuna_trial", "error", "device", "overrides",  # run tags
+        "cpu_model", "onednn_isa", "onednn_max_cpu_isa", "cpu_matmul_path")  # kept as columns
 PHASE = P.PHASE_PARAM  # the study phase a run belongs to (a param: the study sweeper sets it on each job)
 HIDDEN_KEYS = ("drop_prob", "layer_drop_probs")  # plus layerN_drop_prob: the hidden-layer rates
 INPUT_KEYS = ("input_drop_prob",)
@@ -334,7 +338,8 @@ def paired_comparisons(df: pd.DataFrame, protocol: Protocol | None = None,
     """stats.compare_to_baseline on `metrics` under the runs' protocol; empty when the runs log no dropout rate."""
     proto = protocol or protocol_of(df)
     try:
-        return S.compare_to_baseline(df, metrics, alpha=proto.alpha, smallest_effect=proto.smallest_effect)
+        return S.compare_to_baseline(df, metrics, alpha=proto.alpha, smallest_effect=proto.smallest_effect,
+                                     target_power=proto.power)
     except ValueError:  # no dropout keys among the params: no baseline can be named
         return S.compare(df, [], metrics[0])
 
@@ -395,16 +400,41 @@ def verdict_table(df: pd.DataFrame, protocol: Protocol | None = None) -> pd.Data
     return paired_comparisons(df, proto, proto.metrics)
 
 
+SAME, DECIDED, CONTRADICTED = "same", "decided", "contradicted"
+
+
 def agreement(exploratory: pd.DataFrame, confirmatory: pd.DataFrame) -> pd.DataFrame:
-    """Per (setting, metric) compared in both phases: the two verdicts and whether they agree."""
-    cols = ["label", "metric", "exploratory", "confirmatory", "agree"]
+    """Per (setting, metric) compared in both phases: the two verdicts and how they relate: `same` word;
+    `decided` (the exploratory phase was inconclusive, the confirmatory one is not: it had the replicates the
+    exploratory phase lacked); or `contradicted` (two different conclusions: higher against lower, or either
+    against equivalent, or a conclusion the confirmatory phase could not repeat)."""
+    cols = ["label", "metric", "exploratory", "confirmatory", "relation"]
     if exploratory.empty or confirmatory.empty:
         return pd.DataFrame(columns=cols)
     e = exploratory.set_index(["setting", "metric"])["verdict"]
     c = confirmatory.set_index(["setting", "metric"])
-    rows = [{"label": c.at[k, "label"], "metric": k[1], "exploratory": e[k], "confirmatory": c.at[k, "verdict"],
-             "agree": e[k] == c.at[k, "verdict"]} for k in c.index if k in e.index]
+    rows = []
+    for k in c.index:
+        if k not in e.index:
+            continue
+        before, after = e[k], c.at[k, "verdict"]
+        relation = SAME if before == after else DECIDED if before == P.INCONCLUSIVE else CONTRADICTED
+        rows.append({"label": c.at[k, "label"], "metric": k[1], "exploratory": before, "confirmatory": after,
+                     "relation": relation})
     return pd.DataFrame(rows, columns=cols)
+
+
+def agreement_text(agree: pd.DataFrame) -> str:
+    """One sentence: how many verdicts the two phases share, how many the confirmatory phase decided, and which
+    it contradicted."""
+    if agree.empty:
+        return ""
+    n = agree["relation"].value_counts()
+    bad = agree[agree["relation"] == CONTRADICTED]
+    return (f"Exploratory vs confirmatory, {len(agree)} verdicts: {n.get(SAME, 0)} the same, {n.get(DECIDED, 0)} "
+            "inconclusive in the exploratory phase and decided by the confirmatory one, "
+            f"{n.get(CONTRADICTED, 0)} contradicted" + ("." if bad.empty else ": " + "; ".join(
+                f"{r.label} {r.metric} ({r.exploratory} -> {r.confirmatory})" for r in bad.itertuples()) + "."))
 
 
 # ---------------------------------------------------------------- the console table
@@ -518,14 +548,15 @@ def best_epoch_table(df: pd.DataFrame, protocol: Protocol | None = None) -> pd.D
     table = S.summarize(df, metrics, 0.95)
     table = table[table["seeds"] > 0].reset_index(drop=True)
     try:
-        paired = S.compare_to_baseline(df, metrics, alpha=proto.alpha, smallest_effect=proto.smallest_effect)
+        paired = S.compare_to_baseline(df, metrics, alpha=proto.alpha, smallest_effect=proto.smallest_effect,
+                                       target_power=proto.power)
     except ValueError:
         paired = pd.DataFrame(columns=["setting", "metric"])
     _add_paired(table, paired, FIT_VIEW)
     return table
 
 
-def _epochs_text(row: pd.Series) -> str:
+def epochs_text(row: pd.Series) -> str:
     """d_epoch as '+12 [+4,+20] higher' (epochs, not points)."""
     verdict = row.get("d_epoch_verdict")
     if verdict is None or (not isinstance(verdict, str) and pd.isna(verdict)):
@@ -544,7 +575,7 @@ def best_epoch_console(table: pd.DataFrame, label_width: int = 48) -> str:
     head = ["setting", "repl.", "train %", "train vs p=0", "best ep.", "best ep. vs p=0", "test % @best",
             "test vs p=0 @best", "gap @best", "gap vs p=0 @best"]
     rows = [[r["label"], str(int(r["seeds"])), _pts(r["train_acc_mean"]), diff_text(r, "d_train"),
-             f"{r['best_epoch_mean']:.0f}", _epochs_text(r), _pts(r[f"{AT_BEST}test_acc_mean"]),
+             f"{r['best_epoch_mean']:.0f}", epochs_text(r), _pts(r[f"{AT_BEST}test_acc_mean"]),
              diff_text(r, "d_best_test"), _pts(r[f"{AT_BEST}gap_mean"]), diff_text(r, "d_best_gap")]
             for _, r in shown.iterrows()]
     return "\n".join(_text_table(head, rows, (3, 5, 7, 9), label_width))
@@ -568,7 +599,8 @@ def study_text(df: pd.DataFrame, plan: Mapping[str, Any] | None = None) -> list[
         lines += _phase_block(exp, proto, "== Exploratory phase: designs the confirmatory phase; not a headline ==")
         lines.append("")
     if plan:
-        lines += ["== The plan, fixed before the confirmatory phase ==", *plan.get("lines", []), ""]
+        lines += ["== The plan, fixed before the confirmatory phase ==",
+                  *(textwrap.fill(ln, 110, subsequent_indent="  ") for ln in plan.get("lines", [])), ""]
     if conf is None:
         lines.append("The confirmatory phase has not run yet: no headline verdict.")
         return lines
@@ -581,11 +613,7 @@ def study_text(df: pd.DataFrame, plan: Mapping[str, Any] | None = None) -> list[
     if exp is not None:
         agree = agreement(verdict_table(exp, proto), verdicts)
         if len(agree):
-            differ = agree[~agree["agree"]]
-            lines.append(f"Exploratory vs confirmatory: {int(agree['agree'].sum())} of {len(agree)} verdicts agree"
-                         + ("." if differ.empty else "; they differ on " + "; ".join(
-                             f"{r.label} {r.metric} ({r.exploratory} -> {r.confirmatory})" for r in differ.itertuples())
-                            + "."))
+            lines.append(textwrap.fill(agreement_text(agree), 110))
     return lines
 
 

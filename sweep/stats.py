@@ -279,8 +279,8 @@ def paired_test(diffs: Iterable[float], confidence: float = 0.95, margin: float 
             out["p"] = 1.0 if out["mean"] == 0 else 0.0
             out["d_z"] = out["t"]
         else:
-            res = stats.ttest_1samp(d, 0.0)
-            out["t"], out["p"] = float(res.statistic), float(res.pvalue)
+            out["t"] = out["mean"] / (out["sd"] / math.sqrt(out["n"]))  # scipy's ttest_1samp, without its
+            out["p"] = float(2 * stats.t.sf(abs(out["t"]), out["n"] - 1))  # warning on near-identical values
             out["d_z"] = out["mean"] / out["sd"]
     return out
 
@@ -391,7 +391,7 @@ def margin_of(metric: str, smallest_effect: Mapping[str, float] | None = None) -
 
 COMPARE_COLUMNS = ["setting", "label", "baseline", "baseline_label", "metric", "seeds", "mean_setting",
                    "mean_baseline", "n", "mean_diff", "sd_diff", "d_z", "t", "p", "p_tost", "p_holm", "p_equiv",
-                   "level", "confidence", "ci_low", "ci_high", "margin", "mde", "n_tests", "alpha", "verdict"]
+                   "level", "confidence", "ci_low", "ci_high", "margin", "mde", "power", "n_tests", "alpha", "verdict"]
 
 
 def compare(df: pd.DataFrame, pairs: Iterable[tuple[str, str]], metric: str, alpha: float = P.ALPHA,
@@ -435,6 +435,7 @@ def compare(df: pd.DataFrame, pairs: Iterable[tuple[str, str]], metric: str, alp
     out["ci_low"], out["ci_high"] = lows, highs
     out["margin"] = margin if margin is not None else math.nan
     out["mde"] = [detectable_effect(r.sd_diff, r.n, alpha / max(m, 1), target_power) for r in out.itertuples()]
+    out["power"] = target_power
     out["n_tests"], out["alpha"] = m, alpha
     out["verdict"] = [verdict(r.n, r.ci_low, r.ci_high, margin) for r in out.itertuples()]
     return out[COMPARE_COLUMNS]
@@ -511,7 +512,7 @@ def resolve_setting(df: pd.DataFrame, name: str) -> str:
 
 def compare_to_baseline(df: pd.DataFrame, metrics: Sequence[str] = ("test_acc", "gap"), baseline: str | None = None,
                         alpha: float = P.ALPHA, smallest_effect: Mapping[str, float] | None = None,
-                        seed_col: str = SEED) -> pd.DataFrame:
+                        seed_col: str = SEED, target_power: float = P.POWER) -> pd.DataFrame:
     """Every setting against its baseline (find_baselines, or `baseline` given as a key or label), one block
     of rows per metric; each metric's comparisons are one family (Holm, compare())."""
     if baseline is None:
@@ -521,7 +522,8 @@ def compare_to_baseline(df: pd.DataFrame, metrics: Sequence[str] = ("test_acc", 
         pairs = [(k, ref) for k in pd.unique(df[SETTING]) if k != ref]
     order = {k: i for i, k in enumerate(settings_order(df))}
     pairs.sort(key=lambda kv: order[kv[0]])
-    return pd.concat([compare(df, pairs, m, alpha, smallest_effect, seed_col) for m in metrics], ignore_index=True)
+    return pd.concat([compare(df, pairs, m, alpha, smallest_effect, seed_col, target_power) for m in metrics],
+                     ignore_index=True)
 
 
 def _sort_value(v: str) -> tuple:
@@ -685,9 +687,12 @@ def comparison_sentence(row: Mapping[str, Any] | Any) -> str:
         return f"{head}: {words}: {r['verdict']} ({verdict_reason(r)})."
     unit = f" {unit}" if unit else ""
     dz = f", d_z={r['d_z']:+.2f}" if "d_z" in r and math.isfinite(r["d_z"]) else ""
+    mde = r.get("mde")
+    detect = (f", detects {_num(mde, scale, signed=False)}{unit} with {r.get('power', P.POWER):.0%} power"
+              if mde is not None and math.isfinite(mde) else "")
     return (f"{head}: {words} {_num(r['mean_diff'], scale)}{unit} ({confidence_text(r['confidence'])} CI "
             f"[{_num(r['ci_low'], scale)}, {_num(r['ci_high'], scale)}] at its Holm step level, "
-            f"n={int(r['n'])} replicates{dz}): {r['verdict']}, {verdict_reason(r)}.")
+            f"n={int(r['n'])} replicates{dz}{detect}): {r['verdict']}, {verdict_reason(r)}.")
 
 
 def comparison_sentences(table: pd.DataFrame) -> list[str]:

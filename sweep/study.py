@@ -172,15 +172,21 @@ def design(exp, settings: list[list[str]], study: DictConfig) -> dict[str, Any]:
             "lines": lines}
 
 
+def _canonical(settings: list[list[str]]) -> list[list[str]]:
+    """The grid's settings in one order whatever the order they were given in: each sorted, then all sorted."""
+    return sorted(sorted(s) for s in settings)
+
+
 def grid_id(settings: list[list[str]]) -> str:
     """A short, order-free name of a grid's settings: a plan is reused only for the grid it was made for."""
-    text = json.dumps(sorted(sorted(s) for s in settings))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(_canonical(settings)).encode()).hexdigest()[:16]
 
 
 def plan_tag(plan: dict[str, Any], settings: list[list[str]]) -> str:
-    """The plan as the parent's `study_plan` tag: short (MLflow caps tags), settings as positions in the grid."""
-    return json.dumps({"grid": grid_id(settings), "chosen": [settings.index(s) for s in plan["settings"]],
+    """The plan as the parent's `study_plan` tag: short (MLflow caps tags), settings as positions in the grid's
+    canonical order."""
+    order = _canonical(settings)
+    return json.dumps({"grid": grid_id(settings), "chosen": [order.index(sorted(s)) for s in plan["settings"]],
                        "replicates": plan["replicates"], "seeds": plan["seeds"], "why": plan["why"],
                        "lines": plan["lines"]})
 
@@ -194,7 +200,9 @@ def frozen(tag: str | None, settings: list[list[str]]) -> dict[str, Any] | None:
     if plan.get("grid") != grid_id(settings):
         raise StudyError("this study's plan was fixed for another grid; a changed study is a new study: use "
                          "another tracking.sweep_id")
-    return {**plan, "settings": [settings[i] for i in plan["chosen"]],
+    by_key = {tuple(sorted(s)): s for s in settings}
+    order = _canonical(settings)
+    return {**plan, "settings": [by_key[tuple(order[i])] for i in plan["chosen"]],
             "lines": ["(fixed by an earlier run of this study; reused)", *plan["lines"]]}
 
 

@@ -205,7 +205,8 @@ def test_the_headline_reports_the_holm_p_of_the_whole_family_not_of_one_comparis
     assert family.loc[("p=0.5", "test_acc"), "confidence"] == pytest.approx(0.975)
     sentence = A.headline(df)
     assert "test accuracy +3.00 points (97.5 % CI [" in sentence, sentence
-    assert "n=3 replicates, d_z=+3.00): inconclusive, the interval holds 0 and reaches beyond ±0.30 points." in sentence
+    assert ("n=3 replicates, d_z=+3.00, detects 4.62 points with 80% power): inconclusive, the interval holds 0 and "
+            "reaches beyond ±0.30 points.") in sentence
 
 
 def test_no_validation_split_chooses_no_best():

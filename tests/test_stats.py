@@ -130,6 +130,9 @@ def test_mean_interval_and_paired_test_by_hand():
     r = S.paired_test([2, 3, 4, 3])
     assert (r["ci_low"], r["ci_high"]) == pytest.approx((3 - HALF_2343, 3 + HALF_2343), abs=1e-6)
     assert r["p"] == pytest.approx(P_2343)
+    d = [0.3, -0.1, 0.25, 0.4, 0.05]
+    res = stats.ttest_1samp(d, 0.0)
+    assert (S.paired_test(d)["t"], S.paired_test(d)["p"]) == pytest.approx((res.statistic, res.pvalue))
 
 
 def test_fewer_than_three_values_give_no_interval_and_no_test():
@@ -265,12 +268,19 @@ def test_sentences_use_the_table_numbers():
     table = S.compare_to_baseline(sweep_frame(), ["test_acc"])
     lines = S.comparison_sentences(table)
     # p=0.2: mean 3, 97.5 % half-width 4.176535 * sqrt(2/3) / 2 = 1.705 -> [+1.29, +4.71]; d_z = 3 / sqrt(2/3)
+    # it detects 2.22 points with 80 % power: the effect at which a paired t-test at 0.05/2 with 4 pairs of sd
+    # sqrt(2/3) points has power 0.8 (statsmodels solves the same: effect size 2.22 / 0.8165 = 2.716)
     assert lines[0] == ("p=0.2 vs p=0: test accuracy +3.00 points (97.5 % CI [+1.29, +4.71] at its Holm step level, "
-                        "n=4 replicates, d_z=+3.67): higher, the interval excludes 0.")
+                        "n=4 replicates, d_z=+3.67, detects 2.22 points with 80% power): higher, the interval "
+                        "excludes 0.")
+    from statsmodels.stats.power import TTestPower
+
+    d = TTestPower().solve_power(nobs=4, alpha=0.025, power=0.8, alternative="two-sided")
+    assert table.loc[0, "mde"] == pytest.approx(d * math.sqrt(2 / 3) / 100, rel=1e-4)
     # p=0.5: mean 2, half-width 6.205347 / sqrt(3) = 3.583 -> [-1.58, +5.58]: holds 0, beyond the +/-0.3 margin
     assert lines[1] == ("p=0.5 vs p=0: test accuracy +2.00 points (97.5 % CI [-1.58, +5.58] at its Holm step level, "
-                        "n=3 replicates, d_z=+2.00): inconclusive, the interval holds 0 and reaches beyond "
-                        "±0.30 points.")
+                        "n=3 replicates, d_z=+2.00, detects 4.62 points with 80% power): inconclusive, the interval "
+                        "holds 0 and reaches beyond ±0.30 points.")
     assert lines[2] == "p=0.8 vs p=0: test accuracy: inconclusive (2 paired replicates; a test needs 3)."
 
 
