@@ -424,6 +424,32 @@ def agreement(exploratory: pd.DataFrame, confirmatory: pd.DataFrame) -> pd.DataF
     return pd.DataFrame(rows, columns=cols)
 
 
+def crosscheck(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
+    """Two runs of the same study (e.g. under two CPU kernel families), their headline verdicts side by side per
+    (setting, metric): `same` word, `one inconclusive` (compatible: one run decided what the other could not),
+    or `contradicted` (higher against lower, or a direction against equivalent)."""
+    cols = ["label", "metric", "a", "b", "a_interval", "b_interval", "relation"]
+    va, vb = verdict_table(headline_frame(a)), verdict_table(headline_frame(b))
+    if va.empty or vb.empty:
+        return pd.DataFrame(columns=cols)
+    ia, ib = va.set_index(["setting", "metric"]), vb.set_index(["setting", "metric"])
+    _, scale, _ = S.METRIC_TEXT["test_acc"]
+    rows = []
+    for k in ia.index:
+        if k not in ib.index:
+            continue
+        x, y = ia.loc[k], ib.loc[k]
+        relation = SAME if x.verdict == y.verdict else ONE_INCONCLUSIVE if P.INCONCLUSIVE in (x.verdict, y.verdict) \
+            else CONTRADICTED
+        rows.append({"label": x.label, "metric": k[1], "a": x.verdict, "b": y.verdict, "relation": relation,
+                     **{f"{n}_interval": f"{_pts(r.mean_diff, True)} [{_pts(r.ci_low, True)},{_pts(r.ci_high, True)}]"
+                        for n, r in (("a", x), ("b", y))}})
+    return pd.DataFrame(rows, columns=cols)
+
+
+ONE_INCONCLUSIVE = "one inconclusive"
+
+
 def agreement_text(agree: pd.DataFrame) -> str:
     """One sentence: how many verdicts the two phases share, how many the confirmatory phase decided, and which
     it contradicted."""
@@ -524,8 +550,8 @@ def reading_text(table: pd.DataFrame, protocol: Protocol | None = None) -> str:
     effects = ", ".join(f"{m} ±{proto.smallest_effect[m]:g}" for m in ("test_acc", "gap") if m in proto.smallest_effect)
     return (f"Means over completed replicates; rank by validation accuracy (=1: tied with the best; -: fewer than "
             f"{S.MIN_SEEDS} replicates, not ranked). 'vs p=0': paired by replicate, mean [interval] in points, "
-            f"the interval {level}; higher/lower: it excludes 0; equivalent: it lies inside the smallest effect of "
-            f"interest ({effects} points); else inconclusive.")
+            f"the interval {level}; equivalent: it lies inside the smallest effect of interest ({effects} points; "
+            f"then at the family's level); higher/lower: it excludes 0; else inconclusive.")
 
 
 # The best-validation-epoch view: is a smaller gap regularisation, or only slower fitting? Final train accuracy

@@ -3,9 +3,9 @@ statistics (which apply them) and every table, report and test (which print or c
 
 Imports nothing, so the schema, the reader and the study sweeper can all read it without pulling in each other.
 
-- A comparison ends in one of four verdicts. `higher`/`lower`: the paired difference is not 0 (Holm-adjusted
-  test). `equivalent`: it lies within +/- the smallest effect of interest (two one-sided tests, corrected for the
-  family). `inconclusive`: neither can be said, including when fewer than MIN_REPLICATES pairs exist.
+- A comparison ends in one of four verdicts. `equivalent`: the paired difference lies within +/- the smallest
+  effect of interest (two one-sided tests, corrected for the family). Otherwise `higher`/`lower`: it is not 0
+  (Holm-adjusted test). `inconclusive`: neither can be said, including when fewer than MIN_REPLICATES pairs.
 - The smallest effect of interest is stated per metric in the unit the tables print: points (1/100) for
   accuracies and gaps, epochs for the best-validation epoch, the metric's own unit for losses.
 - A study has two phases: an exploratory one that designs the confirmatory one (replicates from the paired

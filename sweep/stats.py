@@ -15,16 +15,17 @@ Why paired: runs of one replicate share initial weights, batch order and data, s
 "setting minus baseline" cancels most of the replicate-to-replicate noise that an unpaired interval counts twice.
 
 Verdicts (sweep/protocol.py has the words): within one family (one metric's comparisons of one phase, m of them
-tested) each comparison gets ONE interval, and the verdict is read from it, so the two never disagree:
-- the interval's level is Holm's step level: the k-th smallest p of m is tested at alpha / (m - k + 1) while
-  every smaller p was significant; once one was not, the rest are at alpha / m (Bonferroni). An interval at
-  1 - level therefore excludes 0 exactly when the Holm-adjusted p is <= alpha: `higher` / `lower`;
-- an interval inside +/- the smallest effect of interest: `equivalent`. For a comparison Holm did not reject,
-  the level is alpha / m, so this is two one-sided tests at alpha / (2m) each (Bonferroni over the family:
-  multiplicity-controlled, conservative); its adjusted p is `p_equiv` = min(1, 2m * p_tost);
+tested) each comparison gets ONE printed interval, and the verdict is read from it, so the two never disagree:
+- equivalence first: when the comparison's interval at the family's level alpha / m lies inside +/- the
+  smallest effect of interest, the verdict is `equivalent` and that interval is printed. This is two one-sided
+  tests at alpha / (2m) each (Bonferroni over the family: multiplicity-controlled, conservative); its adjusted p
+  is `p_equiv` = min(1, 2m * p_tost). A difference too small to matter is called so even when it is not 0:
+  that claim does not flip between "higher", "equivalent" and "inconclusive" with the draw of replicates (or
+  the CPU's kernels) the way a significant-but-tiny difference does; the sentence says when it excludes 0;
+- otherwise the interval is at Holm's step level: the k-th smallest p of m is tested at alpha / (m - k + 1)
+  while every smaller p was significant; once one was not, the rest are at alpha / m. It excludes 0 exactly
+  when the Holm-adjusted p is <= alpha: `higher` / `lower`;
 - otherwise, or with fewer than MIN_REPLICATES pairs: `inconclusive`.
-A difference that is significant but lies inside +/- the smallest effect is still `higher`/`lower`, and its
-sentence says it is smaller than the smallest effect of interest.
 
 Design: the power of the paired t-test (noncentral t), the replicates a confirmatory phase needs for POWER at
 the smallest effect of interest, and the minimum detectable effect of a design.
@@ -316,18 +317,21 @@ def holm_levels(pvalues: Iterable[float], alpha: float = P.ALPHA) -> np.ndarray:
     return out
 
 
-def verdict(n: int, ci_low: float, ci_high: float, margin: float | None = None) -> str:
-    """The rule, read from the comparison's interval (at its Holm step level): fewer than MIN_SEEDS pairs ->
-    inconclusive; the interval excludes 0 -> higher/lower (its side); it lies inside +/- `margin` (the smallest
-    effect of interest, same unit) -> equivalent; else inconclusive."""
+def verdict(n: int, ci_low: float, ci_high: float, margin: float | None = None,
+            family_low: float | None = None, family_high: float | None = None) -> str:
+    """The rule (module docstring): fewer than MIN_SEEDS pairs -> inconclusive; the family-level interval
+    (`family_low`, `family_high`, at alpha / m; the step interval when not given) inside +/- `margin` (the
+    smallest effect of interest, same unit) -> equivalent; else the step-level interval (`ci_low`, `ci_high`)
+    excluding 0 -> higher/lower (its side); else inconclusive."""
     if n < MIN_SEEDS or math.isnan(ci_low) or math.isnan(ci_high):
         return INCONCLUSIVE
+    lo, hi = (ci_low, ci_high) if family_low is None else (family_low, family_high)
+    if margin is not None and math.isfinite(margin) and -margin < lo and hi < margin:
+        return EQUIVALENT
     if ci_low > 0:
         return HIGHER
     if ci_high < 0:
         return LOWER
-    if margin is not None and math.isfinite(margin) and -margin < ci_low and ci_high < margin:
-        return EQUIVALENT
     return INCONCLUSIVE
 
 
@@ -421,23 +425,31 @@ def compare(df: pd.DataFrame, pairs: Iterable[tuple[str, str]], metric: str, alp
     m = int(out["p"].notna().sum())
     out["p_holm"] = holm(out["p"])
     out["p_equiv"] = [min(1.0, 2 * m * p) if not math.isnan(p) else math.nan for p in out["p_tost"]]
-    out["level"] = holm_levels(out["p"], alpha)
+    steps = holm_levels(out["p"], alpha)
+
+    def interval(r, level: float) -> tuple[float, float]:
+        if r.n < MIN_SEEDS or math.isnan(level):
+            return math.nan, math.nan
+        half = 0.0 if r.sd_diff == 0 else stats.t.ppf(1 - level / 2, r.n - 1) * r.sd_diff / math.sqrt(r.n)
+        return r.mean_diff - half, r.mean_diff + half
+    levels, lows, highs, verdicts = [], [], [], []
+    for r, step in zip(out.itertuples(), steps):
+        family = alpha / m if m else math.nan
+        (lo, hi), (flo, fhi) = interval(r, step), interval(r, family)
+        v = verdict(r.n, lo, hi, margin, flo, fhi)
+        if v == EQUIVALENT:  # the interval that decided it is the one printed
+            step, lo, hi = family, flo, fhi
+        levels.append(step)
+        lows.append(lo)
+        highs.append(hi)
+        verdicts.append(v)
+    out["level"], out["ci_low"], out["ci_high"] = levels, lows, highs
     out["confidence"] = 1 - out["level"]
-    lows, highs = [], []
-    for r in out.itertuples():
-        if r.n >= MIN_SEEDS and not math.isnan(r.level):
-            half = 0.0 if r.sd_diff == 0 else stats.t.ppf(1 - r.level / 2, r.n - 1) * r.sd_diff / math.sqrt(r.n)
-            lows.append(r.mean_diff - half)
-            highs.append(r.mean_diff + half)
-        else:
-            lows.append(math.nan)
-            highs.append(math.nan)
-    out["ci_low"], out["ci_high"] = lows, highs
     out["margin"] = margin if margin is not None else math.nan
     out["mde"] = [detectable_effect(r.sd_diff, r.n, alpha / max(m, 1), target_power) for r in out.itertuples()]
     out["power"] = target_power
     out["n_tests"], out["alpha"] = m, alpha
-    out["verdict"] = [verdict(r.n, r.ci_low, r.ci_high, margin) for r in out.itertuples()]
+    out["verdict"] = verdicts
     return out[COMPARE_COLUMNS]
 
 
@@ -582,8 +594,9 @@ def rank(df: pd.DataFrame, metric: str = "val_acc", higher_is_better: bool | Non
     is refused). Only settings with at least MIN_SEEDS replicates are ranked (`ranked`, `rank` 1, 2, ...); the
     others come last, unranked. Every other ranked setting is compared with the top one, paired by replicate,
     as one family (compare()). `tied` marks the top and the settings just below it whose interval against the
-    top does not lie on the worse side of 0, stopping at the first that does: a tied setting is never below
-    one that is not, so never below a baseline that is not tied itself. Accuracies are better higher, losses
+    top does not lie on the worse side of 0 (an equivalent one that does is not tied either), stopping at the
+    first that does: a tied setting is never below one that is not, so never below a baseline that is not
+    tied itself. Accuracies are better higher, losses
     and gaps lower, unless told."""
     if reads_test_set(metric):
         raise ValueError(f"rank by a validation metric (val_acc, val_loss, val_gap), not {metric!r}: "
@@ -614,7 +627,8 @@ def rank(df: pd.DataFrame, metric: str = "val_acc", higher_is_better: bool | Non
                 row.update(n=len(own), verdict="top", tied=True)
             else:
                 r = vs.loc[key]
-                still_tied = still_tied and r.verdict != worse
+                below = r.ci_high < 0 if higher_is_better else r.ci_low > 0  # its interval on the worse side of 0
+                still_tied = still_tied and r.verdict != worse and not below
                 row.update(n=r.n, mean_diff=r.mean_diff, ci_low=r.ci_low, ci_high=r.ci_high, confidence=r.confidence,
                            p=r.p, p_holm=r.p_holm, verdict=r.verdict, tied=still_tied)
             rows.append(row)
@@ -667,10 +681,11 @@ def verdict_reason(r: Mapping[str, Any]) -> str:
     metric = r["metric"]
     if r["verdict"] in (HIGHER, LOWER):
         inside = has_margin and -margin < r["ci_low"] and r["ci_high"] < margin
-        return "the interval excludes 0" + (f", but lies inside {margin_text(margin, metric)}: smaller than the "
-                                            "smallest effect of interest" if inside else "")
+        return "the interval excludes 0" + (f" (it lies inside {margin_text(margin, metric)} at its step level, but "
+                                            "not at the family's level an equivalence claim needs)" if inside else "")
     if r["verdict"] == EQUIVALENT:
-        return f"the interval lies inside {margin_text(margin, metric)}, the smallest effect of interest"
+        side = "" if r["ci_low"] <= 0 <= r["ci_high"] else "; it also excludes 0: a real difference, but a smaller one"
+        return f"the interval lies inside {margin_text(margin, metric)}, the smallest effect of interest{side}"
     if int(r["n"]) < MIN_SEEDS:
         return f"{int(r['n'])} paired replicate{'s' if int(r['n']) != 1 else ''}; a test needs {MIN_SEEDS}"
     if not has_margin:
@@ -691,7 +706,8 @@ def comparison_sentence(row: Mapping[str, Any] | Any) -> str:
     detect = (f", detects {_num(mde, scale, signed=False)}{unit} with {r.get('power', P.POWER):.0%} power"
               if mde is not None and math.isfinite(mde) else "")
     return (f"{head}: {words} {_num(r['mean_diff'], scale)}{unit} ({confidence_text(r['confidence'])} CI "
-            f"[{_num(r['ci_low'], scale)}, {_num(r['ci_high'], scale)}] at its Holm step level, "
+            f"[{_num(r['ci_low'], scale)}, {_num(r['ci_high'], scale)}] at "
+            f"{'the family' if r['verdict'] == EQUIVALENT else 'its Holm step'} level, "
             f"n={int(r['n'])} replicates{dz}{detect}): {r['verdict']}, {verdict_reason(r)}.")
 
 

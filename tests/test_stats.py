@@ -167,14 +167,16 @@ def test_holm_by_hand():
 
 
 def test_verdict_rule():
-    """The verdict reads from the interval (at its Holm step level): excludes 0 -> its side; inside +/- the
-    smallest effect of interest -> equivalent; else, or with fewer than 3 pairs, inconclusive."""
+    """Equivalence first, at the family's level: inside +/- the smallest effect of interest -> equivalent; else the
+    step-level interval excluding 0 -> its side; else, or with fewer than 3 pairs, inconclusive."""
     assert S.verdict(5, 0.1, 0.5, 0.3) == S.HIGHER
     assert S.verdict(5, -0.5, -0.1, 0.3) == S.LOWER
-    assert S.verdict(5, 0.01, 0.2, 0.3) == S.HIGHER        # significant, though smaller than the margin
+    assert S.verdict(5, 0.01, 0.2, 0.3) == S.EQUIVALENT     # excludes 0, but too small to matter
+    assert S.verdict(5, 0.01, 0.2, 0.3, -0.02, 0.31) == S.HIGHER  # the family-level interval reaches past 0.3
     assert S.verdict(5, -0.2, 0.25, 0.3) == S.EQUIVALENT   # holds 0, inside +/-0.3
     assert S.verdict(5, -0.2, 0.35, 0.3) == S.INCONCLUSIVE  # holds 0, reaches beyond +0.3
     assert S.verdict(5, -0.2, 0.25, None) == S.INCONCLUSIVE  # no smallest effect set: never equivalent
+    assert S.verdict(5, 0.01, 0.2, None) == S.HIGHER
     assert S.verdict(2, -0.01, 0.01, 0.3) == S.INCONCLUSIVE  # too few pairs
     assert set(S.VERDICT_WORDS) == {"higher", "lower", "equivalent", "inconclusive"}
 
@@ -284,16 +286,17 @@ def test_sentences_use_the_table_numbers():
     assert lines[2] == "p=0.8 vs p=0: test accuracy: inconclusive (2 paired replicates; a test needs 3)."
 
 
-def test_equivalent_and_significant_but_small_say_so():
+def test_equivalent_says_when_it_also_excludes_0():
     row = {"label": "p=0.5", "baseline_label": "p=0", "metric": "gap", "verdict": S.EQUIVALENT, "n": 20,
            "mean_diff": 0.0004, "ci_low": -0.0011, "ci_high": 0.0019, "confidence": 0.99, "d_z": 0.12,
            "margin": 0.003}
     assert S.comparison_sentence(row) == ("p=0.5 vs p=0: gap (train - test) +0.04 points (99 % CI [-0.11, +0.19] "
-                                          "at its Holm step level, n=20 replicates, d_z=+0.12): equivalent, the "
+                                          "at the family level, n=20 replicates, d_z=+0.12): equivalent, the "
                                           "interval lies inside ±0.30 points, the smallest effect of interest.")
-    row.update(verdict=S.HIGHER, mean_diff=0.0015, ci_low=0.0002, ci_high=0.0028)
-    assert S.comparison_sentence(row).endswith("higher, the interval excludes 0, but lies inside ±0.30 points: "
-                                               "smaller than the smallest effect of interest.")
+    row.update(mean_diff=0.0015, ci_low=0.0002, ci_high=0.0028)
+    assert S.comparison_sentence(row).endswith("equivalent, the interval lies inside ±0.30 points, the smallest "
+                                               "effect of interest; it also excludes 0: a real difference, but a "
+                                               "smaller one.")
 
 
 def test_summarize_unpaired_by_hand():

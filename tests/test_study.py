@@ -271,3 +271,25 @@ def test_agreement_between_phases_separates_decided_from_contradicted():
     assert A.agreement_text(agree.reset_index()) == (
         "Exploratory vs confirmatory, 4 verdicts: 1 the same, 1 inconclusive in the exploratory phase and decided by "
         "the confirmatory one, 2 contradicted: c test_acc (higher -> lower); d test_acc (equivalent -> inconclusive).")
+
+
+def test_crosscheck_compares_two_runs_of_a_study_verdict_by_verdict(tmp_path):
+    """Two confirmatory phases of the same grid: one where p=0.5 clearly wins, one where it is noisier; the
+    relation of each pair of verdicts is read off, and a direction against equivalence is a contradiction."""
+    def phase(shift, spread):
+        rows = []
+        for seed in range(1001, 1011):
+            base = 0.90 + seed % 7 / 1000
+            noise = ((seed * 37) % 11 - 5) / 1000 * spread
+            rows += [_row("0.0", seed, base, 0.9), _row("0.5", seed, base + shift + noise, 0.9),
+                     _row("0.2", seed, base + noise / 10, 0.9)]
+        for r in rows:
+            r["params.study.phase"] = "confirmatory"
+        return A.frame_from_search(pd.DataFrame(rows))
+    table = A.crosscheck(phase(0.01, 1), phase(0.01, 8)).set_index(["label", "metric"])
+    assert table.loc[("p=0.5", "test_acc"), "a"] == "higher"
+    assert table.loc[("p=0.2", "test_acc"), "relation"] == A.SAME == "same"  # equivalent in both
+    assert table.loc[("p=0.5", "test_acc"), "relation"] in (A.SAME, A.ONE_INCONCLUSIVE)
+    clash = A.crosscheck(phase(0.01, 1), phase(0.0, 0.2)).set_index(["label", "metric"])
+    assert clash.loc[("p=0.5", "test_acc"), ["a", "b", "relation"]].tolist() == ["higher", "equivalent",
+                                                                               A.CONTRADICTED]
