@@ -317,14 +317,16 @@ def _check_label_values(path: Path) -> None:
 
 
 def verify_files(name: str, raw: Path) -> None:
-    """Refuse files whose SHA-256 differs from the published data; a stamp keyed by size+mtime skips re-hashing."""
+    """Refuse files whose SHA-256 differs from the published data. A stamp skips re-hashing a file seen before,
+    keyed by size, mtime, ctime and inode: `touch -r`, `cp -p` and `rsync -t` restore an mtime but never a ctime
+    (a write sets it to now). The job hashes the bytes it reads anyway (data/load.py file_digests)."""
     stamp_path = raw / STAMP
     stamps = _read_stamps(stamp_path)
     changed = False
     for f in FILES:
         path, want = raw / f, SHA256[name][f]
         st = path.stat()
-        key = [st.st_size, st.st_mtime_ns, want]
+        key = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, want]
         if stamps.get(f) == key:
             continue
         got = sha256(path)

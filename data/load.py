@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .acquire import SHA256, SIDE, SPLITS, DataError, ensure_files, sha256
+from .acquire import SHA256, SIDE, SPLITS, DataError, ensure_files
 
 CONTEXTS = {"train": "training", "val": "validation", "test": "test"}  # split -> what a tracker calls its use
 
@@ -72,12 +72,13 @@ def load_splits(name: str, root: str | Path, *, val_size: int, split_seed: int, 
     `split_seed` (data.split_seed), and with `train_subset` that many of the rest. `resample` (RESAMPLE) says
     which of these the replicate index `replicate` (the run's seed) draws again."""
     raw = ensure_files(name, root, download=download, verify=verify)
-    train_images, train_labels = read_raw(name, raw, train=True)
-    test_images, test_labels = read_raw(name, raw, train=False)
+    read: dict[str, str] = {}  # file -> SHA-256 of the very bytes these tensors are made of
+    train_images, train_labels = read_raw(name, raw, train=True, digests=read)
+    test_images, test_labels = read_raw(name, raw, train=False, digests=read)
     train_idx, val_idx = split_indices(len(train_labels), val_size=val_size, seed=split_seed, train_subset=train_subset,
                                        resample=resample, replicate=replicate)
     device = torch.device(device)
-    files = file_digests(name, raw, verified=verify)
+    files = file_digests(name, raw, read, verify=verify)
     split_profile = {"split_seed": split_seed, "val_size": val_size, "train_subset": train_subset}
     if resample != "none":
         split_profile.update(resample=resample, replicate=replicate)
@@ -93,11 +94,19 @@ def load_splits(name: str, root: str | Path, *, val_size: int, split_seed: int, 
     )
 
 
-def file_digests(name: str, raw: Path, *, verified: bool) -> dict[str, str]:
-    """SHA-256 of each raw file: the published values once `verify` has checked them, else hashed now."""
-    if verified:
-        return dict(SHA256[name])
-    return {f: sha256(raw / f) for files in SPLITS.values() for f in files}
+def file_digests(name: str, raw: Path, read: dict[str, str], *, verify: bool) -> dict[str, str]:
+    """The SHA-256 of each raw file as it was read for this run (`read`: hashed from the bytes the tensors were
+    made of, ~40 ms for MNIST), which is what a run records. With `verify`, each must be the published one:
+    ensure_files' check skips re-hashing a file whose size and mtime it has seen, so a file changed in place
+    with its mtime restored (cp -p, rsync -t, a backup) is caught here, before any training."""
+    if verify:
+        for f, got in read.items():
+            want = SHA256[name][f]
+            if got != want:
+                raise DataError(f"data file {raw / f} has SHA-256 {got[:16]}... but {name} expects {want[:16]}...: it "
+                                f"changed after it was verified; delete it and re-run to fetch it again "
+                                f"(data.verify=false skips this check)")
+    return dict(read)
 
 
 def _record(name: str, raw: Path, files: dict[str, str], split: str, idx: torch.Tensor, profile: dict) -> SplitRecord:
@@ -114,10 +123,13 @@ def _record(name: str, raw: Path, files: dict[str, str], split: str, idx: torch.
 IDX_UINT8 = 0x08  # the IDX type code of unsigned bytes: MNIST's and Fashion-MNIST's images and labels
 
 
-def read_idx(path: Path) -> torch.Tensor:
+def read_idx(path: Path, digests: dict[str, str] | None = None) -> torch.Tensor:
     """One raw IDX file as a uint8 tensor of its shape: magic (0, 0, type, ndim), ndim big-endian uint32 sizes,
-    then the bytes (LeCun's format). Our own reader: torchvision's costs a 1.5 s import per process."""
+    then the bytes (LeCun's format). Our own reader: torchvision's costs a 1.5 s import per process. With
+    `digests`, the SHA-256 of the bytes read is stored there under the file's name."""
     data = path.read_bytes()
+    if digests is not None:
+        digests[path.name] = hashlib.sha256(data).hexdigest()
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != IDX_UINT8:
         raise DataError(f"{path} is not an IDX file of unsigned bytes (magic {data[:4].hex()})")
     ndim = data[3]
@@ -128,10 +140,12 @@ def read_idx(path: Path) -> torch.Tensor:
     return torch.frombuffer(bytearray(body), dtype=torch.uint8).view(*dims)
 
 
-def read_raw(name: str, raw: Path, *, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 [N, 28, 28] images and int64 [N] labels from the raw IDX files of one official split."""
+def read_raw(name: str, raw: Path, *, train: bool, digests: dict[str, str] | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 [N, 28, 28] images and int64 [N] labels from the raw IDX files of one official split (read_idx says
+    what `digests` gets)."""
     image_file, label_file = SPLITS["train" if train else "t10k"]
-    images, labels = read_idx(raw / image_file), read_idx(raw / label_file)
+    images, labels = read_idx(raw / image_file, digests), read_idx(raw / label_file, digests)
     if images.ndim != 3 or images.shape[1:] != (SIDE, SIDE) or labels.ndim != 1 or len(images) != len(labels):
         raise DataError(f"{raw}: {tuple(images.shape)} images and {tuple(labels.shape)} labels; expected "
                         f"[N, {SIDE}, {SIDE}] and [N]")

@@ -13,6 +13,9 @@ sys.path[0] = str(Path(__file__).resolve().parents[1])
 # sets and unsets a variable in os.environ from a thread, and a joblib worker copying os.environ at that moment
 # died with KeyError: '_MLFLOW_TELEMETRY_SESSION_ID' (MLflow 3.17). MLFLOW_DISABLE_TELEMETRY=false turns it on.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# MLflow's client prints "View run ... at: <tracking URI>" after every run: with a password in
+# MLFLOW_TRACKING_URI that lands on stdout, in SLURM .out files and CI logs. The summary says where runs are.
+os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
 
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402

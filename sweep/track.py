@@ -352,8 +352,8 @@ DATASET_CONTEXT = "mlflow.data.context"  # the input tag `mlflow.log_input(..., 
 def dataset_inputs(records) -> list[DatasetInput]:
     """data.load.SplitRecord -> MLflow dataset inputs: name and digest, the raw files' SHA-256s as the
     source, sizes and split seed as the profile, the split's use as context (the UI's Dataset column)."""
-    return [DatasetInput(Dataset(name=r.name, digest=r.digest, source_type="local", source=json.dumps(r.source),
-                                 profile=json.dumps(r.profile)),
+    return [DatasetInput(Dataset(name=r.name, digest=r.digest, source_type="local",
+                                 source=redact(json.dumps(r.source)), profile=redact(json.dumps(r.profile))),
                          tags=[InputTag(DATASET_CONTEXT, r.context)]) for r in records]
 
 

