@@ -98,7 +98,12 @@ class DataConf:
         check_choice("data.name", self.name, DATASETS)
         check_choice("data.resample", self.resample, RESAMPLE)
         check_positive_int("data.val_size", self.val_size, minimum=0)
-        check_positive_int("data.split_seed", self.split_seed, minimum=0)
+        from sweep.train import SEED_MAX
+
+        if isinstance(self.split_seed, bool) or not isinstance(self.split_seed, int) or \
+                not 0 <= self.split_seed <= SEED_MAX:
+            _fail("data.split_seed", self.split_seed, f"must be an integer in [0, {SEED_MAX}] (the split's generator is "
+                  "seeded with it and the train_eval subset's with it + 1)")
         check_positive_int("data.train_eval_size", self.train_eval_size)
         if self.train_subset is not None:
             check_positive_int("data.train_subset", self.train_subset)
@@ -224,6 +229,7 @@ class StudyConf:
                   f"its replicates would run past the largest seed {SEED_MAX}")
 
 
+EXPERIMENT_NAME_MAX = 256  # MLflow's SQL schema: experiments.name is String(256)
 _SWEEP_ID = re.compile(r"^[A-Za-z0-9_.:\-]+$")
 
 
@@ -241,6 +247,9 @@ class TrackingConf:
     def __post_init__(self):
         if not self.experiment:
             _fail("tracking.experiment", self.experiment, "must be a non-empty name")
+        if len(self.experiment) > EXPERIMENT_NAME_MAX:
+            _fail("tracking.experiment", f"{self.experiment[:20]}... ({len(self.experiment)} characters)",
+                  f"MLflow's database stores at most {EXPERIMENT_NAME_MAX} characters")
         if self.enabled and not self.uri:
             _fail("tracking.uri", self.uri, "is empty; with tracking=server export MLFLOW_TRACKING_URI=http://<host>:<port> "
                   "(or pass tracking.uri=...)")
@@ -306,6 +315,8 @@ class Config:
 
         check_rate("drop_prob", self.drop_prob)
         check_rate("input_drop_prob", self.input_drop_prob)
+        # -0.0 is 0.0: one value, one setting, one config hash (a grid 0,-0.0 is refused in pre-flight)
+        self.drop_prob, self.input_drop_prob = self.drop_prob + 0.0, self.input_drop_prob + 0.0
         n = len(self.model.hidden_sizes)
         if len(self.layer_drop_probs) not in (0, n):
             _fail("layer_drop_probs", list(self.layer_drop_probs),
@@ -313,10 +324,13 @@ class Config:
         for i, p in enumerate(self.layer_drop_probs):
             if p is not None:
                 check_rate(f"layer_drop_probs.{i}", p)
+                self.layer_drop_probs[i] = p + 0.0
         from sweep.train import SEED_MAX
 
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= SEED_MAX:
             _fail("seed", self.seed, f"must be an integer in [0, {SEED_MAX}] (what torch's generators accept)")
+        if not objective_names(self.objective):
+            _fail("objective", list(self.objective), "name at least one metric, e.g. val_acc")
         for name in objective_names(self.objective):
             check_choice("objective", name, METRICS)
         if self.data.val_size == 0 and any(n.startswith("val_") for n in objective_names(self.objective)):

@@ -16,6 +16,7 @@ import os
 import sqlite3
 import sys
 from pathlib import Path
+from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -91,6 +92,21 @@ def _candidates(o: Override, exact_ranges: bool = False) -> list[str]:
 
         return [f"{key}={format_value(x)}" for x in range_values(v)]
     return [f"{key}={s}" for s in o.sweep_string_iterator()]
+
+
+def _check_distinct(o: Override) -> None:
+    """A sweep that lists one value twice (0 and -0.0, 0.5 and 5e-1, 1 and 1.0) would train it twice."""
+    if not o.is_sweep_override() or isinstance(o.value(), IntervalSweep):
+        return
+    seen: dict[Any, str] = {}
+    for text in o.sweep_string_iterator():
+        try:
+            value: Any = float(text)
+        except ValueError:
+            value = text
+        if value in seen:
+            raise ConfigError(f"{o.input_line} is invalid: {seen[value]} and {text} are one value; list it once")
+        seen[value] = text
 
 
 def _compose(overrides: list[str]) -> DictConfig:
@@ -271,6 +287,8 @@ def check_cli(argv: list[str]) -> list[Config]:
     if lines is None:
         return []
     parsed = _parse(lines)
+    for o in parsed:
+        _check_distinct(o)
     base = [c[0] for c in map(_candidates, parsed)]  # a range's first value is its start either way
     composed = _compose(base)
     optuna = (OmegaConf.select(composed, "hydra.sweeper._target_") or "").startswith("hydra_plugins.dropout_optuna_sweeper.")

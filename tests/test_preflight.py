@@ -56,6 +56,15 @@ def sweep(*args: str) -> tuple[str, ...]:
     (["-m", "seed=1,18446744073709551615"], ["seed=18446744073709551615"]),
     (["trainer.threads=100000"], ["trainer.threads=100000", f"at most {4 * os.cpu_count()}"]),
     (["trainer.cpu_matmul=mkl"], ["trainer.cpu_matmul='mkl'", "allowed: auto, onednn, blas"]),
+    # hardening round four: bounds and values that used to pass pre-flight and fail in the job (or not at all)
+    (["data.split_seed=18446744073709551615"], ["data.split_seed=18446744073709551615", "18446744073709551614"]),
+    (["data.split_seed=18446744073709551616"], ["data.split_seed=18446744073709551616", "18446744073709551614"]),
+    (["objective=[]"], ["objective=[]", "name at least one metric"]),
+    (["-m", "objective=[]", "drop_prob=0,0.5"], ["objective=[]", "name at least one metric"]),
+    ([f"tracking.experiment={'x' * 600}"], ["tracking.experiment=", "600 characters", "at most 256"]),
+    (["-m", "drop_prob=0,-0.0,0.5"], ["drop_prob=0,-0.0,0.5", "0 and -0.0 are one value"]),
+    (["-m", "drop_prob=0.5,5e-1"], ["0.5 and 5e-1 are one value"]),
+    (["data.resample=all"], ["data.resample='all'", "allowed: none, subset, split"]),
 ])
 def test_bad_job_values(cli, args, words):
     refused(cli(*args), cli.out, *words)
