@@ -281,6 +281,23 @@ def _study_settings(composed: DictConfig, parsed: list[Override]) -> list[list[s
     return [hydra_side + point for point in points]
 
 
+def _check_identifiers(composed: DictConfig, checked: list[Config]) -> None:
+    """A name the program writes and later searches for (the experiment, a sweep id, a study name) must not
+    contain a secret: masked where it is written, it would no longer match where it is read (grid resume found
+    nothing), and written unmasked it would leak the secret. Refused in one line, masked."""
+    found: list[tuple[str, Any]] = [(k, v) for c in checked for k, v in (("tracking.experiment", c.tracking.experiment),
+                                                                       ("tracking.sweep_id", c.tracking.sweep_id))]
+    try:
+        found.append(("hydra.sweeper.study_name", OmegaConf.select(composed, "hydra.sweeper.study_name", default=None)))
+    except OmegaConfBaseException:
+        pass
+    for key, value in found:
+        if isinstance(value, str) and redact(value) != value:
+            raise ConfigError(f"{key}={redact(value)!r} is invalid: it contains a password or token this process "
+                              "knows (typed, or in the environment); a name MLflow or Optuna is searched by cannot "
+                              "hold one: choose another name")
+
+
 def check_cli(argv: list[str]) -> list[Config]:
     """Validate everything a run of `argv` would try; return the typed configs that were checked."""
     lines = _overrides(argv)
@@ -319,6 +336,7 @@ def check_cli(argv: list[str]) -> list[Config]:
         train_idx, _ = split_indices(train_count(c.data.name, c.data.root), val_size=c.data.val_size, seed=c.data.split_seed,
                                      train_subset=c.data.train_subset)
         _check_batch(c, len(train_idx))
+    _check_identifiers(composed, checked)
     if checked[0].tracking.enabled:
         if checked[0].tracking.uri.startswith("sqlite:"):
             probe_database("tracking.uri", checked[0].tracking.uri, "experiments", "MLflow")

@@ -350,3 +350,62 @@ def test_report_writes_no_password_of_its_tracking_uri_or_storage(tiny_root, tmp
     assert res.returncode != 0
     assert "127.0.0.1:1" in res.stderr  # the error names the store...
     assert _report_leaks(secrets, tmp_path / "dead", res) == {}  # ...without its password
+
+
+# ---------------------------------------------------------------- hardening, round four
+
+@pytest.mark.slow
+def test_a_storage_password_in_the_query_string_from_the_environment_stays_out_of_jobs(tiny_root, tmp_path,
+                                                                                       postgres_server):
+    """OPTUNA_STORAGE=postgresql://postgres@host/db?password=PW, read by hydra.sweeper.storage: the jobs get it
+    through the environment, so it is in no job's overrides, no Hydra file, no console line, no store."""
+    secrets = {"query_password": "s7QueryPw-k2Lm"}
+    pg = postgres_server
+    db = pg.create_database()
+    env = {"OPTUNA_STORAGE": f"postgresql://postgres@127.0.0.1:{pg.port}/{db}?password={secrets['query_password']}"}
+    args = [*tiny_overrides(tiny_root, tmp_path, epochs=1), "hydra/sweeper=optuna",
+            "hydra.sweeper.storage=${oc.env:OPTUNA_STORAGE}", "hydra.sweeper.study_name=query",
+            "hydra.sweeper.sampler=grid", "drop_prob=choice(0,0.5)", "hydra.sweeper.pruner=none"]
+    res = _run(args, env)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
+    assert _find(secrets, res.stdout + res.stderr) == []
+    leaks = {str(p): _find(secrets, t) for p, t in _files_text(tmp_path).items()
+             if _find(secrets, t) and not p.name.startswith(("mlflow.db", "optuna.db"))}
+    assert leaks == {}
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    assert _find(secrets, _mlflow_text(client)[0]) == []
+    assert _find(secrets, _database_text(f"sqlite:///{tmp_path}/mlflow.db")) == []
+    optuna_text = _database_text_any(env["OPTUNA_STORAGE"])
+    assert "query" in optuna_text and _find(secrets, optuna_text) == []
+
+
+def _database_text_any(url: str) -> str:
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url)
+    with engine.connect() as conn:
+        parts = [repr(tuple(row)) for t in sqlalchemy.inspect(conn).get_table_names()
+                 for row in conn.execute(sqlalchemy.text(f'SELECT * FROM "{t}"'))]
+    engine.dispose()
+    return "\n".join(parts)
+
+
+@pytest.mark.slow
+def test_a_weak_credential_inside_a_name_the_program_reads_back_is_refused(tiny_root, tmp_path):
+    """MLFLOW_TRACKING_PASSWORD=dropout: masking it would rewrite `tracking.sweep_id=dropout-grid-1` into
+    `***-grid-1` (grid resume then finds nothing), leaving it would leak it: refused in one line, exit 2, before
+    any run; with names that do not contain it the sweep runs and resumes."""
+    env = {"MLFLOW_TRACKING_PASSWORD": "dropout"}
+    base = [*tiny_overrides(tiny_root, tmp_path, epochs=1), "drop_prob=0,0.5"]
+    res = _run([*base, "tracking.experiment=lab", "tracking.sweep_id=dropout-grid-1"], env)
+    assert res.returncode == 2 and res.stderr.strip().splitlines() == [
+        "error: tracking.sweep_id='***-grid-1' is invalid: it contains a password or token this process knows "
+        "(typed, or in the environment); a name MLflow or Optuna is searched by cannot hold one: choose another "
+        "name"], res.stderr
+    assert not (tmp_path / "mlflow.db").exists()
+    res = _run([*base, "tracking.experiment=dropout"], env)  # the default experiment's name contains it too
+    assert res.returncode == 2 and "tracking.experiment='***'" in res.stderr
+    for _ in range(2):  # a name without it: trains, then resumes both points
+        res = _run([*base, "tracking.experiment=lab", "tracking.sweep_id=grid-1"], env)
+        assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.count("not training it again") + res.stderr.count("not training it again") == 2

@@ -575,13 +575,14 @@ class _Run:
         return False
 
     def _storage_override(self) -> str:
-        """The storage URL as a job override. A URL with a password goes through an environment variable
+        """The storage URL as a job override. A URL with a secret in it (a password in its user part or in its
+        query, `?password=`, a token, or any value redaction knows) goes through an environment variable
         (jobs inherit it: in-process, joblib workers, submitit/SLURM with the default --export=ALL), so the
         password never appears in a command line, Hydra's job log or .hydra/overrides.yaml."""
         import sqlalchemy
 
         url = self.s.storage_url
-        if sqlalchemy.engine.make_url(url).password:
+        if sqlalchemy.engine.make_url(url).password or redact(url) != url:  # a password anywhere: userinfo, query
             os.environ[STORAGE_ENV] = url
             return f"'${{oc.env:{STORAGE_ENV}}}'"
         return _space.quote(url)
