@@ -3,7 +3,9 @@
 Checks the command line first (one clear line per mistake, before any data or MLflow run),
 then hands over to Hydra, whose task function is `sweep.job.run`.
 """
+import faulthandler
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -40,17 +42,34 @@ def main(cfg: DictConfig):
         sys.exit(2)
 
 
-if __name__ == "__main__":
-    signals.install()  # SIGTERM (SLURM, timeout, docker stop) takes Ctrl-C's path below
-    preflight.main_or_exit(sys.argv[1:])
+def _stopped(e: KeyboardInterrupt) -> None:
+    """Ctrl-C or SIGTERM, at any moment from pre-flight to the summary: the job already ended its run KILLED;
+    end the sweep's parent too, say so in one line and exit 130 / 143. A second Ctrl-C during this clean-up
+    stops at once, in one line too (what it leaves RUNNING the next start-up ends KILLED); once the clean-up is
+    done, further interrupts are ignored so the exit handlers finish quietly."""
+    code = signals.exit_code(e)  # 130 for Ctrl-C, 143 for SIGTERM
     try:
-        main()
-    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: the job already ended its run KILLED; end the sweep's parent too
         from sweep.parent import close_open_parents
 
         close_open_parents("KILLED")
-        print(f"{signals.describe(e)}: the current run was recorded as KILLED", file=sys.stderr)
-        sys.exit(signals.exit_code(e))  # 130 for Ctrl-C, 143 for SIGTERM
+        print(f"{signals.describe(e)}: the current run was recorded as KILLED", file=sys.stderr, flush=True)
+    except KeyboardInterrupt:
+        print(f"{signals.describe(e)}, then interrupted again during the clean-up: stopped now; a run or sweep left "
+              "RUNNING is ended KILLED by the next start-up", file=sys.stderr, flush=True)
+        os._exit(code)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    signals.install()  # SIGTERM (SLURM, timeout, docker stop) takes Ctrl-C's path below
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 <pid>`: where every thread is, on stderr
+    try:
+        preflight.main_or_exit(sys.argv[1:])
+        main()
+    except KeyboardInterrupt as e:
+        _stopped(e)
     except BaseException as e:  # the tracking store stopped answering mid-sweep (track.TrackingLost)
         from sweep import track
 

@@ -139,3 +139,49 @@ def test_sigterm_to_a_joblib_worker_of_a_grid_stops_the_grid_and_leaves_nothing_
     parents, children = _by_role(tmp_path)
     assert [p.info.status for p in parents] == ["KILLED"]
     assert sorted(c.info.status for c in children) == ["KILLED", "KILLED"]
+
+
+def _store_state(out) -> tuple[list[str], list[str]]:
+    """(parent statuses, child statuses); empty lists when the store was never made (a signal in pre-flight)."""
+    if not (out / "mlflow.db").exists():
+        return [], []
+    try:
+        parents, children = _by_role(out)
+    except Exception:  # noqa: BLE001 - a store whose tables were never made (the signal came during set-up)
+        return [], []
+    return [p.info.status for p in parents], [c.info.status for c in children]
+
+
+def test_sigterm_at_any_moment_of_a_grid_ends_it_in_bounded_time_with_nothing_left_running(tiny_root, tmp_path):
+    """A 3-point grid, timed once uninterrupted, then signalled at 12 moments spread over that time: during
+    pre-flight (before the parent exists), a job's start-up, mid-epoch, between jobs, the end-of-sweep summary.
+    Every time the process must end within BOUND seconds of the signal, with 143 (or 0 when the grid had
+    already finished), and leave no run or parent RUNNING. A process that does not end is asked for a stack
+    dump (tests/helpers/proc.py end), which the failure prints."""
+    import time
+
+    grid = ["drop_prob=0,0.3,0.5", "tracking.sweep_id=stress"]
+    calib = tmp_path / "calibration"
+    calib.mkdir()
+    t0 = time.monotonic()
+    assert _end(start(grid, calib, tiny_root, epochs=20), timeout=300) == 0, log_tail(calib)
+    whole = time.monotonic() - t0
+    bound, slowest = 30.0, 0.0
+    for i, frac in enumerate((0.02, 0.06, 0.12, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.97)):
+        out = tmp_path / f"moment{i}"
+        out.mkdir()
+        proc = start(grid, out, tiny_root, epochs=20)
+        time.sleep(frac * whole)
+        proc.send_signal(signal.SIGTERM)
+        sent = time.monotonic()
+        code = end(proc, timeout=bound)
+        took = time.monotonic() - sent
+        slowest = max(slowest, took)
+        assert code in (143, 0), (frac, code, log_tail(out))
+        parents, children = _store_state(out)
+        assert "RUNNING" not in parents + children, (frac, parents, children, log_tail(out))
+        if code == 143:
+            assert "terminated (SIGTERM)" in log_tail(out) and "Traceback" not in log_tail(out, 20000), \
+                (frac, log_tail(out))
+            assert parents in ([], ["KILLED"]), (frac, parents)
+    print(f"uninterrupted grid {whole:.1f} s; slowest end after SIGTERM {slowest:.1f} s (bound {bound:.0f} s)")

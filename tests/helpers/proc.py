@@ -24,8 +24,10 @@ def start(args: list[str], out: Path, tiny_root: Path, epochs: int, log_name: st
     log = open(out / log_name, "w")  # a file, not a pipe: a full pipe would stall the child
     flags = ["-m"] if multirun else []
     base = tiny_overrides(tiny_root, out, epochs) if tiny else []
-    return subprocess.Popen([sys.executable, str(ROOT / "sweep" / "run.py"), *flags, *base, *args],
+    proc = subprocess.Popen([sys.executable, str(ROOT / "sweep" / "run.py"), *flags, *base, *args],
                             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+    proc.out, proc.log_name = out, log_name  # where end() finds its log
+    return proc
 
 
 def epoch_logged(out: Path, log_name: str = "cli.log") -> bool:
@@ -74,10 +76,22 @@ def log_tail(out, chars: int = 3000) -> str:
     return (out / "cli.log").read_text()[-chars:]
 
 
-def end(proc, timeout: float = 90) -> int:
-    """Wait for a `start`ed process and return its exit code; never leave it running."""
+def end(proc, timeout: float = 90, out: Path | None = None) -> int:
+    """Wait for a `start`ed process and return its exit code; never leave it running. When it does not end in
+    time, it is asked for a stack dump of every thread first (SIGUSR1: faulthandler, sweep/run.py), and the
+    failure shows where it waited, with the end of its log when `out` is given."""
     try:
         return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        import signal
+
+        proc.send_signal(signal.SIGUSR1)
+        time.sleep(2)
+        out = out if out is not None else getattr(proc, "out", None)
+        log_name = getattr(proc, "log_name", "cli.log")
+        tail = (out / log_name).read_text(errors="replace")[-8000:] if out is not None else "(no log)"
+        raise AssertionError(f"the process had not ended {timeout:.0f} s after the signal; its log and the stack "
+                             f"dump it printed:\n{tail}") from None
     finally:
         proc.kill()
 
