@@ -271,3 +271,47 @@ def test_two_workers_share_one_postgres_study(tiny_root, tmp_path, postgres_url)
         for f in files:
             assert "secret" not in f.read_text(), f
     assert all("secret" not in so + se for so, se in outputs)
+
+
+# ---------------------------------------------------------------- a study the sweep cannot continue, and orphans
+
+def test_a_changed_distribution_kind_is_refused_before_any_trial(cli):
+    """interval(0,0.5), then the same study with choice(0.1,0.2): Optuna would raise inside `ask` and leave a
+    trial RUNNING that every later run waits for. Refused in pre-flight, one line naming the parameter, the old
+    and new distributions and what to do, exit 2; the study is untouched and the original command still runs."""
+    first = cli("-m", *sweep_args(cli.out, "drop_prob=interval(0,0.5)", "hydra.sweeper.n_trials=2"), epochs=1)
+    assert first.returncode == 0, first.stderr[-3000:]
+    res = cli("-m", *sweep_args(cli.out, "drop_prob=choice(0.1,0.2)", "hydra.sweeper.n_trials=3"), epochs=1)
+    assert res.returncode == 2, res.stderr[-3000:]
+    assert res.stderr.strip().splitlines() == [
+        f"error: hydra.sweeper.params.drop_prob: study 't' in sqlite:///{cli.out}/optuna.db drew it from "
+        "interval(0.0, 0.5); now choice(0.1, 0.2): a parameter cannot change its kind within a study; use a new "
+        "hydra.sweeper.study_name"]
+    assert states(load(cli.out)) == ["COMPLETE", "COMPLETE"]
+    again = cli("-m", *sweep_args(cli.out, "drop_prob=interval(0,0.5)", "hydra.sweeper.n_trials=3"), epochs=1)
+    assert again.returncode == 0 and states(load(cli.out)) == ["COMPLETE"] * 3, again.stderr[-3000:]
+
+
+def test_another_direction_is_refused_before_the_parent_exists(cli):
+    assert cli("-m", *sweep_args(cli.out, "drop_prob=interval(0,0.5)", "hydra.sweeper.n_trials=1"),
+               epochs=1).returncode == 0
+    res = cli("-m", *sweep_args(cli.out, "drop_prob=interval(0,0.5)", "hydra.sweeper.n_trials=2",
+                                "hydra.sweeper.direction=minimize"), epochs=1)
+    assert res.returncode == 2 and "optimises ['maximize'], not ['minimize']" in res.stderr, res.stderr[-2000:]
+    assert len(res.stderr.strip().splitlines()) == 1
+    _, runs = mlflow_runs(cli.out)
+    assert len([r for r in runs if r.data.tags.get("sweep_role") == "parent"]) == 1  # only the first sweep's
+
+
+def test_a_trial_left_running_without_a_heartbeat_is_failed_and_the_study_goes_on(cli):
+    """A trial RUNNING with no heartbeat ever (its process failed between `ask` and its first beat) is FAILed
+    once it is older than grace_period, and the sweep reaches its total instead of waiting for ever."""
+    assert cli("-m", *sweep_args(cli.out, "drop_prob=interval(0,0.5)", "hydra.sweeper.n_trials=1"),
+               epochs=1).returncode == 0
+    load(cli.out).ask()  # the orphan
+    time.sleep(3)
+    res = cli("-m", *sweep_args(cli.out, "drop_prob=interval(0,0.5)", "hydra.sweeper.n_trials=2",
+                                "hydra.sweeper.grace_period=2"), epochs=1, timeout=240)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert states(load(cli.out)) == ["COMPLETE", "FAIL", "COMPLETE"]
+    assert "RUNNING for" in res.stdout + res.stderr and "without a heartbeat" in res.stdout + res.stderr

@@ -23,8 +23,9 @@ from typing import Any
 def check_sweep(options: dict[str, Any], arguments: list[str], config: Any) -> None:
     """Every check a sweep makes before its first trial, without opening the study or starting a run: the
     options (an unknown key included), the search space of `params` and the command line's sweep overrides
-    `arguments`, direction against objective (from the composed `config`), the grid, the enqueued points.
-    Raises SweeperError with one line."""
+    `arguments`, direction against objective (from the composed `config`), the grid, the enqueued points, and an
+    existing study with the same name that the sweep could not continue (other directions or objectives, or a
+    parameter drawn from another kind of distribution). Raises SweeperError with one line."""
     from sweep.search.loop import OptunaSweeperImpl
     from sweep.search.space import SweeperError
 
@@ -36,4 +37,5 @@ def check_sweep(options: dict[str, Any], arguments: list[str], config: Any) -> N
                            f"{', '.join(allowed)}")
     sweeper = OptunaSweeperImpl(**options)
     sweeper.config = config  # what setup() gives it in a sweep: the objective and the typed overrides
-    sweeper.plan(arguments)
+    space, names, _, _ = sweeper.plan(arguments)
+    sweeper.check_existing_study(space, names)  # read-only: an existing study this sweep cannot continue

@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 LIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 SPACE_ATTR = "dropout_sweeper.search_space"
+BEAT_ATTR = "dropout_sweeper.heartbeat"  # on a trial: this sweeper has recorded its heartbeat
 STORAGE_ENV = "DROPOUT_OPTUNA_STORAGE"
 _STUDY_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 SAMPLER_SEED_MAX = 2**32 - 1  # Optuna's samplers seed numpy's RandomState, which takes [0, 2**32 - 1]
@@ -270,6 +271,54 @@ class OptunaSweeperImpl:
             space.check_params(p, f"hydra.sweeper.enqueue[{i}]") for i, p in enumerate(self.enqueue)]
         return space, names, grid, fixed
 
+    def check_existing_study(self, space: SearchSpace, names: list[str]) -> None:
+        """Refuse, before any trial and without writing anything, a study this sweep cannot continue: one that
+        optimises other directions or other objectives, or whose trials drew a parameter from a distribution
+        of another kind (Optuna would raise inside `ask` and leave a trial RUNNING). Reads the storage only
+        when it already holds the study."""
+        url = self.storage_url
+        if url is None:
+            return
+        try:
+            storage = optuna.storages.RDBStorage(url, skip_table_creation=True, skip_compatibility_check=True)
+        except Exception:  # noqa: BLE001 - no database yet (a new SQLite file): nothing to be compatible with
+            return
+        try:
+            try:
+                study_id = storage.get_study_id_from_name(self.study_name) if self.study_name else None
+            except Exception:  # noqa: BLE001 - KeyError: no such study; an empty database has no tables yet
+                return
+            if study_id is None:
+                return
+            study = f"study {self.study_name!r} in {redact(url)}"
+            have = [d.name.lower() for d in storage.get_study_directions(study_id)]
+            if have != self.directions:
+                raise SweeperError(f"{study} optimises {have}, not {self.directions}; choose another "
+                                   "hydra.sweeper.study_name or the study's direction")
+            metric_names = storage.get_study_system_attrs(study_id).get("study:metric_names")
+            if metric_names is not None and list(metric_names) != list(names):
+                raise SweeperError(f"{study} optimises objective={list(metric_names)}, not {names}; choose another "
+                                   "hydra.sweeper.study_name")
+            seen: dict[str, Any] = {}
+            for t in storage.get_all_trials(study_id, deepcopy=False):
+                for name, old in t.distributions.items():
+                    seen.setdefault(name, old)
+            for name, new in space.distributions.items():
+                old = seen.get(name)
+                if old is None:
+                    continue
+                try:
+                    optuna.distributions.check_distribution_compatibility(old, new)
+                except ValueError:
+                    raise SweeperError(f"hydra.sweeper.params.{name}: {study} drew it from "
+                                       f"{_space.describe_distribution(old)}; now {_space.describe_distribution(new)}: "
+                                       "a parameter cannot change its kind within a study; use a new "
+                                       "hydra.sweeper.study_name") from None
+        finally:
+            storage.remove_session()
+            with contextlib.suppress(Exception):
+                storage.engine.dispose()
+
     def _check_directions(self, names: list[str]) -> None:
         """A direction against what its objective means (the app hook's metric_direction): the app's default
         follows the objective; a config file's direction that contradicts it is refused; one typed on the
@@ -359,6 +408,7 @@ class _Heartbeat:
     def add(self, trial_id: int) -> None:
         if self.interval:
             self.storage.record_heartbeat(trial_id)
+            self.storage.set_trial_system_attr(trial_id, BEAT_ATTR, True)  # sent at least one (_fail_beatless)
             with self.lock:
                 self.ids.add(trial_id)
 
@@ -423,6 +473,7 @@ class _Run:
                   "heartbeat_stale_trial_callback": self._on_stale}
         self.pruner_description = s.pruner_description()
         with self.lock():  # workers starting together on a new database: one creates the tables
+            s.check_existing_study(self.space, self.names)
             try:
                 self.storage = open_storage(url, **hb) if url else optuna.storages.InMemoryStorage()
             except Exception as e:  # noqa: BLE001
@@ -464,6 +515,21 @@ class _Run:
         # after an outage every worker's heartbeats are old: give them grace_period to beat again first
         if self.heartbeat_interval and not retry.recovered_within(self.s.grace_period or 0):
             retry.call(optuna.storages.fail_stale_trials, self.study, url=self.s.storage_url)
+            retry.call(self._fail_beatless, url=self.s.storage_url)
+
+    def _fail_beatless(self) -> None:
+        """Optuna's stale-trial check only sees trials that once sent a heartbeat. A trial RUNNING for longer
+        than grace_period that never sent one was left by a process that failed between creating it and its
+        first beat (this sweeper beats a trial the moment `ask` returns it): FAIL it, or every run of the study
+        would wait for it for ever."""
+        now = time.time()
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            started = t.datetime_start.timestamp() if t.datetime_start else now
+            if now - started > (self.s.grace_period or 0) and t.system_attrs.get(BEAT_ATTR) is None:
+                log.warning("trial %d of study %r has been RUNNING for %.0f s without a heartbeat (its process failed "
+                            "before the first): marked FAIL", t.number, self.study_name, now - started)
+                self.study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+                self.hook.trial_stale(t)
 
     # ------------------------------------------------------------------------------------- loop
     def run(self) -> list[JobReturn]:
@@ -539,9 +605,16 @@ class _Run:
         batch = []
         for _ in range(want):
             self.study.sampler = self.s.make_sampler(self.space, len(trials) + len(batch))
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=".*Heartbeat.*")
-                trial = self.study.ask(fixed_distributions=self.space.distributions)
+            before = {t.number for t in self.study.get_trials(deepcopy=False)}
+            try:
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", message=".*Heartbeat.*")
+                    trial = self.study.ask(fixed_distributions=self.space.distributions)
+            except BaseException:  # ask created a trial, then failed: FAIL it, so no run of the study waits for it
+                for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                    if t.number not in before:
+                        self.study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+                raise
             trial_id = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, trial.number)
             self.heartbeat.add(trial_id)
             batch.append((trial, trial_id))

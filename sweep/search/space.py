@@ -30,6 +30,19 @@ class SweeperError(CompactHydraException):
     """A sweeper setting or search space a user can fix: Hydra prints just this one line."""
 
 
+def describe_distribution(d: BaseDistribution) -> str:
+    """An Optuna distribution in the override grammar that makes it: choice(0.1, 0.2), interval(0.0, 0.5),
+    tag(log, interval(...)), range(0, 10, 2), int(interval(1, 4))."""
+    if isinstance(d, CategoricalDistribution):
+        return "choice(" + ", ".join(map(str, d.choices)) + ")"
+    kind = "int(" if type(d).__name__ == "IntDistribution" else ""
+    if getattr(d, "step", None) not in (None, 1) or (kind and getattr(d, "step", 1) != 1):
+        return f"range({d.low}, {d.high}, {d.step})"
+    body = f"interval({d.low}, {d.high})"
+    body = f"tag(log, {body})" if getattr(d, "log", False) else body
+    return f"{kind}{body})" if kind else body
+
+
 @dataclass
 class SearchSpace:
     distributions: dict[str, BaseDistribution] = field(default_factory=dict)
