@@ -57,6 +57,7 @@ def _objective(metrics: dict[str, float], names: list[str]):
 
 def run(cfg: DictConfig):
     signals.install()  # a joblib/loky worker ends its run KILLED on SIGTERM too
+    signals.die_with_the_sweep()  # ... and when the sweep's process dies under it
     c = validate(cfg)
     names = objective_names(c.objective)
     if (reused := resume.finished_objective(c, names, in_multirun())) is not None:  # grids resume

@@ -48,6 +48,7 @@ class MlflowSweepCallback(Callback):
         self.parent_id: str | None = None
         self.sweep_dir: Path | None = None
         self.tracking_uri: str | None = None
+        self.store: tuple[Path, int] | None = None  # a SQLite store's file and inode (_store_identity)
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         """Find or create the sweep's parent run. Hydra only warns when a callback raises, and the jobs would
@@ -80,6 +81,7 @@ class MlflowSweepCallback(Callback):
                     self.parent_id = mine if held else self._converge(exp_id, sweep_id, mine)
         else:
             self.parent_id = track.start_run(self.client, exp_id, f"sweep {sweep_id}", tags).info.run_id
+        self.store = _store_identity(config.tracking.uri)
         _OPEN.append(self)  # from here on an exit hook ends the parent, whatever happens
         track.write_parent(self.sweep_dir, self.parent_id, sweep_id)
         hold.release()
@@ -133,6 +135,14 @@ class MlflowSweepCallback(Callback):
                 _OPEN.remove(self)
             return
         parent = self.parent_id
+        gone = _store_gone(self.store)
+        if gone:  # `rm -rf runs/` while the sweep ran: there is no parent left to end, and no summary to make
+            self.parent_id = None
+            if self in _OPEN:
+                _OPEN.remove(self)
+            print(f"error: {gone}: the runs this sweep recorded there are lost; run the command again to train "
+                  "them again", file=sys.stderr, flush=True)
+            raise SystemExit(1)
         try:
             if status != "FINISHED":  # no child of ours left RUNNING (a joblib worker stopped mid-job)
                 with contextlib.suppress(Exception):
@@ -186,6 +196,29 @@ def _job_error(job_return) -> BaseException:
     except BaseException as e:  # noqa: BLE001
         return e
     return RuntimeError("the job failed")
+
+
+def _store_identity(uri: str) -> tuple[Path, int] | None:
+    """A SQLite store's file and inode at the start of the sweep (None for a server or another database)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = Path(uri.removeprefix("sqlite:///"))
+    try:
+        return path, path.stat().st_ino
+    except OSError:
+        return None
+
+
+def _store_gone(identity: tuple[Path, int] | None) -> str | None:
+    """Why the store the sweep started on is no longer there (deleted, or deleted and made anew), or None."""
+    if identity is None:
+        return None
+    path, inode = identity
+    try:
+        now = path.stat().st_ino
+    except OSError:
+        return f"the MLflow store {path} was deleted while the sweep ran"
+    return None if now == inode else f"the MLflow store {path} was deleted and made anew while the sweep ran"
 
 
 def _plan(sweep_dir: Path | None) -> dict | None:

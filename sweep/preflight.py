@@ -11,6 +11,8 @@ Set DROPOUT_DEBUG=1 (or HYDRA_FULL_ERROR=1) to see tracebacks instead.
 """
 from __future__ import annotations
 
+import copy
+import itertools
 import math
 import os
 import sqlite3
@@ -35,9 +37,9 @@ from sweep.train import THREADS_PER_CPU, max_threads, pick_device, selection_err
 
 USER_ERRORS = (ConfigError, data.DataError, track.TrackingError)
 _SKIP_FLAGS = {"-h", "--help", "--hydra-help", "--info", "-i", "--shell-completion", "-sc", "--cfg", "-c",
-               "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun"}
+               "--config-path", "-cp", "--config-name", "-cn", "--experimental-rerun"}
 _FLAGS_WITH_VALUE = {"--package", "-p"}
-
+_CONFIG_DIR = {"--config-dir", "-cd"}  # adds a folder of the user's own configs: checked like the project's
 
 def debug() -> bool:
     return bool(os.environ.get("DROPOUT_DEBUG") or os.environ.get("HYDRA_FULL_ERROR"))
@@ -55,17 +57,29 @@ def main_or_exit(argv: list[str]) -> None:
 
 
 def _overrides(argv: list[str]) -> list[str] | None:
-    """The key=value part of argv, or None when a flag asks Hydra for something other than a run."""
-    out, skip_next = [], False
-    for arg in argv:
+    """The key=value part of argv, or None when a flag asks Hydra for something other than a run. A
+    -cd/--config-dir DIR becomes the override that adds DIR to the config search path, as Hydra does."""
+    out, skip_next, config_dir = [], False, None
+    args = iter(argv)
+    for arg in args:
         if skip_next:
             skip_next = False
+        elif arg in _CONFIG_DIR:
+            config_dir = next(args, None)
+        elif arg.split("=", 1)[0] in _CONFIG_DIR:
+            config_dir = arg.split("=", 1)[1]
         elif arg in _SKIP_FLAGS or arg.split("=", 1)[0] in _SKIP_FLAGS:
             return None
         elif arg in _FLAGS_WITH_VALUE:
             skip_next = True
         elif not arg.startswith("-"):
             out.append(arg)
+    if config_dir:
+        if any(o.lstrip("+~").startswith("hydra.searchpath=") for o in out):
+            return None  # both: Hydra merges them its own way; the jobs still check every value
+        if not Path(config_dir).is_dir():
+            raise ConfigError(f"--config-dir={config_dir} is invalid: no such folder")
+        out.insert(0, f"hydra.searchpath=[file://{Path(config_dir).resolve()}]")
     return out
 
 
@@ -298,6 +312,39 @@ def _check_identifiers(composed: DictConfig, checked: list[Config]) -> None:
                               "hold one: choose another name")
 
 
+def _grid_combinations(composed: DictConfig, parsed: list[Override]) -> list[Config]:
+    """Every combination of a grid's axes, validated whole: each value alone was checked above, but two values
+    that are fine one at a time can clash (a batch larger than a smaller subset, a warm-up longer than fewer
+    epochs). Values are merged into the composed config (milliseconds a point); an axis that picks a config
+    group (optimizer=adam,sgd) is composed instead."""
+    axes = [o for o in parsed if o.is_sweep_override() and not o.is_hydra_override()]
+    if len(axes) < 2:
+        return []
+    fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
+    choices = [[f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()] for o in axes]
+    groups = {p.name for p in (PROJECT_ROOT / "conf").iterdir() if p.is_dir()}
+    by_group = any(o.key_or_group.lstrip("+~").split(".")[0] in groups and "." not in o.key_or_group
+                   or o.is_add() or o.is_delete() for o in axes)
+    parser = OverridesParser.create()
+    out = []
+    for combo in itertools.product(*choices):
+        if by_group:
+            cfg = _compose([*fixed, *combo])
+        else:
+            cfg = copy.deepcopy(composed)
+            for line in combo:
+                (o,) = parser.parse_overrides([line])
+                try:
+                    OmegaConf.update(cfg, o.key_or_group, o.value(), merge=True)
+                except OmegaConfBaseException as e:
+                    raise ConfigError(_error_line(e)) from None
+        try:
+            out.append(validate(cfg))
+        except ConfigError as e:
+            raise ConfigError(f"{e} (in the grid point {' '.join(combo)})") from None
+    return out
+
+
 def check_cli(argv: list[str]) -> list[Config]:
     """Validate everything a run of `argv` would try; return the typed configs that were checked."""
     lines = _overrides(argv)
@@ -325,6 +372,8 @@ def check_cli(argv: list[str]) -> list[Config]:
             for alt in _candidates(o, exact_ranges=optuna):
                 variants.append(base + [alt])
     checked = [validate(composed)] + [validate(_compose(v)) for v in variants[1:]]
+    if multirun and study is None and not optuna:  # Hydra's basic sweeper runs the product of the axes
+        checked += _grid_combinations(composed, parsed)
     if _local_launcher(composed, multirun):
         _check_machine(checked)
     # the sweeper is given the command line's own overrides (a sweep override as written), not Hydra's

@@ -9,6 +9,18 @@ import signal
 import sys
 from pathlib import Path
 
+
+
+def _before_anything(signum, frame) -> None:
+    """Ctrl-C or SIGTERM while the interpreter still imports (seconds: torch, Hydra, MLflow): nothing has been
+    recorded yet, so one line and the exit code, not a KeyboardInterrupt traceback."""
+    print(f"{'terminated (SIGTERM)' if signum == signal.SIGTERM else 'interrupted'} before anything started",
+          file=sys.stderr, flush=True)
+    os._exit(128 + signum)
+
+
+signal.signal(signal.SIGTERM, _before_anything)
+signal.signal(signal.SIGINT, _before_anything)
 # import `sweep`, `models`, `data` as packages (the project folder), never sweep/*.py as top-level modules
 sys.path[0] = str(Path(__file__).resolve().parents[1])
 # MLflow's usage telemetry off for this process and every job it starts (they inherit the environment): its client
@@ -63,7 +75,9 @@ def _stopped(e: KeyboardInterrupt) -> None:
 
 
 if __name__ == "__main__":
-    signals.install()  # SIGTERM (SLURM, timeout, docker stop) takes Ctrl-C's path below
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # from here on Ctrl-C is KeyboardInterrupt ...
+    signals.install()  # ... and SIGTERM (SLURM, timeout, docker stop) takes Ctrl-C's path below
+    os.environ[signals.SWEEP_PID_ENV] = str(os.getpid())  # jobs in other processes die with this one
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 <pid>`: where every thread is, on stderr
     try:
         preflight.main_or_exit(sys.argv[1:])

@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import threading
+import time
 
 log = logging.getLogger("sweep")
 
@@ -46,6 +47,32 @@ def install() -> None:
     if current is _on_sigterm or current is signal.SIG_IGN:
         return  # installed already, or this process is ending and ignores further SIGTERMs
     signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+SWEEP_PID_ENV = "DROPOUT_SWEEP_PID"  # set by sweep/run.py; a job in another process watches that process
+
+
+def die_with_the_sweep(interval: float = 1.0) -> None:
+    """In a job that runs in a process of its own (a joblib/loky worker, hydra/launcher=isolated): when the
+    sweep's process dies without stopping it (kill -9, a crash), SIGTERM this process, so its run ends KILLED
+    instead of training on as an orphan that records a FINISHED run nobody waits for. A daemon thread notices
+    the death within `interval` seconds: the job's parent changes (the orphan is re-parented) or the sweep's
+    process is gone. Nothing happens in the sweep's own process (the basic launcher) or outside a sweep."""
+    sweep_pid = os.environ.get(SWEEP_PID_ENV, "")
+    if not sweep_pid.isdigit() or int(sweep_pid) == os.getpid() or getattr(die_with_the_sweep, "_on", False):
+        return
+    parent, sweep = os.getppid(), int(sweep_pid)
+    me = os.getpid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(interval)
+            if os.getppid() != parent or not _alive(sweep):
+                log.error("the sweep's process %d is gone: stopping this job (its run ends KILLED)", sweep)
+                os.kill(me, signal.SIGTERM)
+                return
+    threading.Thread(target=watch, name="die-with-the-sweep", daemon=True).start()
+    die_with_the_sweep._on = True
 
 
 def exit_code(exc: BaseException) -> int:

@@ -65,6 +65,12 @@ def sweep(*args: str) -> tuple[str, ...]:
     (["-m", "drop_prob=0,-0.0,0.5"], ["drop_prob=0,-0.0,0.5", "0 and -0.0 are one value"]),
     (["-m", "drop_prob=0.5,5e-1"], ["0.5 and 5e-1 are one value"]),
     (["data.resample=all"], ["data.resample='all'", "allowed: none, subset, split"]),
+    # every combination of a grid, not each axis against the others' first values
+    (["-m", "trainer.batch_size=100,300", "data.train_subset=400,200"], ["trainer.batch_size=300", "200 training images"]),
+    (["-m", "optimizer.warmup_epochs=0,2", "trainer.epochs=3,2"],
+     ["optimizer.warmup_epochs=2", "less than trainer.epochs (2)", "grid point optimizer.warmup_epochs=2 trainer.epochs=2"]),
+    (["-m", "optimizer=adam,sgd", "optimizer.warmup_epochs=0,2", "trainer.epochs=2"],
+     ["optimizer.warmup_epochs=2", "less than trainer.epochs (2)"]),
 ])
 def test_bad_job_values(cli, args, words):
     refused(cli(*args), cli.out, *words)
@@ -247,3 +253,40 @@ def test_relative_data_root_without_download_creates_nothing(cli):
     assert set(cli.out.rglob("*")) == before
     assert subprocess.run(["git", "status", "--porcelain", "--ignored", "--", name], cwd=ROOT, capture_output=True,
                           text=True).stdout == ""
+
+
+def test_a_config_dir_of_ones_own_is_checked_like_the_projects(cli, tmp_path):
+    """-cd/--config-dir adds the user's configs; pre-flight composes with them too (it used to skip them all)."""
+    own = tmp_path / "myconf" / "experiment"
+    own.mkdir(parents=True)
+    (own / "mine.yaml").write_text("# @package _global_\ndrop_prob: 0.4\n")
+    refused(cli("-m", "-cd", str(tmp_path / "myconf"), "+experiment=mine", "drop_prob=0.1,1.0"), cli.out,
+            "drop_prob=1.0", "[0, 1)")
+    refused(cli("-m", f"--config-dir={tmp_path / 'nowhere'}", "drop_prob=0.1"), cli.out, "--config-dir=",
+            "no such folder")
+    ok = cli("-cd", str(tmp_path / "myconf"), "+experiment=mine", epochs=1)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    _, runs = mlflow_runs(cli.out)
+    assert [r.data.params["drop_prob"] for r in runs] == ["0.4"]
+
+
+def test_sigterm_during_preflight_is_one_line_and_143(tiny_root, tmp_path):
+    """Pre-flight runs before Hydra; a SIGTERM there (or while the interpreter imports) ends the program with one
+    line and 143, never a traceback."""
+    import signal
+    import time
+
+    from helpers.proc import end, start
+
+    for delay in (0.3, 1.5, 3.0):
+        out = tmp_path / f"d{delay}"
+        out.mkdir()
+        proc = start(["drop_prob=0,0.5"], out, tiny_root, epochs=1)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGTERM)
+        code = end(proc, timeout=60)
+        log = (out / "cli.log").read_text()
+        if code == 0:
+            continue  # it got through pre-flight and the tiny grid before the signal: nothing to see
+        assert code == 143, (delay, code, log[-2000:])
+        assert "Traceback" not in log and "terminated (SIGTERM)" in log, (delay, log[-2000:])
