@@ -409,3 +409,21 @@ def test_a_weak_credential_inside_a_name_the_program_reads_back_is_refused(tiny_
         res = _run([*base, "tracking.experiment=lab", "tracking.sweep_id=grid-1"], env)
         assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout.count("not training it again") + res.stderr.count("not training it again") == 2
+
+
+@pytest.mark.slow
+def test_a_password_in_mlflow_tracking_uri_is_not_printed_after_every_run(tiny_root, tmp_path, postgres_server,
+                                                                           mlflow_server):
+    """MLFLOW_TRACKING_URI=http://user:PW@host:port: MLflow's client printed `View run ... at: <URI>` and `View
+    experiment at: <URI>` after every run, password included (stdout, SLURM .out files, CI logs)."""
+    secrets = {"uri_password": "s8UriPw-Qx51"}
+    url = mlflow_server.url.replace("http://", f"http://alice:{secrets['uri_password']}@")
+    args = [a for a in tiny_overrides(tiny_root, tmp_path, epochs=1) if not a.startswith("tracking.")]
+    args += ["tracking=server", "tracking.experiment=uri-secrets", "drop_prob=0,0.5",
+             f"tracking.optuna_storage=sqlite:///{tmp_path}/optuna.db"]
+    res = _run(args, {"MLFLOW_TRACKING_URI": url})
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
+    assert "View run" not in res.stdout + res.stderr and "View experiment" not in res.stdout + res.stderr
+    assert _find(secrets, res.stdout + res.stderr) == []
+    leaks = {str(p): _find(secrets, t) for p, t in _files_text(tmp_path / "sweep").items() if _find(secrets, t)}
+    assert leaks == {}
