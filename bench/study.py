@@ -9,8 +9,10 @@ another, each as a real `python sweep/run.py -m` with its own throw-away MLflow 
   joblib_bf16   the same with trainer.precision=bf16
 
 and prints, per candidate, the wall time per run (command wall / runs), the CPU seconds per run, the ratio
-to basic_fp32, and the projected wall time of the whole `overfit` and `datasize` studies (every point of
-the preset's `hydra.sweeper.params` grid, 5 seeds included).
+to basic_fp32, and the projected wall time of the whole `overfit` and `datasize` studies at their replicate
+cap: every setting of the preset (hydra/sweeper=study: its `hydra.sweeper.params` and `settings`) at
+`study.exploratory` + `study.max_replicates` replicates, the most its design can ask for. The candidates run
+with Hydra's basic sweeper (a plain grid of the points): this measures launchers, not the study's protocol.
 
 The projection: from the child runs' MLflow records, the command's wall time is split into start-up
 (wall minus the span of the runs: imports, pre-flight, parent run, workers) and runs; each run into its
@@ -59,14 +61,20 @@ def _compose(overrides: list[str]):
 
 
 def study_points(name: str) -> list:
-    """Every composed config of a study preset's grid (its hydra.sweeper.params), as Hydra's basic sweeper runs it."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
+    """Every run of a study preset at its replicate cap, as composed configs: each setting of its grid
+    (sweep.study.grid over hydra.sweeper.params and settings) once per replicate, study.exploratory +
+    study.max_replicates of them (the replicates share a config but for the seed, so one config stands for each)."""
+    from omegaconf import OmegaConf
+
+    from sweep.study import grid
 
     base = _compose([f"+experiment={name}"])
-    params = base.hydra.sweeper.params or {}
-    parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
-    axes = [[f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()] for o in parsed]
-    return [_compose([f"+experiment={name}", *point]) for point in itertools.product(*axes)]
+    sweeper = base.hydra.sweeper
+    params, settings = (OmegaConf.to_container(sweeper[k]) if sweeper.get(k) is not None else None
+                        for k in ("params", "settings"))
+    replicates = base.study.exploratory + base.study.max_replicates
+    configs = [_compose([f"+experiment={name}", *point]) for point in grid(params, [], settings)]
+    return [c for c in configs for _ in range(replicates)]
 
 
 def image_passes(cfg) -> tuple[float, float]:
@@ -89,7 +97,8 @@ def time_candidate(name: str, points: list[str], extra: list[str], out: Path) ->
     from mlflow.tracking import MlflowClient
 
     out.mkdir(parents=True)
-    args = [sys.executable, str(ROOT / "sweep" / "run.py"), "-m", "+experiment=overfit", *points, *CANDIDATES[name],
+    args = [sys.executable, str(ROOT / "sweep" / "run.py"), "-m", "+experiment=overfit", "hydra/sweeper=basic",
+            *points, *CANDIDATES[name],
             "trainer.progress=false", f"tracking.uri=sqlite:///{out}/mlflow.db",
             f"tracking.artifact_location={out}/mlartifacts", f"hydra.sweep.dir={out}/sweep", *extra]
     before, load0 = resource.getrusage(resource.RUSAGE_CHILDREN), os.getloadavg()[0]
@@ -139,7 +148,9 @@ def measured(uri: str) -> int:
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name("dropout")
     print(f"| study | runs | wall while runs ran | evaluation share of the runs' time | CPUs |\n| --- | --- | --- | --- | --- |")
-    for sweep_id in (*STUDIES, "capacity"):
+    sweep_ids = sorted({r.data.tags.get("sweep_id") for r in client.search_runs(
+        [exp.experiment_id], "tags.sweep_role = 'parent'") if r.data.tags.get("sweep_id")})
+    for sweep_id in sweep_ids:
         runs = [r for r in client.search_runs([exp.experiment_id], f"tags.sweep_id = '{sweep_id}'")
                 if r.data.tags.get("sweep_role") != "parent" and r.info.status == "FINISHED"]
         if not runs:
@@ -187,8 +198,8 @@ def main() -> int:
                   f"load {t['load'][0]:.1f}->{t['load'][1]:.1f}  test_acc {t['test_acc']}", flush=True)
     base = results.get("basic_fp32")
     print(f"\n| set-up | s/run (wall) | CPU s/run | wall ratio to basic_fp32 | evaluation share (these runs) | "
-          f"projected overfit ({len(studies['overfit'])} runs, evaluation share) | "
-          f"projected datasize ({len(studies['datasize'])} runs, evaluation share) |")
+          f"projected overfit at its cap ({len(studies['overfit'])} runs, evaluation share) | "
+          f"projected datasize at its cap ({len(studies['datasize'])} runs, evaluation share) |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for name, t in results.items():
         per_run = t["wall"] / t["runs"]
