@@ -9,6 +9,7 @@ MC dropout, max row norm); a pruned or diverged one is not.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -60,8 +61,22 @@ def run(cfg: DictConfig):
     signals.die_with_the_sweep()  # ... and when the sweep's process dies under it
     c = validate(cfg)
     names = objective_names(c.objective)
-    if (reused := resume.finished_objective(c, names, in_multirun())) is not None:  # grids resume
-        return reused
+    with contextlib.ExitStack() as run_scope:
+        # grids resume; and a point is claimed until its run exists, so a second copy of the same resumed
+        # grid waits for it and reuses it instead of training it twice
+        with resume.claim(c, names, in_multirun()) as reused:
+            if reused is not None:
+                return reused
+            mlflow_run, model, optimizer, splits, device, reporter = _start(cfg, c, names, run_scope)
+        objective, after = _body(c, names, mlflow_run, model, optimizer, splits, device, reporter)
+    if after is not None:  # raised once the run has ended (FINISHED when pruned, FAILED when diverged)
+        raise after
+    return objective
+
+
+def _start(cfg: DictConfig, c: Config, names: list[str], run_scope: contextlib.ExitStack):
+    """Everything before training: data, model, optimizer, the trial reporter; the MLflow run entered into
+    `run_scope` (FINISHED / FAILED / KILLED when that scope ends) with the params."""
     if c.trainer.threads:
         torch.set_num_threads(c.trainer.threads)
     seed_everything(c.seed)
@@ -90,36 +105,42 @@ def run(cfg: DictConfig):
             **machine.tags(),  # the CPU, oneDNN's ISA and the versions: which kernels summed the products
             "cpu_matmul_path": "onednn" if use_onednn(c.trainer.cpu_matmul) else "blas",  # fp32 products on a CPU
             **(reporter.tags() if reporter else {})}
+    mlflow_run = run_scope.enter_context(track.job_run(c.tracking, run_name(c), tags, sweep_dir))
+    if reporter and mlflow_run.id:
+        reporter.record_run(mlflow_run.id)  # the sweeper's hook finds the run through the trial
+    params = track.params_from_config(resolved)
+    params.update({f"layer{i}_drop_prob": str(p) for i, p in enumerate(c.layer_rates, start=1)})
+    params.update({f"layer{i}_width": str(w) for i, w in enumerate(model.hidden_sizes, start=1)})  # as built
+    mlflow_run.log_params(params)
+    mlflow_run.log_text(OmegaConf.to_yaml(track.redact_obj(resolved)), "config.yaml")
+    mlflow_run.log_inputs(splits.records)  # the UI's Dataset column: name, digest, sizes, split seed
+    return mlflow_run, model, optimizer, splits, device, reporter
+
+
+def _body(c: Config, names: list[str], mlflow_run: track.Run, model, optimizer, splits, device, reporter):
+    """Train and record inside the run `_start` began: (objective, None), or (None, the Diverged / TrialPruned
+    to raise once the run has ended)."""
     pruned_at = diverged = None
-    with track.job_run(c.tracking, run_name(c), tags, sweep_dir) as mlflow_run:  # FINISHED / FAILED / KILLED
-        if reporter and mlflow_run.id:
-            reporter.record_run(mlflow_run.id)  # the sweeper's hook finds the run through the trial
-        params = track.params_from_config(resolved)
-        params.update({f"layer{i}_drop_prob": str(p) for i, p in enumerate(c.layer_rates, start=1)})
-        params.update({f"layer{i}_width": str(w) for i, w in enumerate(model.hidden_sizes, start=1)})  # as built
-        mlflow_run.log_params(params)
-        mlflow_run.log_text(OmegaConf.to_yaml(track.redact_obj(resolved)), "config.yaml")
-        mlflow_run.log_inputs(splits.records)  # the UI's Dataset column: name, digest, sizes, split seed
-        log.info("run %s on %s: %s", run_name(c), device, splits)
-        with mlflow_run.timed("train_seconds"), logging_redirect_tqdm():
-            try:
-                metrics = _train_and_record(c, model, optimizer, splits, mlflow_run, reporter, names)
-            except _Pruned as p:  # it did all the pruner let it do: FINISHED, and the tags say the rest
-                log.info("pruned by Optuna after epoch %d", p.epoch)
-                mlflow_run.set_tags({"pruned": "true", "pruned_epoch": p.epoch})
-                pruned_at = p.epoch
-            except Diverged as e:  # FAILED, but the sweep goes on with the other points
-                log.error("diverged: %s", e)
-                mlflow_run.fail(f"Diverged: {e}", diverged="true")
-                metrics, diverged = {}, e
-        if pruned_at is None and diverged is None:
-            with mlflow_run.timed("final_eval_seconds"):
-                _final_evaluation(c, model, splits, mlflow_run, device)
+    log.info("run %s on %s: %s", run_name(c), device, splits)
+    with mlflow_run.timed("train_seconds"), logging_redirect_tqdm():
+        try:
+            metrics = _train_and_record(c, model, optimizer, splits, mlflow_run, reporter, names)
+        except _Pruned as p:  # it did all the pruner let it do: FINISHED, and the tags say the rest
+            log.info("pruned by Optuna after epoch %d", p.epoch)
+            mlflow_run.set_tags({"pruned": "true", "pruned_epoch": p.epoch})
+            pruned_at = p.epoch
+        except Diverged as e:  # FAILED, but the sweep goes on with the other points
+            log.error("diverged: %s", e)
+            mlflow_run.fail(f"Diverged: {e}", diverged="true")
+            metrics, diverged = {}, e
+    if pruned_at is None and diverged is None:
+        with mlflow_run.timed("final_eval_seconds"):
+            _final_evaluation(c, model, splits, mlflow_run, device)
     if diverged is not None and not in_multirun():
-        raise diverged  # a single run that diverges exits 1 with one line (sweep/run.py); a sweep goes on
+        return None, diverged  # a single run that diverges exits 1 with one line (sweep/run.py); a sweep goes on
     if pruned_at is not None:
-        raise reporter.pruned(pruned_at) from None
-    return _objective(metrics, names)
+        return None, reporter.pruned(pruned_at)
+    return _objective(metrics, names), None
 
 
 class _Pruned(Exception):

@@ -76,3 +76,25 @@ def test_kill_9_a_grid_then_the_same_command_trains_only_what_is_missing(tiny_ro
     hashes = {r.data.tags["config_hash"] for r in kids if r.info.status == "FINISHED"}
     assert len(hashes) == 4
     assert parents[0].data.tags["children"] == "4 finished, 0 pruned, 0 failed, 1 killed / 5"  # the summary covers every point
+
+
+@pytest.mark.slow
+def test_two_copies_of_one_resumed_grid_started_together_train_each_point_once(tiny_root, tmp_path):
+    """Two copies of the same command with one tracking.sweep_id, started together: a point is claimed under
+    the sweep's lock before its run starts, so the second copy finds it RUNNING, waits, and reuses it."""
+    import time
+
+    from helpers.proc import end, init_store
+
+    init_store(tmp_path)
+    grid = ["tracking.sweep_id=twin", "drop_prob=0,0.3,0.5"]
+    first = start([*grid, f"hydra.sweep.dir={tmp_path}/a"], tmp_path, tiny_root, epochs=30, log_name="a.log")
+    time.sleep(0.5)
+    second = start([*grid, f"hydra.sweep.dir={tmp_path}/b"], tmp_path, tiny_root, epochs=30, log_name="b.log")
+    assert end(first, 300) == 0 and end(second, 300) == 0, (tmp_path / "b.log").read_text()[-3000:]
+    _, runs = mlflow_runs(tmp_path)
+    kids = [r for r in runs if r.data.tags.get("sweep_role") != "parent"]
+    assert sorted(r.data.params["drop_prob"] for r in kids) == ["0.0", "0.3", "0.5"]  # no point trained twice
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    logs = (tmp_path / "a.log").read_text() + (tmp_path / "b.log").read_text()
+    assert logs.count("not training it again") == 3
