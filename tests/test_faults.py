@@ -73,3 +73,20 @@ def test_kill_9_then_next_start_closes_the_orphaned_runs(tiny_root, tmp_path, cl
         assert "died" in by_id[rid].data.tags["error"]
     # the epoch recorded before the kill is still there
     assert any("test_acc" in by_id[rid].data.metrics for rid in killed_ids)
+
+
+@pytest.mark.slow
+def test_a_store_deleted_during_a_grid_is_said_not_summarised(tiny_root, tmp_path):
+    """`rm -rf runs/` while a grid runs: the sweep used to end exit 0 with '3 runs: 3 finished' about a store that
+    was gone. It now says the store was deleted (and made anew by the next job) and exits 1."""
+    from helpers.proc import CATCHABLE_EPOCHS, end, start, wait_for_epoch
+
+    proc = start(["drop_prob=0,0.3,0.5"], tmp_path, tiny_root, epochs=CATCHABLE_EPOCHS)
+    wait_for_epoch(tmp_path, ready=tmp_path / "sweep" / "mlflow_parent.json")
+    for f in tmp_path.glob("mlflow.db*"):
+        f.unlink()
+    code = end(proc, timeout=300)
+    log = (tmp_path / "cli.log").read_text()
+    assert code == 1, log[-3000:]
+    assert "error: the MLflow store" in log and "was deleted" in log and "run the command again" in log
+    assert "3 finished" not in log
