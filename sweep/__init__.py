@@ -19,6 +19,10 @@
     atomic.py     results files written to a temporary file and renamed: never truncated
     optuna_hook.py  this app's hook into the generic Optuna sweeper
     search/       the Optuna search behind hydra/sweeper=optuna (the plugin is a thin shim over it)
+    study.py      hydra/sweeper=study: exploratory phase, a design fixed from it, confirmatory phase
+    protocol.py   the verdict words, smallest effects of interest and study phases (imports nothing)
+    machine.py    the CPU model, oneDNN ISA family and versions every run records
+    crosscheck.py `python -m sweep.crosscheck a b`: two runs of one study compared verdict by verdict
 
 Importing the package is cheap: nothing heavy is imported here.
 """
