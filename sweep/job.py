@@ -22,7 +22,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 import data
 from models import build_mlp, max_row_norm
 from models.linear import use_onednn
-from sweep import calibration, machine, resume, schedules, signals, track
+from sweep import calibration, logs, machine, resume, schedules, signals, track
 from sweep.config import Config, objective_names, validate  # validate: typed, checked; ConfigError is one line
 from sweep.train import AT_BEST, BestEpoch, Diverged, fit, make_optimizer, pick_device, seed_everything
 
@@ -59,6 +59,7 @@ def _objective(metrics: dict[str, float], names: list[str]):
 def run(cfg: DictConfig):
     signals.install()  # a joblib/loky worker ends its run KILLED on SIGTERM too
     signals.die_with_the_sweep()  # ... and when the sweep's process dies under it
+    logs.quiet_tracebacks()  # tracebacks to the job's log file; the console gets one line each
     c = validate(cfg)
     names = objective_names(c.objective)
     with contextlib.ExitStack() as run_scope:

@@ -26,7 +26,7 @@ from hydra.core.utils import JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from sweep import signals, sweepdir, track
+from sweep import logs, signals, sweepdir, track
 from sweep.dblock import LockTimeout, db_lock, lockable
 
 log = logging.getLogger("sweep")
@@ -39,7 +39,16 @@ def close_open_parents(status: str) -> None:
         _OPEN[-1]._close(status)  # it leaves the list once ended (or once ending it failed)
 
 
-atexit.register(close_open_parents, "FAILED")  # runs only if on_multirun_end never did
+def _at_exit() -> None:
+    """The exit hook: a parent the program could not close (the store is gone or full) is logged in one line;
+    the next start-up on this host ends it KILLED."""
+    try:
+        close_open_parents("FAILED")
+    except Exception as e:  # noqa: BLE001
+        log.warning("could not end the sweep's parent run: %s", e, exc_info=True)
+
+
+atexit.register(_at_exit)  # runs only if on_multirun_end never did
 
 
 class MlflowSweepCallback(Callback):
@@ -65,6 +74,7 @@ class MlflowSweepCallback(Callback):
 
     def _start(self, config: DictConfig) -> None:
         self.sweep_dir = Path(config.hydra.sweep.dir)
+        logs.quiet_tracebacks(self.sweep_dir / "multirun.log")  # the sweep's own tracebacks: a file, not the console
         self.tracking_uri = config.tracking.uri
         sweep_id = config.tracking.sweep_id or self.sweep_dir.name
         self.client, exp_id = track.connect(config.tracking)

@@ -73,20 +73,24 @@ def stop_after_outage(lost: TrackingLost) -> int:
     Prints one line; returns the exit status, 1."""
     import contextlib
 
+    from sweep.logs import log_file
+    from sweep.parent import close_open_parents
+
     left = end_unended()
     parent_id, _ = find_parent(lost.sweep_dir)
     if not left:
         with contextlib.suppress(Exception):
             if parent_id:
                 set_tags(MlflowClient(tracking_uri=lost.uri), parent_id, {"error": f"TrackingLost: {lost}"})
-            from sweep.parent import close_open_parents
-
-            close_open_parents("FAILED")
         after = "its runs and the sweep's parent are recorded FAILED with the reason"
     else:
         after = (f"runs {', '.join(left)} and the sweep's parent stay RUNNING: the next start-up on this host "
                  "ends them KILLED")
-    print(f"error: {lost}; the sweep stopped there, {after}; rerun the same command to finish it", file=sys.stderr)
+    with contextlib.suppress(Exception):  # before the line below, so that it is the last thing printed
+        close_open_parents("FAILED")
+    details = f"; tracebacks: {log_file()}" if log_file() else ""
+    print(f"error: {lost}; the sweep stopped there, {after}; rerun the same command to finish it{details}",
+          file=sys.stderr)
     return 1
 
 

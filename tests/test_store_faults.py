@@ -16,7 +16,7 @@ from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
 from helpers.cli import ROOT, tiny_overrides
-from helpers.proc import LONG_EPOCHS
+from helpers.proc import CATCHABLE_EPOCHS, LONG_EPOCHS
 from helpers.pg import postgres_server  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.slow
@@ -324,3 +324,36 @@ def test_a_stopped_worker_holding_the_parent_lock_is_waited_for_visibly_then_giv
     assert len(lines) == 1 and "gave up after waiting 20 s for the lock 'dropout/S'" in lines[0], out[-3000:]
     assert elapsed < 120
     assert [r for r in _runs(uri)[1] if r.data.tags.get("sweep_role") != "parent"] == []
+
+
+def test_a_disk_that_fills_mid_grid_gives_the_one_line_and_the_tracebacks_go_to_a_file(tiny_root, tmp_path,
+                                                                                    small_disk):
+    """The SQLite store's disk fills while a grid trains: MLflow logs every failed call with its traceback, the
+    jobs chain more. The console shows the one error line with the rerun command and the file the tracebacks
+    went to (it used to be ~850 lines with ~37 tracebacks); DROPOUT_DEBUG=1 would print them."""
+    import time
+
+    disk, fill = small_disk
+    uri = f"sqlite:///{disk}/m.db"
+    log = tmp_path / "cli.log"
+    env = {**_env(), "DROPOUT_TRACKING_WAIT_SECONDS": "5"}
+    with open(log, "w") as f:
+        proc = subprocess.Popen([sys.executable, str(ROOT / "sweep" / "run.py"), "-m", "drop_prob=0,0.3,0.5",
+                                 *_overrides(tiny_root, tmp_path, uri, epochs=CATCHABLE_EPOCHS)],
+                                cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 120
+        while "epoch 2/" not in log.read_text() and time.time() < deadline:
+            time.sleep(0.2)
+        fill()
+        assert proc.wait(timeout=300) == 1
+    finally:
+        proc.kill()
+    out = log.read_text()
+    shown = [x for x in out.splitlines() if "] - epoch " not in x]
+    assert "Traceback" not in out and len(shown) <= 15, "\n".join(shown[-40:])
+    (line,) = _one_error_line(out)
+    assert "database or disk is full" in line and "rerun the same command" in line and "tracebacks: " in line
+    details = Path(line.rsplit("tracebacks: ", 1)[1].strip())
+    assert details.is_file() and "Traceback" in details.read_text()
+    assert shown[-1] == line  # the last thing the user sees
