@@ -360,6 +360,9 @@ def best(df: pd.DataFrame, protocol: Protocol | None = None) -> dict[str, Any] |
             "tied_with": [lab for lab in table.loc[table["tied"].astype(bool), "label"] if lab != top["label"]]}
 
 
+NO_BASELINE = "The sweep has no setting without dropout (p = 0, all else equal) to compare it with."
+
+
 def headline(df: pd.DataFrame, protocol: Protocol | None = None) -> str:
     """The report's sentence: the best by validation accuracy (or the settings tied for it), then the top
     setting against its p = 0 baseline on the protocol's metrics, paired by replicate."""
@@ -374,13 +377,15 @@ def headline(df: pd.DataFrame, protocol: Protocol | None = None) -> str:
     short = display_labels(df[S.LABEL])
     ranking["label"] = ranking["label"].map(short)
     parts = [S.ranking_sentence(ranking)]
-    if not ranking["ranked"].astype(bool).any():
-        return parts[0]
-    top = ranking["setting"].iloc[0]
     try:
         baselines = S.find_baselines(df)
     except ValueError:
         baselines = {}
+    if not ranking["ranked"].astype(bool).any():
+        if not baselines:
+            parts.append(NO_BASELINE)
+        return " ".join(parts)
+    top = ranking["setting"].iloc[0]
     if top in baselines:  # its rows of the sweep's family of comparisons: Holm over every setting, not this one
         paired = paired_comparisons(df, proto, proto.metrics)
         paired = paired[paired["setting"] == top].copy()
@@ -389,7 +394,7 @@ def headline(df: pd.DataFrame, protocol: Protocol | None = None) -> str:
     elif baselines and S.dropout_free(S.setting_params(top)):
         parts.append("The top setting trains without dropout.")
     else:
-        parts.append("The sweep has no setting without dropout (p = 0, all else equal) to compare it with.")
+        parts.append(NO_BASELINE)
     return " ".join(parts)
 
 

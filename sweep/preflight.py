@@ -110,17 +110,29 @@ def _candidates(o: Override, exact_ranges: bool = False) -> list[str]:
 
 def _check_distinct(o: Override) -> None:
     """A sweep that lists one value twice (0 and -0.0, 0.5 and 5e-1, 1 and 1.0) would train it twice."""
-    if not o.is_sweep_override() or isinstance(o.value(), IntervalSweep):
-        return
+    if not o.is_sweep_override() or isinstance(o.value(), (IntervalSweep, RangeSweep)):
+        return  # an interval has no list; a range steps (its step 0 is refused by _candidates)
+    texts = list(o.sweep_string_iterator())
+    typed = _typed_elements(o) or texts  # the user's own spelling (5e-1), which Hydra's strings normalise (0.5)
     seen: dict[Any, str] = {}
-    for text in o.sweep_string_iterator():
+    for text, shown in zip(texts, typed):
         try:
             value: Any = float(text)
         except ValueError:
             value = text
         if value in seen:
-            raise ConfigError(f"{o.input_line} is invalid: {seen[value]} and {text} are one value; list it once")
-        seen[value] = text
+            raise ConfigError(f"{o.input_line} is invalid: {seen[value]} and {shown} are one value; list it once")
+        seen[value] = shown
+
+
+def _typed_elements(o: Override) -> list[str] | None:
+    """The elements of a plain comma list as typed (`0.5,5e-1` -> ['0.5', '5e-1']); None for anything with
+    brackets, quotes or a function (choice(...)), where Hydra's strings are shown instead."""
+    text = o.input_line.split("=", 1)[1] if "=" in o.input_line else ""
+    if any(c in text for c in "()[]{}'\"\\"):
+        return None
+    parts = [p.strip() for p in text.split(",")]
+    return parts if len(parts) == len(list(o.sweep_string_iterator())) else None
 
 
 def _compose(overrides: list[str]) -> DictConfig:

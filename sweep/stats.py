@@ -267,6 +267,9 @@ def tost_p(diffs: Iterable[float], margin: float) -> float:
     return float(max(p_low, p_high))
 
 
+SD_ROUNDING = 1e-12  # a spread this small (relative) is float rounding of identical differences, not a spread
+
+
 def paired_test(diffs: Iterable[float], confidence: float = 0.95, margin: float | None = None) -> dict[str, float]:
     """mean_interval of per-replicate differences plus the paired t-test (one-sample t on the differences,
     two-sided, n-1 df), the effect size d_z = mean / sd, and with `margin` the TOST p (tost_p). Identical
@@ -275,7 +278,7 @@ def paired_test(diffs: Iterable[float], confidence: float = 0.95, margin: float 
     out = {**mean_interval(d, confidence), "t": math.nan, "p": math.nan, "d_z": math.nan,
            "p_tost": tost_p(d, margin) if margin is not None else math.nan}
     if out["n"] >= MIN_SEEDS:
-        if out["sd"] == 0:
+        if out["sd"] <= SD_ROUNDING * max(1.0, abs(out["mean"])):  # identical up to float rounding (0.95 - 0.9)
             out["t"] = 0.0 if out["mean"] == 0 else math.copysign(math.inf, out["mean"])
             out["p"] = 1.0 if out["mean"] == 0 else 0.0
             out["d_z"] = out["t"]

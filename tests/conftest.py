@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.cli import run_cli, tiny_overrides
+from helpers.cli import run_cli, split_flags, tiny_overrides
 from helpers.idx import write_idx_dataset
 
 
@@ -21,8 +21,7 @@ def tiny_root(tmp_path_factory) -> Path:
 def cli(tiny_root, tmp_path):
     """cli(*overrides, epochs=2) -> CompletedProcess, with tiny data and a store under tmp_path."""
     def _run(*args: str, epochs: int = 2, timeout: float = 300, env: dict | None = None):
-        flags = [a for a in args if a.startswith("-")]  # Hydra's argparse wants flags before overrides
-        rest = [a for a in args if not a.startswith("-")]
+        flags, rest = split_flags(args)  # Hydra's argparse wants flags (and their values) before overrides
         return run_cli([*flags, *tiny_overrides(tiny_root, tmp_path, epochs), *rest], timeout=timeout, env=env)
     _run.out = tmp_path
     return _run

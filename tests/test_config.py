@@ -68,7 +68,7 @@ def test_groups(check):
     (["model.constant_capacity=maybe"], ["model.constant_capacity", "maybe"]),
     (["trainer.eval_every=0"], ["trainer.eval_every=0", "integer >= 1"]),
     (["trainer.eval_every=1.5"], ["trainer.eval_every", "1.5"]),
-    (["data.split_seed=-1"], ["data.split_seed=-1", "integer >= 0"]),
+    (["data.split_seed=-1"], ["data.split_seed=-1", "integer in [0, 18446744073709551614]"]),
     (["-m", "hydra/sweeper=optuna", "+search=dropout", "objective=test_acc"],
      ["objective=test_acc is refused for a search", "the test set must not select", "use val_acc"]),
     (["-m", "+search=dropout", "objective=[val_acc,gap]", "hydra.sweeper.direction=[maximize,minimize]"],

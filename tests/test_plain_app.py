@@ -12,7 +12,7 @@ import optuna
 import pytest
 import yaml
 
-from helpers.cli import ROOT
+from helpers.cli import ROOT, split_flags
 from sweep.search import space as _space
 
 APP = ROOT / "tests" / "helpers" / "plain_app" / "app.py"
@@ -24,8 +24,7 @@ def plain(out: Path, *args: str, ok: bool = True) -> subprocess.CompletedProcess
     env.pop("HYDRA_FULL_ERROR", None)
     cwd = out / "cwd"
     cwd.mkdir(parents=True, exist_ok=True)
-    flags = [a for a in args if a.startswith("-")]
-    rest = [a for a in args if not a.startswith("-")]
+    flags, rest = split_flags(args)
     res = subprocess.run([sys.executable, str(APP), *flags, f"hydra.sweep.dir={out}/sweep", *rest], cwd=cwd, env=env,
                          capture_output=True, text=True, timeout=300)
     if ok:

@@ -17,6 +17,7 @@ needs it.
 from __future__ import annotations
 
 import inspect
+import logging
 from typing import Any
 
 
@@ -37,5 +38,12 @@ def check_sweep(options: dict[str, Any], arguments: list[str], config: Any) -> N
                            f"{', '.join(allowed)}")
     sweeper = OptunaSweeperImpl(**options)
     sweeper.config = config  # what setup() gives it in a sweep: the objective and the typed overrides
-    space, names, _, _ = sweeper.plan(arguments)
+    # plan()'s warnings are the sweep's to print when it runs; a refused command prints its one line alone
+    quiet = logging.getLogger("sweep.search.loop")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        space, names, _, _ = sweeper.plan(arguments)
+    finally:
+        quiet.setLevel(level)
     sweeper.check_existing_study(space, names)  # read-only: an existing study this sweep cannot continue

@@ -20,6 +20,23 @@ def tiny_overrides(data_root: Path, out: Path, epochs: int = 2) -> list[str]:
     ]
 
 
+_FLAGS_WITH_VALUE = {"-cd", "--config-dir", "-cp", "--config-path", "-cn", "--config-name", "-p", "--package"}
+
+
+def split_flags(args) -> tuple[list[str], list[str]]:
+    """(flags, overrides) of a test's arguments, a flag's value (`-cd DIR`) kept beside its flag."""
+    flags, rest, args = [], [], list(args)
+    while args:
+        a = args.pop(0)
+        if a.startswith("-"):
+            flags.append(a)
+            if a in _FLAGS_WITH_VALUE and args:
+                flags.append(args.pop(0))
+        else:
+            rest.append(a)
+    return flags, rest
+
+
 def run_cli(args: list[str], timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     full_env.pop("HYDRA_FULL_ERROR", None)
