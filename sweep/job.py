@@ -59,6 +59,7 @@ def _objective(metrics: dict[str, float], names: list[str]):
 def run(cfg: DictConfig):
     signals.install()  # a joblib/loky worker ends its run KILLED on SIGTERM too
     signals.die_with_the_sweep()  # ... and when the sweep's process dies under it
+    signals.check()  # a SIGTERM whose interrupt was lost (signals.check) starts no further job
     logs.quiet_tracebacks()  # tracebacks to the job's log file; the console gets one line each
     c = validate(cfg)
     names = objective_names(c.objective)
@@ -163,6 +164,7 @@ def _train_and_record(c: Config, model, optimizer, splits, mlflow_run: track.Run
                        seed=c.seed, split_seed=c.data.split_seed, precision=c.trainer.precision,
                        train_eval_size=c.data.train_eval_size, drop_last=c.trainer.drop_last,
                        eval_every=c.trainer.eval_every, max_norm=c.model.max_norm, make_sched=_scheduler(c)):
+        signals.check()  # a SIGTERM whose interrupt was lost is raised here, within one epoch
         epoch = int(metrics.pop("epoch"))
         mlflow_run.log_metrics(metrics, step=epoch)
         if best.update(epoch, metrics):

@@ -29,6 +29,7 @@ import math
 import time
 from typing import Any, Iterator
 
+from sweep import signals
 from sweep.config import Config
 
 log = logging.getLogger("sweep")
@@ -118,3 +119,4 @@ def claim(c: Config, names: list[str], multirun: bool) -> Iterator[Any | None]:
                      twin, config_hash(c))
             said = True
         time.sleep(CLAIM_POLL)
+        signals.check()  # a lost SIGTERM does not leave this copy waiting

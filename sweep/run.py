@@ -82,6 +82,7 @@ if __name__ == "__main__":
     try:
         preflight.main_or_exit(sys.argv[1:])
         main()
+        signals.check()  # a SIGTERM whose interrupt was lost (signals.check) still ends the sweep 143
     except KeyboardInterrupt as e:
         _stopped(e)
     except BaseException as e:  # the tracking store stopped answering mid-sweep (track.TrackingLost)

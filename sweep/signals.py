@@ -32,11 +32,34 @@ class Terminated(KeyboardInterrupt):
         super().__init__(what)
 
 
+_RECEIVED = False  # a SIGTERM reached this process
+
+
 def _on_sigterm(signum, frame) -> None:
     # one clean-up: a second SIGTERM (SLURM and some supervisors repeat it) must not cut the first's short;
     # whoever sends it follows up with SIGKILL when it stops waiting
+    global _RECEIVED
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _RECEIVED = True
     raise Terminated()
+
+
+def received() -> bool:
+    """Whether a SIGTERM reached this process."""
+    return _RECEIVED
+
+
+def check() -> None:
+    """Raise `Terminated` again when a SIGTERM has arrived and ordinary work still goes on.
+
+    Python drops an exception raised while it runs a `__del__` method, a weakref callback or a garbage
+    collector callback ("Exception ignored in ..."). A SIGTERM whose handler ran at such a moment (SQLAlchemy's
+    pool returns connections from weakref callbacks, during every MLflow write) was lost, and with SIGTERM
+    ignored from then on, the sweep trained on until SIGKILL. Work that only runs when nobody is stopping (each
+    epoch, each job's start, a wait for another process) calls this, so a lost interrupt is raised again
+    within one epoch. Clean-up code never calls it."""
+    if _RECEIVED:
+        raise Terminated()
 
 
 def install() -> None:

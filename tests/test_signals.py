@@ -185,3 +185,55 @@ def test_sigterm_at_any_moment_of_a_grid_ends_it_in_bounded_time_with_nothing_le
                 (frac, log_tail(out))
             assert parents in ([], ["KILLED"]), (frac, parents)
     print(f"uninterrupted grid {whole:.1f} s; slowest end after SIGTERM {slowest:.1f} s (bound {bound:.0f} s)")
+
+
+LOSE_SIGTERM = '''"""Test-only: once the file $LOSE_SIGTERM_AFTER exists, deliver SIGTERM to this process from inside a garbage
+collector callback, where Python drops whatever the signal handler raises ("Exception ignored in ...")."""
+import gc, os, signal
+
+_marker = os.environ.get("LOSE_SIGTERM_AFTER")
+_sent = []
+
+
+def _lose(phase, info):
+    if phase == "start" and not _sent and _marker and os.path.exists(_marker):
+        _sent.append(os.getpid())
+        os.kill(os.getpid(), signal.SIGTERM)
+        sum(range(1000))  # Python code: the handler runs here, inside the callback, and its exception is dropped
+
+
+gc.callbacks.append(_lose)
+'''
+
+
+def test_a_sigterm_whose_interrupt_python_dropped_still_ends_the_grid_143(tiny_root, tmp_path):
+    """The once-in-seven hang: a SIGTERM that lands while Python runs a finalizer (a __del__, a weakref or gc
+    callback: SQLAlchemy returns pooled connections that way) has its KeyboardInterrupt dropped, and SIGTERM is
+    ignored from then on. The grid must still end within about an epoch, 143, its run and parent KILLED."""
+    import time
+
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(LOSE_SIGTERM)
+    marker = tmp_path / "lose-now"
+    os.environ["LOSE_SIGTERM_AFTER"] = str(marker)
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(hooks), *filter(None, [os.environ.get("PYTHONPATH")])])
+    try:
+        proc = start([f"trainer.epochs=1,{LONG_EPOCHS},{LONG_EPOCHS + 1}"], tmp_path, tiny_root, epochs=LONG_EPOCHS)
+    finally:
+        os.environ.pop("LOSE_SIGTERM_AFTER")
+        os.environ["PYTHONPATH"] = os.environ["PYTHONPATH"].split(os.pathsep, 1)[1] \
+            if os.pathsep in os.environ["PYTHONPATH"] else ""
+        if not os.environ["PYTHONPATH"]:
+            os.environ.pop("PYTHONPATH")
+    wait_for_epoch(tmp_path, n_runs=2, ready=tmp_path / "sweep" / "mlflow_parent.json")
+    marker.touch()
+    sent = time.monotonic()
+    assert _end(proc, timeout=60) == 143, _log(tmp_path)
+    assert time.monotonic() - sent < 30, _log(tmp_path)  # a 3000-epoch run would train on for minutes
+    log = (tmp_path / "cli.log").read_text()
+    assert "Exception ignored" in log  # the interrupt really was dropped once ...
+    assert "terminated (SIGTERM)" in log  # ... and the sweep still took the SIGTERM path
+    parents, children = _by_role(tmp_path)
+    assert [p.info.status for p in parents] == ["KILLED"]
+    assert sorted(c.info.status for c in children) == ["FINISHED", "KILLED"]

@@ -42,6 +42,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from optuna.trial import TrialState
 
+from sweep import signals
 from sweep.dblock import db_lock, lockable
 from sweep.redact import redact
 from sweep.search import hook as _hook, results as _report, retry, space as _space
@@ -567,6 +568,7 @@ class _Run:
                     log.info("waiting for %d trials running in other processes (or for their heartbeats to stop)",
                              elsewhere)
                 time.sleep(min(self.heartbeat_interval, 5))
+                signals.check()  # a SIGTERM whose interrupt was lost does not leave the sweep waiting
                 continue
             waited_since = None
             self._launch(batch)
