@@ -683,7 +683,7 @@ def end_of_sweep_text(df: pd.DataFrame, parent_id: str | None = None, sweep_dir:
 
 
 def _is_default_store(uri: str) -> bool:
-    from sweep.config import PROJECT_ROOT
+    from sweep.paths import PROJECT_ROOT
 
     return uri.startswith("sqlite:///") and Path(uri.removeprefix("sqlite:///")).resolve() == \
         (PROJECT_ROOT / "runs" / "mlflow.db").resolve()

@@ -5,8 +5,8 @@ OmegaConf checks types while Hydra composes (a non-number for a float fails ther
 loaded or any MLflow run exists. Every message is one line: key, bad value, what is allowed.
 The allowed values are read from the code that implements them (data/ for datasets, models/ for
 activations, inits and trainer.cpu_matmul, sweep/train.py for precisions, devices, optimizers and
-objective metrics), imported when a check runs so that importing the schema stays cheap. PROJECT_ROOT is
-computed here and only here; `${root:}` in YAML resolves to it.
+objective metrics), imported when a check runs so that importing the schema stays cheap. PROJECT_ROOT
+(sweep/paths.py) is re-exported here; `${root:}` in YAML resolves to it.
 """
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from sweep import protocol
+from sweep.paths import PROJECT_ROOT
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # ${root:} in YAML: outputs never depend on the directory Hydra (or the user) runs from.
 OmegaConf.register_new_resolver("root", lambda: str(PROJECT_ROOT), replace=True)
 from sweep import sweepdir  # noqa: E402,F401 - registers ${sweep_dir:} (every sweep its own folder)
@@ -353,6 +353,13 @@ def one_line(e: BaseException) -> str:
     if cause is not None and str(cause):
         parts.append(str(cause).splitlines()[0])
     return ": ".join(parts).replace("Error merging override ", "")
+
+
+def run_name(c: Config) -> str:
+    """A run's name in MLflow and the logs: its rates and replicate (the parent's summary names failed jobs so)."""
+    rates = c.layer_rates
+    p = f"{rates[0]:.2f}" if len(set(rates)) == 1 else "[" + ",".join(f"{r:.2f}" for r in rates) + "]"
+    return f"p={p} in={c.input_drop_prob:.2f} seed={c.seed}"
 
 
 def validate(cfg: DictConfig) -> Config:

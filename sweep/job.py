@@ -23,16 +23,10 @@ import data
 from models import build_mlp, max_row_norm
 from models.linear import use_onednn
 from sweep import calibration, logs, machine, resume, schedules, signals, track
-from sweep.config import Config, objective_names, validate  # validate: typed, checked; ConfigError is one line
+from sweep.config import Config, objective_names, run_name, validate  # validate: typed, checked; ConfigError is one line
 from sweep.train import AT_BEST, BestEpoch, Diverged, fit, make_optimizer, pick_device, seed_everything
 
 log = logging.getLogger("sweep")
-
-
-def run_name(c: Config) -> str:
-    rates = c.layer_rates
-    p = f"{rates[0]:.2f}" if len(set(rates)) == 1 else "[" + ",".join(f"{r:.2f}" for r in rates) + "]"
-    return f"p={p} in={c.input_drop_prob:.2f} seed={c.seed}"
 
 
 def in_multirun() -> bool:

@@ -18,15 +18,19 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
+import os
+import socket
 import sys
 from pathlib import Path
 from typing import Iterator
 
 from hydra.core.utils import JobStatus
 from hydra.experimental.callback import Callback
+from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from sweep import logs, signals, sweepdir, track
+from sweep import logs, procid, sweepdir, track
+from sweep.config import run_name, validate
 from sweep.dblock import LockTimeout, db_lock, lockable
 
 log = logging.getLogger("sweep")
@@ -82,7 +86,9 @@ class MlflowSweepCallback(Callback):
         tags = {"sweep_id": sweep_id, "sweep_role": "parent", "sweep_dir": str(self.sweep_dir),
                 "overrides": overrides, "sweeper": config.hydra.sweeper.get("_target_", "").rsplit(".", 1)[-1],
                 "launcher": config.hydra.launcher.get("_target_", "").rsplit(".", 1)[-1]}
-        hold = sweepdir.Hold(self.client, self.sweep_dir, config.tracking.sweep_id)  # no silent take-over
+        hold = sweepdir.Hold(self.sweep_dir)
+        if not config.tracking.sweep_id:  # workers sharing a sweep id share the parent on purpose
+            _refuse_a_folder_in_use(self.client, self.sweep_dir, hold)  # no silent take-over
         if config.tracking.sweep_id:
             with parent_lock(_lock_urls(config), f"{config.tracking.experiment}/{sweep_id}") as held:
                 self.parent_id = self._shared_parent(exp_id, sweep_id)
@@ -156,7 +162,7 @@ class MlflowSweepCallback(Callback):
         try:
             if status != "FINISHED":  # no child of ours left RUNNING (a joblib worker stopped mid-job)
                 with contextlib.suppress(Exception):
-                    signals.end_orphaned_children(self.client, parent)
+                    end_orphaned_children(self.client, parent)
             try:
                 from sweep.analysis import children_frame, end_of_sweep_text, summarize_children
 
@@ -189,9 +195,6 @@ def _job_identity(config: DictConfig) -> tuple[str, dict[str, str]]:
     task = OmegaConf.to_container(OmegaConf.masked_copy(config, [k for k in config if k != "hydra"]), resolve=True)
     params = track.params_from_config(task)
     try:
-        from sweep.config import validate
-        from sweep.job import run_name
-
         c = validate(config)  # drops the hydra node itself
         params.update({f"layer{i}_drop_prob": str(p) for i, p in enumerate(c.layer_rates, start=1)})
         return run_name(c), params
@@ -283,3 +286,92 @@ def parent_lock(urls: list[str], name: str, timeout: float | None = -1) -> Itera
             log.warning("no database to lock for sweep %s: workers starting in the same instant might "
                         "create two parent runs", name)
         yield held
+
+
+def _descendants(pid: int) -> set[int]:
+    """Processes below `pid` (Linux /proc; elsewhere none are known)."""
+    parents: dict[int, int] = {}
+    try:
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/stat") as f:
+                        parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+                except (OSError, ValueError, IndexError):
+                    continue
+    except OSError:
+        return set()
+    out, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        kids = [c for c, pp in parents.items() if pp == p and c not in out]
+        out.update(kids)
+        todo.extend(kids)
+    return out
+
+
+def end_orphaned_children(client, parent_id: str) -> list[str]:
+    """A sweep that stops abnormally (a signal, a crash) ends KILLED the children of its parent that are
+    still RUNNING in a process of its own: itself, a worker it started (joblib stops its workers when a
+    job is interrupted, before they can end their runs), or one already gone from this host. Children
+    that live processes elsewhere train under a shared parent are left alone."""
+    host, me = socket.gethostname(), os.getpid()
+    parent = client.get_run(parent_id)
+    ours = {me} | _descendants(me)
+    ended = []
+    for run in client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}' "
+                                  "and attributes.status = 'RUNNING'", max_results=1000):
+        pid = run.data.tags.get("pid", "")
+        if run.data.tags.get("host") != host or not pid.isdigit():
+            continue
+        if int(pid) in ours or not procid.alive(int(pid)):
+            track.terminate(client, run.info.run_id, "KILLED", error="killed: the sweep stopped while it ran")
+            ended.append(run.info.run_id)
+    return ended
+
+
+def stop_after_outage(lost: track.TrackingLost) -> int:
+    """The sweep stops after `lost`: once the store answers again (waiting as `end_unended` does), the run
+    it could not end and the sweep's parent end FAILED with the reason, the parent with its summary.
+    Prints one line; returns the exit status, 1."""
+    left = track.end_unended()
+    parent_id, _ = track.find_parent(lost.sweep_dir)
+    if not left:
+        with contextlib.suppress(Exception):
+            if parent_id:
+                track.set_tags(MlflowClient(tracking_uri=lost.uri), parent_id, {"error": f"TrackingLost: {lost}"})
+        after = "its runs and the sweep's parent are recorded FAILED with the reason"
+    else:
+        after = (f"runs {', '.join(left)} and the sweep's parent stay RUNNING: the next start-up on this host "
+                 "ends them KILLED")
+    with contextlib.suppress(Exception):  # before the line below, so that it is the last thing printed
+        close_open_parents("FAILED")
+    details = f"; tracebacks: {logs.log_file()}" if logs.log_file() else ""
+    print(f"error: {lost}; the sweep stopped there, {after}; rerun the same command to finish it{details}",
+          file=sys.stderr)
+    return 1
+
+
+class FolderInUse(SystemExit):
+    """Raised from the multirun callback (Hydra turns an Exception there into a warning; not this)."""
+
+
+def _refuse_a_folder_in_use(client, sweep_dir: Path, hold: sweepdir.Hold) -> None:
+    """Exit 2 with one line when the folder's parent run is still RUNNING (in a live process: start-up has
+    already ended the runs of dead ones), releasing `hold` first."""
+    parent_id, sweep_id = track.find_parent(sweep_dir)
+    if parent_id is None:
+        return
+    try:
+        run = client.get_run(parent_id)
+    except Exception:  # noqa: BLE001 - a parent from another store or a deleted run: nothing to protect
+        return
+    if run.info.status != "RUNNING":
+        return
+    tags = run.data.tags
+    hold.release()
+    print(f"error: hydra.sweep.dir={sweep_dir} is in use by sweep {sweep_id} (parent run {parent_id}, RUNNING in "
+          f"process {tags.get('pid', '?')} on {tags.get('host', '?')}); choose another hydra.sweep.dir, or give every "
+          "worker the same tracking.sweep_id to share its parent run", file=sys.stderr)
+    raise FolderInUse(2)
+

@@ -86,9 +86,9 @@ if __name__ == "__main__":
     except KeyboardInterrupt as e:
         _stopped(e)
     except BaseException as e:  # the tracking store stopped answering mid-sweep (track.TrackingLost)
-        from sweep import track
+        from sweep import parent, track
 
         if not isinstance(e, track.TrackingLost):
             raise
-        sys.exit(track.stop_after_outage(e))
+        sys.exit(parent.stop_after_outage(e))
     fastexit.exit_now(0)  # done and recorded: skip the ~1.5 s teardown of torch's and MLflow's modules

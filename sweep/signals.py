@@ -19,6 +19,8 @@ import signal
 import threading
 import time
 
+from sweep import procid
+
 log = logging.getLogger("sweep")
 
 EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT), the shell's 128 + 2
@@ -90,7 +92,7 @@ def die_with_the_sweep(interval: float = 1.0) -> None:
     def watch() -> None:
         while True:
             time.sleep(interval)
-            if os.getppid() != parent or not _alive(sweep):
+            if os.getppid() != parent or not procid.alive(sweep):
                 log.error("the sweep's process %d is gone: stopping this job (its run ends KILLED)", sweep)
                 os.kill(me, signal.SIGTERM)
                 return
@@ -104,60 +106,3 @@ def exit_code(exc: BaseException) -> int:
 
 def describe(exc: BaseException) -> str:
     return "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _descendants(pid: int) -> set[int]:
-    """Processes below `pid` (Linux /proc; elsewhere none are known)."""
-    parents: dict[int, int] = {}
-    try:
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    with open(f"/proc/{entry}/stat") as f:
-                        parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
-                except (OSError, ValueError, IndexError):
-                    continue
-    except OSError:
-        return set()
-    out, todo = set(), [pid]
-    while todo:
-        p = todo.pop()
-        kids = [c for c, pp in parents.items() if pp == p and c not in out]
-        out.update(kids)
-        todo.extend(kids)
-    return out
-
-
-def end_orphaned_children(client, parent_id: str) -> list[str]:
-    """A sweep that stops abnormally (a signal, a crash) ends KILLED the children of its parent that are
-    still RUNNING in a process of its own: itself, a worker it started (joblib stops its workers when a
-    job is interrupted, before they can end their runs), or one already gone from this host. Children
-    that live processes elsewhere train under a shared parent are left alone."""
-    import os
-    import socket
-
-    from sweep import track
-
-    host, me = socket.gethostname(), os.getpid()
-    parent = client.get_run(parent_id)
-    ours = {me} | _descendants(me)
-    ended = []
-    for run in client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}' "
-                                  "and attributes.status = 'RUNNING'", max_results=1000):
-        pid = run.data.tags.get("pid", "")
-        if run.data.tags.get("host") != host or not pid.isdigit():
-            continue
-        if int(pid) in ours or not _alive(int(pid)):
-            track.terminate(client, run.info.run_id, "KILLED", error="killed: the sweep stopped while it ran")
-            ended.append(run.info.run_id)
-    return ended

@@ -9,7 +9,8 @@ one `mlflow_parent.json` (all runs under one parent), one `.hydra/`, one `sweep_
   one) and travels to every job through the config's resolver cache, which Hydra copies into each
   job's config (the basic launcher, joblib/loky workers, submitit jobs) just as it does for `${now:}`.
 - A sweep started in a folder whose parent run is still RUNNING (in a live process: start-up has
-  already ended the runs of dead ones, `track.close_stale_runs`) refuses with one line, exit 2,
+  already ended the runs of dead ones, `track.close_stale_runs`) refuses with one line, exit 2
+  (sweep/parent.py),
   unless `tracking.sweep_id` is given, which is how workers share a parent on purpose. The check
   and the writing of `mlflow_parent.json` happen under an flock on the folder, so two sweeps
   started together in one explicit `hydra.sweep.dir` cannot both pass it.
@@ -21,7 +22,6 @@ import datetime
 import fcntl
 import logging
 import os
-import sys
 import threading
 from pathlib import Path
 
@@ -61,37 +61,14 @@ def claim(parent: str, fmt: str = TIME_FORMAT) -> str:
 OmegaConf.register_new_resolver("sweep_dir", claim, use_cache=True, replace=True)
 
 
-class FolderInUse(SystemExit):
-    """Raised from the multirun callback (Hydra turns an Exception there into a warning; not this)."""
-
-
 class Hold:
-    """An flock on the sweep folder from the in-use check until `mlflow_parent.json` is written."""
+    """An flock on the sweep folder, held from the in-use check (sweep/parent.py) until `mlflow_parent.json` is
+    written, so that two sweeps started together in one folder cannot both pass the check."""
 
-    def __init__(self, client, sweep_dir: Path, shared_sweep_id: str | None) -> None:
-        from sweep import track
-
+    def __init__(self, sweep_dir: Path) -> None:
         sweep_dir.mkdir(parents=True, exist_ok=True)
         self.fd = os.open(sweep_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
         fcntl.flock(self.fd, fcntl.LOCK_EX)
-        if shared_sweep_id:
-            return  # workers sharing a sweep id share the parent on purpose
-        parent_id, sweep_id = track.find_parent(sweep_dir)
-        if parent_id is None:
-            return
-        try:
-            run = client.get_run(parent_id)
-        except Exception:  # noqa: BLE001 - a parent from another store or a deleted run: nothing to protect
-            return
-        if run.info.status != "RUNNING":
-            return
-        tags = run.data.tags
-        self.release()
-        msg = (f"error: hydra.sweep.dir={sweep_dir} is in use by sweep {sweep_id} (parent run {parent_id}, "
-               f"RUNNING in process {tags.get('pid', '?')} on {tags.get('host', '?')}); choose another "
-               "hydra.sweep.dir, or give every worker the same tracking.sweep_id to share its parent run")
-        print(msg, file=sys.stderr)
-        raise FolderInUse(2)
 
     def release(self) -> None:
         if self.fd is not None:

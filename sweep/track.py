@@ -29,7 +29,7 @@ from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunS
 from mlflow.tracking import MlflowClient
 
 from sweep import atomic, procid
-from sweep.config import PROJECT_ROOT
+from sweep.paths import PROJECT_ROOT
 from sweep.dblock import db_lock, lockable
 from sweep.redact import learn, redact, redact_obj
 from sweep.sqlite_wal import sqlite_path, use_wal
@@ -65,33 +65,6 @@ def _lost(tracking, what: str, e: BaseException | None, sweep_dir) -> TrackingLo
     why = redact(str(e)).strip().splitlines()[0][:300] if e is not None and str(e).strip() else type(e).__name__
     return TrackingLost(f"tracking.uri={redact(tracking.uri)} stopped answering {what} ({why})", tracking.uri,
                         sweep_dir)
-
-
-def stop_after_outage(lost: TrackingLost) -> int:
-    """The sweep stops after `lost`: once the store answers again (waiting as `end_unended` does), the run
-    it could not end and the sweep's parent end FAILED with the reason, the parent with its summary.
-    Prints one line; returns the exit status, 1."""
-    import contextlib
-
-    from sweep.logs import log_file
-    from sweep.parent import close_open_parents
-
-    left = end_unended()
-    parent_id, _ = find_parent(lost.sweep_dir)
-    if not left:
-        with contextlib.suppress(Exception):
-            if parent_id:
-                set_tags(MlflowClient(tracking_uri=lost.uri), parent_id, {"error": f"TrackingLost: {lost}"})
-        after = "its runs and the sweep's parent are recorded FAILED with the reason"
-    else:
-        after = (f"runs {', '.join(left)} and the sweep's parent stay RUNNING: the next start-up on this host "
-                 "ends them KILLED")
-    with contextlib.suppress(Exception):  # before the line below, so that it is the last thing printed
-        close_open_parents("FAILED")
-    details = f"; tracebacks: {log_file()}" if log_file() else ""
-    print(f"error: {lost}; the sweep stopped there, {after}; rerun the same command to finish it{details}",
-          file=sys.stderr)
-    return 1
 
 
 def end_unended(wait: float | None = None) -> list[str]:
