@@ -9,6 +9,7 @@ which is how the default k was chosen (evaluation under a quarter of a run).
 
     python bench/eval_cost.py [--threads 1 0] [--epochs 3] [--run-epochs 15] [--train-subset N]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,14 @@ def measure(threads: int, epochs: int, root: str, precision: str, train_subset: 
     torch.set_num_threads(threads)
     c = Config()
     T.seed_everything(c.seed)
-    splits = load_splits(c.data.name, root, val_size=c.data.val_size, split_seed=c.data.split_seed, download=False,
-                         train_subset=train_subset)
+    splits = load_splits(
+        c.data.name,
+        root,
+        val_size=c.data.val_size,
+        split_seed=c.data.split_seed,
+        download=False,
+        train_subset=train_subset,
+    )
     model = build_mlp(c.model.in_features, c.model.hidden_sizes, c.model.num_classes, c.drop_prob)
     opt = T.make_optimizer("adam", model.parameters(), c.optimizer.lr)
     spent = []  # (wall, cpu) of each evaluate call in the current epoch
@@ -48,8 +55,17 @@ def measure(threads: int, epochs: int, root: str, precision: str, train_subset: 
     rows = []  # per epoch: (train wall, eval wall, train cpu, eval cpu)
     try:
         start, cstart = time.perf_counter(), time.process_time()
-        for _ in T.fit(model, opt, splits, epochs=epochs, batch_size=c.trainer.batch_size, seed=c.seed,
-                       split_seed=c.data.split_seed, precision=precision, train_eval_size=c.data.train_eval_size):
+        for _ in T.fit(
+            model,
+            opt,
+            splits,
+            epochs=epochs,
+            batch_size=c.trainer.batch_size,
+            seed=c.seed,
+            split_seed=c.data.split_seed,
+            precision=precision,
+            train_eval_size=c.data.train_eval_size,
+        ):
             wall, cpu = time.perf_counter() - start, time.process_time() - cstart
             ev, evc = sum(w for w, _ in spent), sum(c for _, c in spent)
             rows.append((wall - ev, ev, cpu - evc, evc))
@@ -59,8 +75,14 @@ def measure(threads: int, epochs: int, root: str, precision: str, train_subset: 
         T.evaluate = real
     # the fastest epoch: on a shared machine, the one least slowed by other processes
     best = min(rows[:-1], key=lambda r: r[0] + r[1])
-    return {"threads": torch.get_num_threads(), "train": best[0], "eval": best[1], "eval_last": rows[-1][1],
-            "train_cpu": best[2], "eval_cpu": best[3]}
+    return {
+        "threads": torch.get_num_threads(),
+        "train": best[0],
+        "eval": best[1],
+        "eval_last": rows[-1][1],
+        "train_cpu": best[2],
+        "eval_cpu": best[3],
+    }
 
 
 def share(m: dict, run_epochs: int, k: int) -> float:
@@ -79,15 +101,22 @@ def main() -> None:
     ap.add_argument("--root", default=str(PROJECT_ROOT / "data" / "files"))
     args = ap.parse_args()
     default_threads = torch.get_num_threads()
-    print(f"torch {torch.__version__}, {default_threads} default threads, precision {args.precision}, "
-          f"train_subset {args.train_subset}, shares for {args.run_epochs}-epoch runs")
-    print("threads  train s/epoch  eval s/epoch  eval s (last epoch)  cpu s train/eval  " +
-          "  ".join(f"share k={k}" for k in (1, 2, 3, 5)))
+    print(
+        f"torch {torch.__version__}, {default_threads} default threads, precision {args.precision}, "
+        f"train_subset {args.train_subset}, shares for {args.run_epochs}-epoch runs"
+    )
+    print(
+        "threads  train s/epoch  eval s/epoch  eval s (last epoch)  cpu s train/eval  "
+        + "  ".join(f"share k={k}" for k in (1, 2, 3, 5))
+    )
     for threads in args.threads:
         m = measure(threads or default_threads, args.epochs, args.root, args.precision, args.train_subset)
         shares = "  ".join(f"{100 * share(m, args.run_epochs, k):8.1f}%" for k in (1, 2, 3, 5))
-        print(f"{m['threads']:7d}  {m['train']:13.2f}  {m['eval']:12.2f}  {m['eval_last']:19.2f}  "
-              f"{m['train_cpu']:8.2f}/{m['eval_cpu']:<7.2f}  {shares}", flush=True)
+        print(
+            f"{m['threads']:7d}  {m['train']:13.2f}  {m['eval']:12.2f}  {m['eval_last']:19.2f}  "
+            f"{m['train_cpu']:8.2f}/{m['eval_cpu']:<7.2f}  {shares}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ on 2 idle cores:
 What it showed is in docs/results.md ("Answers that hold on another CPU"). A cap above what the CPU has changes
 nothing (oneDNN uses what the CPU has); the table says which family each cap left (sweep/machine.py).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,10 +36,20 @@ def one_run(precision: str, cap: str, epochs: int) -> tuple[tuple[str, str, str]
     env.pop("ONEDNN_MAX_CPU_ISA", None)
     if cap:
         env["ONEDNN_MAX_CPU_ISA"] = cap
-    cmd = [sys.executable, str(ROOT / "sweep" / "run.py"), "+experiment=overfit", "hydra/launcher=basic",
-           "drop_prob=0.5", "input_drop_prob=0.2", "seed=1", f"trainer.epochs={epochs}",
-           f"trainer.precision={precision}", "trainer.progress=false", "tracking.enabled=false",
-           f"hydra.run.dir={ROOT / 'runs' / 'bench_isa'}"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "sweep" / "run.py"),
+        "+experiment=overfit",
+        "hydra/launcher=basic",
+        "drop_prob=0.5",
+        "input_drop_prob=0.2",
+        "seed=1",
+        f"trainer.epochs={epochs}",
+        f"trainer.precision={precision}",
+        "trainer.progress=false",
+        "tracking.enabled=false",
+        f"hydra.run.dir={ROOT / 'runs' / 'bench_isa'}",
+    ]
     t0 = time.perf_counter()
     out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
@@ -54,13 +65,17 @@ def main() -> None:
     ap.add_argument("--precisions", default="fp32,bf16")
     args = ap.parse_args()
     flags = machine._cpuinfo()[1]
-    print(f"CPU: {machine.cpu_model()}; oneDNN {machine.onednn_version()}; its best ISA family here: "
-          f"{machine.onednn_isa(flags, 'ALL')}; {args.epochs} epochs, 1 thread, one process per run")
+    print(
+        f"CPU: {machine.cpu_model()}; oneDNN {machine.onednn_version()}; its best ISA family here: "
+        f"{machine.onednn_isa(flags, 'ALL')}; {args.epochs} epochs, 1 thread, one process per run"
+    )
     walls: dict[str, float] = {}
     for precision in args.precisions.split(","):
         print(f"\n{precision}:")
-        print(f"  {'ONEDNN_MAX_CPU_ISA':20} {'family used':18} {'train':>7} {'val':>7} {'test':>7} {'wall s':>7}  "
-              "same digits as no cap")
+        print(
+            f"  {'ONEDNN_MAX_CPU_ISA':20} {'family used':18} {'train':>7} {'val':>7} {'test':>7} {'wall s':>7}  "
+            "same digits as no cap"
+        )
         base = None
         for cap in CAPS:
             digits, wall = one_run(precision, cap, args.epochs)
@@ -68,11 +83,15 @@ def main() -> None:
             if not cap:
                 walls[precision] = wall
             used = machine.onednn_isa(flags, cap or "ALL")
-            print(f"  {cap or '(none)':20} {used:18} {digits[0]:>7} {digits[1]:>7} {digits[2]:>7} {wall:7.1f}  "
-                  f"{'yes' if digits == base else 'NO'}")
+            print(
+                f"  {cap or '(none)':20} {used:18} {digits[0]:>7} {digits[1]:>7} {digits[2]:>7} {wall:7.1f}  "
+                f"{'yes' if digits == base else 'NO'}"
+            )
     if {"fp32", "bf16"} <= set(walls):
-        print(f"\nfp32 / bf16 wall time without a cap: {walls['fp32'] / walls['bf16']:.2f}x "
-              f"({walls['fp32']:.1f} s against {walls['bf16']:.1f} s, process start-up included)")
+        print(
+            f"\nfp32 / bf16 wall time without a cap: {walls['fp32'] / walls['bf16']:.2f}x "
+            f"({walls['fp32']:.1f} s against {walls['bf16']:.1f} s, process start-up included)"
+        )
 
 
 if __name__ == "__main__":

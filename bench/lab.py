@@ -6,6 +6,7 @@ are imported, as in the lab.
 
     .venv/bin/python bench/lab.py --epochs 10
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,8 +51,9 @@ def lab_phases(args, device):
     dropout = torch.nn.Dropout(p=DROP)
     for lin in (linear1, linear2, linear3, linear4, linear5):
         torch.nn.init.xavier_uniform_(lin.weight)
-    model = torch.nn.Sequential(linear1, relu, dropout, linear2, relu, dropout, linear3, relu, dropout,
-                                linear4, relu, dropout, linear5).to(device)
+    model = torch.nn.Sequential(
+        linear1, relu, dropout, linear2, relu, dropout, linear3, relu, dropout, linear4, relu, dropout, linear5
+    ).to(device)
     criterion = torch.nn.CrossEntropyLoss().to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=LR)
     yield {"setup_s": setup_s}
@@ -84,8 +86,11 @@ def lab_phases(args, device):
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--epochs", type=int, default=15, help="the lab ran 15")
-    p.add_argument("--root", default=str(Path(__file__).resolve().parents[1] / "data" / "files"),
-                   help="dataset root holding MNIST/raw/*-ubyte (default: <project>/data/files)")
+    p.add_argument(
+        "--root",
+        default=str(Path(__file__).resolve().parents[1] / "data" / "files"),
+        help="dataset root holding MNIST/raw/*-ubyte (default: <project>/data/files)",
+    )
     args = p.parse_args(argv)
     import torch
 

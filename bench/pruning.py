@@ -22,6 +22,7 @@ among its COMPLETE trials and the epochs it trained (counted from the study: eac
     .venv/bin/python bench/pruning.py                        # 16 trials x 12 epochs, 10,000 images
     .venv/bin/python bench/pruning.py --only curves,replay --out DIR   # reuse DIR's `off` search
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,10 +36,10 @@ from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # import this checkout's sweep
+from search import run_phase, trials  # noqa: E402 - bench/search.py: run one sweep, read a study's trials
+
 from sweep.config import PROJECT_ROOT as ROOT  # noqa: E402
 from sweep.search.choices import PRUNER_ARGS, build_pruner, default_warmup  # noqa: E402
-
-from search import run_phase, trials  # noqa: E402 - bench/search.py: run one sweep, read a study's trials
 
 CURVE_POINTS = ((0.0, 0.0), (0.5, 0.0), (0.5, 0.2))  # run as the grid {0, 0.5} x {0, 0.2}
 HIGH = 0.3  # drop_prob >= HIGH counts as a high rate
@@ -50,15 +51,34 @@ def replay_candidates(epochs: int) -> dict[str, dict]:
     PercentilePruner's keywords under "percentile")."""
     half, two_t, three_q = max(1, epochs // 2), max(1, (2 * epochs) // 3), max(1, (3 * epochs) // 4)
     return {
-        "median 2 startup, warm-up 2 (old default)": {"name": "median", "args": {"n_startup_trials": 2, "n_warmup_steps": 2}},
+        "median 2 startup, warm-up 2 (old default)": {
+            "name": "median",
+            "args": {"n_startup_trials": 2, "n_warmup_steps": 2},
+        },
         "median 5 startup, warm-up 2": {"name": "median", "args": {"n_startup_trials": 5, "n_warmup_steps": 2}},
-        f"median 2 startup, warm-up {half} (E/2)": {"name": "median", "args": {"n_startup_trials": 2, "n_warmup_steps": half}},
-        f"median 5 startup, warm-up {half} (E/2)": {"name": "median", "args": {"n_startup_trials": 5, "n_warmup_steps": half}},
-        f"median 5 startup, warm-up {two_t} (2E/3)": {"name": "median", "args": {"n_startup_trials": 5, "n_warmup_steps": two_t}},
-        f"median 2 startup, warm-up {three_q} (3E/4)": {"name": "median", "args": {"n_startup_trials": 2, "n_warmup_steps": three_q}},
-        f"median 5 startup, warm-up {three_q} (3E/4)": {"name": "median", "args": {"n_startup_trials": 5, "n_warmup_steps": three_q}},
-        f"25th percentile, 5 startup, warm-up {half}": {"percentile": {"percentile": 25.0, "n_startup_trials": 5,
-                                                                        "n_warmup_steps": half}},
+        f"median 2 startup, warm-up {half} (E/2)": {
+            "name": "median",
+            "args": {"n_startup_trials": 2, "n_warmup_steps": half},
+        },
+        f"median 5 startup, warm-up {half} (E/2)": {
+            "name": "median",
+            "args": {"n_startup_trials": 5, "n_warmup_steps": half},
+        },
+        f"median 5 startup, warm-up {two_t} (2E/3)": {
+            "name": "median",
+            "args": {"n_startup_trials": 5, "n_warmup_steps": two_t},
+        },
+        f"median 2 startup, warm-up {three_q} (3E/4)": {
+            "name": "median",
+            "args": {"n_startup_trials": 2, "n_warmup_steps": three_q},
+        },
+        f"median 5 startup, warm-up {three_q} (3E/4)": {
+            "name": "median",
+            "args": {"n_startup_trials": 5, "n_warmup_steps": three_q},
+        },
+        f"25th percentile, 5 startup, warm-up {half}": {
+            "percentile": {"percentile": 25.0, "n_startup_trials": 5, "n_warmup_steps": half}
+        },
         "successive halving (min_resource 1)": {"name": "successive_halving", "args": {}},
         f"hyperband (min_resource 1, max {epochs})": {"name": "hyperband", "args": {"max_resource": epochs}},
         f"shipped default (warm-up {default_warmup(epochs)})": None,  # filled in main() from the plugin's config
@@ -66,25 +86,45 @@ def replay_candidates(epochs: int) -> dict[str, dict]:
 
 
 def common(args, out: Path) -> list[str]:
-    return [f"trainer.epochs={args.epochs}", "trainer.progress=false", f"seed={args.seed}",
-            f"data.train_subset={args.train_subset}", f"data.val_size={args.val_size}",
-            f"data.train_eval_size={args.train_eval_size}", f"trainer.precision={args.precision}",
-            "tracking.enabled=false", f"hydra.sweeper.storage=sqlite:///{out}/optuna.db",
-            *(["hydra/launcher=joblib", f"hydra.launcher.n_jobs={args.jobs}", f"hydra.sweeper.n_jobs={args.jobs}"]
-              if args.jobs > 1 else [])]
+    return [
+        f"trainer.epochs={args.epochs}",
+        "trainer.progress=false",
+        f"seed={args.seed}",
+        f"data.train_subset={args.train_subset}",
+        f"data.val_size={args.val_size}",
+        f"data.train_eval_size={args.train_eval_size}",
+        f"trainer.precision={args.precision}",
+        "tracking.enabled=false",
+        f"hydra.sweeper.storage=sqlite:///{out}/optuna.db",
+        *(
+            ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={args.jobs}", f"hydra.sweeper.n_jobs={args.jobs}"]
+            if args.jobs > 1
+            else []
+        ),
+    ]
 
 
 def search_cmd(args, out: Path, study: str, pruner: list[str]) -> list[str]:
-    return [sys.executable, str(ROOT / "sweep" / "run.py"), "-m", *common(args, out), f"hydra.sweep.dir={out}/{study}",
-            "+search=dropout", "hydra.sweeper.enqueue=[]", f"hydra.sweeper.study_name={study}",
-            f"hydra.sweeper.n_trials={args.trials}", f"hydra.sweeper.sampler_args.n_startup_trials={args.tpe_startup}",
-            *pruner]
+    return [
+        sys.executable,
+        str(ROOT / "sweep" / "run.py"),
+        "-m",
+        *common(args, out),
+        f"hydra.sweep.dir={out}/{study}",
+        "+search=dropout",
+        "hydra.sweeper.enqueue=[]",
+        f"hydra.sweeper.study_name={study}",
+        f"hydra.sweeper.n_trials={args.trials}",
+        f"hydra.sweeper.sampler_args.n_startup_trials={args.tpe_startup}",
+        *pruner,
+    ]
 
 
 def shipped_pruner() -> dict:
     """The pruner the sweeper builds when no pruner option is given (the plugin's config defaults)."""
-    from hydra_plugins.dropout_optuna_sweeper.config import OptunaSweeperConf, PrunerArgs
     from dataclasses import asdict
+
+    from hydra_plugins.dropout_optuna_sweeper.config import OptunaSweeperConf, PrunerArgs
 
     name = OptunaSweeperConf.pruner.name
     return {"name": name, "args": {k: v for k, v in asdict(PrunerArgs()).items() if k in PRUNER_ARGS[name]}}
@@ -104,20 +144,31 @@ def summarise(rows: list[dict]) -> dict:
 
     def mean(xs):
         return statistics.fmean(xs) if xs else float("nan")
-    return {"trials": len(rows), "pruned": len(pruned),
-            "mean_p_pruned": mean([r["p"] for r in pruned]), "mean_p_completed": mean([r["p"] for r in kept]),
-            "mean_q_pruned": mean([r["q"] for r in pruned]), "mean_q_completed": mean([r["q"] for r in kept]),
-            "high_pruned": sum(r["pruned"] for r in high), "high": len(high),
-            "low_pruned": sum(r["pruned"] for r in low), "low": len(low),
-            "epochs": sum(r["epochs"] for r in rows)}
+
+    return {
+        "trials": len(rows),
+        "pruned": len(pruned),
+        "mean_p_pruned": mean([r["p"] for r in pruned]),
+        "mean_p_completed": mean([r["p"] for r in kept]),
+        "mean_q_pruned": mean([r["q"] for r in pruned]),
+        "mean_q_completed": mean([r["q"] for r in kept]),
+        "high_pruned": sum(r["pruned"] for r in high),
+        "high": len(high),
+        "low_pruned": sum(r["pruned"] for r in low),
+        "low": len(low),
+        "epochs": sum(r["epochs"] for r in rows),
+    }
 
 
 def bias_line(s: dict) -> str:
     def share(k, n):
         return f"{k}/{n}" + (f" ({100 * k / n:.0f} %)" if n else "")
-    return (f"pruned {s['pruned']}/{s['trials']}: drop_prob >= {HIGH}: {share(s['high_pruned'], s['high'])}, "
-            f"< {HIGH}: {share(s['low_pruned'], s['low'])}; mean drop_prob pruned {s['mean_p_pruned']:.3f} vs "
-            f"completed {s['mean_p_completed']:.3f}, input pruned {s['mean_q_pruned']:.3f} vs {s['mean_q_completed']:.3f}")
+
+    return (
+        f"pruned {s['pruned']}/{s['trials']}: drop_prob >= {HIGH}: {share(s['high_pruned'], s['high'])}, "
+        f"< {HIGH}: {share(s['low_pruned'], s['low'])}; mean drop_prob pruned {s['mean_p_pruned']:.3f} vs "
+        f"completed {s['mean_p_completed']:.3f}, input pruned {s['mean_q_pruned']:.3f} vs {s['mean_q_completed']:.3f}"
+    )
 
 
 def report_search(name: str, out: Path, info: dict) -> dict:
@@ -128,23 +179,37 @@ def report_search(name: str, out: Path, info: dict) -> dict:
         p, q = rates(t)
         n = len(t.intermediate_values)
         last = t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else t.value
-        rows.append({"number": t.number, "p": p, "q": q, "pruned": t.state.name == "PRUNED", "epochs": n,
-                     "final": t.value if t.state.name == "COMPLETE" else None, "last": last})
-        print(f"   trial {t.number:>2}: drop_prob {p:.3f} input {q:.3f}  {t.state.name:<8} {n:>2} epochs  "
-              f"val_acc {100 * last:.2f} %")
+        rows.append(
+            {
+                "number": t.number,
+                "p": p,
+                "q": q,
+                "pruned": t.state.name == "PRUNED",
+                "epochs": n,
+                "final": t.value if t.state.name == "COMPLETE" else None,
+                "last": last,
+            }
+        )
+        print(
+            f"   trial {t.number:>2}: drop_prob {p:.3f} input {q:.3f}  {t.state.name:<8} {n:>2} epochs  "
+            f"val_acc {100 * last:.2f} %"
+        )
     s = summarise(rows)
     done = [r for r in rows if r["final"] is not None]
     best = max(done, key=lambda r: r["final"]) if done else None
     print(f"   {bias_line(s)}")
     if best:
-        print(f"   best (COMPLETE): val_acc {100 * best['final']:.2f} % at drop_prob {best['p']:.3f} input {best['q']:.3f} "
-              f"(trial {best['number']}); {s['epochs']} epochs trained")
+        print(
+            f"   best (COMPLETE): val_acc {100 * best['final']:.2f} % at drop_prob {best['p']:.3f} "
+            f"input {best['q']:.3f} "
+            f"(trial {best['number']}); {s['epochs']} epochs trained"
+        )
     return {**s, "rows": rows, "best": best, "wall_s": info.get("wall_s")}
 
 
 def curves(out: Path, epochs: int) -> dict:
     ts = sorted((t for t in trials(out, "curves") if t.state.name == "COMPLETE"), key=lambda t: rates(t))
-    print(f"\n[curves] val_acc (%) per epoch, no pruning")
+    print("\n[curves] val_acc (%) per epoch, no pruning")
     print("   epoch " + "".join(f"  p={p:.1f},in={q:.1f}" for p, q in map(rates, ts)))
     table = {}
     for e in range(1, epochs + 1):
@@ -159,10 +224,14 @@ def curves(out: Path, epochs: int) -> dict:
                 continue
             v, b = t.intermediate_values, base.intermediate_values
             behind = [e for e in range(1, epochs + 1) if v[e] < b[e]]
-            ahead_from = next((e for e in range(1, epochs + 1) if all(v[k] >= b[k] for k in range(e, epochs + 1))), None)
-            print(f"   p={rates(t)[0]:g},in={rates(t)[1]:g} behind p=0 at epochs {behind or 'none'}; level or ahead at "
-                  f"every epoch from {ahead_from if ahead_from else 'none'} on; final {100 * t.value:.2f} % vs "
-                  f"{100 * base.value:.2f} %")
+            ahead_from = next(
+                (e for e in range(1, epochs + 1) if all(v[k] >= b[k] for k in range(e, epochs + 1))), None
+            )
+            print(
+                f"   p={rates(t)[0]:g},in={rates(t)[1]:g} behind p=0 at epochs {behind or 'none'}; level or ahead at "
+                f"every epoch from {ahead_from if ahead_from else 'none'} on; final {100 * t.value:.2f} % vs "
+                f"{100 * base.value:.2f} %"
+            )
     return table
 
 
@@ -177,9 +246,14 @@ def replay(out: Path, epochs: int, jobs: int, shipped: dict) -> dict:
         sys.exit(f"replay needs the `off` search in {out}/optuna.db")
     finals = sorted((t.value for t in ts), reverse=True)
     top3 = {t.number for t in ts if t.value >= finals[min(2, len(finals) - 1)]}
-    print(f"\n[replay] pruners on the `off` search's {len(ts)} curves (batches of {jobs}); top 3 by final val_acc: "
-          + ", ".join(f"trial {t.number} (p {rates(t)[0]:.2f}, in {rates(t)[1]:.2f}, {100 * t.value:.2f} %)"
-                      for t in ts if t.number in top3))
+    print(
+        f"\n[replay] pruners on the `off` search's {len(ts)} curves (batches of {jobs}); top 3 by final val_acc: "
+        + ", ".join(
+            f"trial {t.number} (p {rates(t)[0]:.2f}, in {rates(t)[1]:.2f}, {100 * t.value:.2f} %)"
+            for t in ts
+            if t.number in top3
+        )
+    )
     results = {}
     for name, desc in replay_candidates(epochs).items():
         desc = desc or shipped
@@ -187,11 +261,12 @@ def replay(out: Path, epochs: int, jobs: int, shipped: dict) -> dict:
             pruner = optuna.pruners.PercentilePruner(**desc["percentile"])
         else:
             pruner = build_pruner(desc)
-        study = optuna.create_study(direction="maximize", pruner=pruner, sampler=optuna.samplers.RandomSampler(seed=0),
-                                    study_name="replay")  # hyperband draws its brackets from the name
+        study = optuna.create_study(
+            direction="maximize", pruner=pruner, sampler=optuna.samplers.RandomSampler(seed=0), study_name="replay"
+        )  # hyperband draws its brackets from the name
         rows = []
         for i in range(0, len(ts), jobs):
-            batch = [(t, study.ask()) for t in ts[i:i + jobs]]
+            batch = [(t, study.ask()) for t in ts[i : i + jobs]]
             told = []
             for t, trial in batch:
                 stop = None
@@ -207,16 +282,30 @@ def replay(out: Path, epochs: int, jobs: int, shipped: dict) -> dict:
                 else:
                     study.tell(trial, state=TrialState.PRUNED)
                 p, q = rates(t)
-                rows.append({"number": t.number, "p": p, "q": q, "pruned": stop is not None,
-                             "epochs": stop or epochs, "final": t.value})
+                rows.append(
+                    {
+                        "number": t.number,
+                        "p": p,
+                        "q": q,
+                        "pruned": stop is not None,
+                        "epochs": stop or epochs,
+                        "final": t.value,
+                    }
+                )
         s = summarise(rows)
         lost = [r for r in rows if r["pruned"] and r["number"] in top3]
         kept = [r for r in rows if not r["pruned"]]
         best = max(kept, key=lambda r: r["final"])
-        print(f"   {name}: {s['epochs']} epochs; {bias_line(s)}; top-3 trials pruned: {len(lost)}; "
-              f"best kept {100 * best['final']:.2f} % (p {best['p']:.2f}, in {best['q']:.2f})")
-        results[name] = {**s, "top3_pruned": len(lost), "best_kept": best["final"],
-                         "pruned_trials": [r["number"] for r in rows if r["pruned"]]}
+        print(
+            f"   {name}: {s['epochs']} epochs; {bias_line(s)}; top-3 trials pruned: {len(lost)}; "
+            f"best kept {100 * best['final']:.2f} % (p {best['p']:.2f}, in {best['q']:.2f})"
+        )
+        results[name] = {
+            **s,
+            "top3_pruned": len(lost),
+            "best_kept": best["final"],
+            "pruned_trials": [r["number"] for r in rows if r["pruned"]],
+        }
     return results
 
 
@@ -244,19 +333,38 @@ def main() -> None:
     if shipped["name"] == "median" and shipped["args"].get("n_warmup_steps") is None:
         shipped["args"]["n_warmup_steps"] = default_warmup(args.epochs)  # as the sweeper derives it (hook: epochs)
     load0, t0 = os.getloadavg(), time.time()
-    figures: dict = {"settings": {k: getattr(args, k) for k in ("epochs", "trials", "tpe_startup", "train_subset",
-                                                                  "val_size", "precision", "jobs", "seed")},
-                     "shipped_pruner": shipped}
-    pruners = {"off": ["hydra.sweeper.pruner=none"],
-               "old": ["hydra.sweeper.pruner=median", "hydra.sweeper.pruner_args.n_startup_trials=2",
-                       "hydra.sweeper.pruner_args.n_warmup_steps=2"],
-               "default": []}
+    figures: dict = {
+        "settings": {
+            k: getattr(args, k)
+            for k in ("epochs", "trials", "tpe_startup", "train_subset", "val_size", "precision", "jobs", "seed")
+        },
+        "shipped_pruner": shipped,
+    }
+    pruners = {
+        "off": ["hydra.sweeper.pruner=none"],
+        "old": [
+            "hydra.sweeper.pruner=median",
+            "hydra.sweeper.pruner_args.n_startup_trials=2",
+            "hydra.sweeper.pruner_args.n_warmup_steps=2",
+        ],
+        "default": [],
+    }
     if "curves" in phases:  # the grid of drop_prob x input_drop_prob over CURVE_POINTS' values
         ps = ",".join(sorted({f"{p:g}" for p, _ in CURVE_POINTS}))
         qs = ",".join(sorted({f"{q:g}" for _, q in CURVE_POINTS}))
-        grid = [sys.executable, str(ROOT / "sweep" / "run.py"), "-m", *common(args, out), f"hydra.sweep.dir={out}/curves",
-                "hydra/sweeper=optuna", "hydra.sweeper.study_name=curves", "hydra.sweeper.sampler=grid",
-                "hydra.sweeper.pruner=none", f"drop_prob=choice({ps})", f"input_drop_prob=choice({qs})"]
+        grid = [
+            sys.executable,
+            str(ROOT / "sweep" / "run.py"),
+            "-m",
+            *common(args, out),
+            f"hydra.sweep.dir={out}/curves",
+            "hydra/sweeper=optuna",
+            "hydra.sweeper.study_name=curves",
+            "hydra.sweeper.sampler=grid",
+            "hydra.sweeper.pruner=none",
+            f"drop_prob=choice({ps})",
+            f"input_drop_prob=choice({qs})",
+        ]
         figures["curves_wall_s"] = run_phase("curves", grid, out, "curves", None)["wall_s"]
     for name in ("off", "old", "default"):
         if name in phases:
@@ -265,11 +373,16 @@ def main() -> None:
             figures[f"{name}_info"] = run_phase(name, search_cmd(args, out, name, pruners[name]), out, name, None)
     load1 = os.getloadavg()
 
-    print(f"\nbench/pruning.py -- MNIST, {args.train_subset} training images, val {args.val_size}, {args.epochs} epochs "
-          f"per trial, {args.precision}, {args.jobs} trials at once, TPE ({args.tpe_startup} random first, seed 777) over "
-          f"+search=dropout without enqueue, {args.trials} trials per search; {platform.machine()} x{os.cpu_count()}; "
-          f"load average {load0[0]:.1f} at start, {load1[0]:.1f} at end; {time.time() - t0:.0f} s; {out}")
-    print(f"shipped pruner: {shipped['name']} {json.dumps({k: v for k, v in shipped['args'].items() if v is not None})}")
+    print(
+        f"\nbench/pruning.py -- MNIST, {args.train_subset} training images, val {args.val_size}, "
+        f"{args.epochs} epochs per trial, {args.precision}, {args.jobs} trials at once, "
+        f"TPE ({args.tpe_startup} random first, seed 777) over "
+        f"+search=dropout without enqueue, {args.trials} trials per search; {platform.machine()} x{os.cpu_count()}; "
+        f"load average {load0[0]:.1f} at start, {load1[0]:.1f} at end; {time.time() - t0:.0f} s; {out}"
+    )
+    print(
+        f"shipped pruner: {shipped['name']} {json.dumps({k: v for k, v in shipped['args'].items() if v is not None})}"
+    )
     if "curves" in phases or trials(out, "curves"):
         figures["curves"] = curves(out, args.epochs)
     for name in ("off", "old", "default"):

@@ -24,6 +24,7 @@ the grid's best val_acc within 0.1 point using at most 50 % of the grid's epochs
 a COMPLETE trial (all E epochs) whose final val_acc >= grid best - 0.1 point, and its epochs counted
 with every epoch spent before it (trials run one after another).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,6 +40,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # import this checkout's sweep
 from sweep.config import PROJECT_ROOT as ROOT  # noqa: E402
+
 GRID = (0.0, 0.2, 0.3, 0.5)
 TOLERANCE = 0.001  # 0.1 percentage point of accuracy
 TARGET_RATIO = 0.5
@@ -46,10 +48,17 @@ TARGET_RATIO = 0.5
 
 def common(args, out: Path) -> list[str]:
     extra = [f"data.train_subset={args.train_subset}"] if args.train_subset else []
-    return [f"trainer.epochs={args.epochs}", "trainer.progress=false", f"seed={args.seed}",
-            f"data.val_size={args.val_size}", f"data.train_eval_size={args.train_eval_size}", *extra,
-            "tracking.enabled=false", f"hydra.sweeper.storage=sqlite:///{out}/optuna.db",
-            *([f"trainer.threads={args.threads}"] if args.threads else [])]
+    return [
+        f"trainer.epochs={args.epochs}",
+        "trainer.progress=false",
+        f"seed={args.seed}",
+        f"data.val_size={args.val_size}",
+        f"data.train_eval_size={args.train_eval_size}",
+        *extra,
+        "tracking.enabled=false",
+        f"hydra.sweeper.storage=sqlite:///{out}/optuna.db",
+        *([f"trainer.threads={args.threads}"] if args.threads else []),
+    ]
 
 
 def run_phase(name: str, cmd: list[str], out: Path, study: str, budget: int | None) -> dict:
@@ -59,8 +68,14 @@ def run_phase(name: str, cmd: list[str], out: Path, study: str, budget: int | No
     t0 = time.time()
     with open(log, "w") as f:
         # SIGINT back to its default: a shell starting this in the background ignores it, and so would the sweep
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
         interrupted = False
         while proc.poll() is None:
             time.sleep(2)
@@ -85,8 +100,9 @@ def trials(out: Path, study: str):
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = optuna.storages.RDBStorage(f"sqlite:///{out}/optuna.db", skip_table_creation=True,
-                                         skip_compatibility_check=True)
+    storage = optuna.storages.RDBStorage(
+        f"sqlite:///{out}/optuna.db", skip_table_creation=True, skip_compatibility_check=True
+    )
     try:
         return optuna.load_study(study_name=study, storage=storage).get_trials(deepcopy=False)
     except KeyError:
@@ -117,10 +133,16 @@ def main() -> None:
     ap.add_argument("--max-trials", type=int, default=30, help="upper bound on the search's trials")
     ap.add_argument("--warmup", type=int, default=1, help="median pruner: epochs before a trial can be pruned")
     ap.add_argument("--startup", type=int, default=2, help="median pruner: trials finished before pruning starts")
-    ap.add_argument("--no-enqueue", action="store_true", help="the sampler alone, without the three known configurations")
+    ap.add_argument(
+        "--no-enqueue", action="store_true", help="the sampler alone, without the three known configurations"
+    )
     ap.add_argument("--sampler", default="tpe", help="hydra.sweeper.sampler of the search (tpe, gp, qmc, random...)")
-    ap.add_argument("--sampler-startup", type=int, default=None,
-                    help="hydra.sweeper.sampler_args.n_startup_trials (tpe, gp, cmaes; Optuna's default 10)")
+    ap.add_argument(
+        "--sampler-startup",
+        type=int,
+        default=None,
+        help="hydra.sweeper.sampler_args.n_startup_trials (tpe, gp, cmaes; Optuna's default 10)",
+    )
     ap.add_argument("--out", type=Path, default=None, help="folder (default runs/bench_search/<time>)")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = ap.parse_args()
@@ -130,18 +152,31 @@ def main() -> None:
     run = [sys.executable, str(ROOT / "sweep" / "run.py"), "-m"]
     budget = len(GRID) * args.epochs
 
-    settings = {k: getattr(args, k) for k in ("epochs", "train_subset", "val_size", "train_eval_size", "seed", "threads")}
+    settings = {
+        k: getattr(args, k) for k in ("epochs", "train_subset", "val_size", "train_eval_size", "seed", "threads")
+    }
     stamp = out / "grid_settings.json"
     done = [t for t in trials(out, "grid") if t.state.name == "COMPLETE"] if (out / "optuna.db").exists() else []
     if len(done) == len(GRID) and stamp.exists() and json.loads(stamp.read_text()) == settings:
         grid_info = json.loads((out / "grid_info.json").read_text())
         print(f"[grid] reusing the grid already run in {out}", flush=True)
     else:
-        grid_info = run_phase("grid", [*run, *common(args, out), f"hydra.sweep.dir={out}/grid", "hydra/sweeper=optuna",
-                                       "hydra.sweeper.study_name=grid", "hydra.sweeper.sampler=grid",
-                                       "hydra.sweeper.pruner=none",
-                                       "drop_prob=choice(" + ",".join(map(str, GRID)) + ")"],
-                              out, "grid", None)
+        grid_info = run_phase(
+            "grid",
+            [
+                *run,
+                *common(args, out),
+                f"hydra.sweep.dir={out}/grid",
+                "hydra/sweeper=optuna",
+                "hydra.sweeper.study_name=grid",
+                "hydra.sweeper.sampler=grid",
+                "hydra.sweeper.pruner=none",
+                "drop_prob=choice(" + ",".join(map(str, GRID)) + ")",
+            ],
+            out,
+            "grid",
+            None,
+        )
         stamp.write_text(json.dumps(settings))
         (out / "grid_info.json").write_text(json.dumps(grid_info))
     grid = [t for t in trials(out, "grid") if t.state.name == "COMPLETE"]
@@ -149,12 +184,25 @@ def main() -> None:
     grid_best = max(grid, key=lambda t: t.value)
     grid_epochs = sum(len(t.intermediate_values) for t in grid)
 
-    study = (f"search_{args.sampler}_only" if args.no_enqueue else
-             "search" if args.sampler == "tpe" else f"search_{args.sampler}")
-    search_cmd = [*run, *common(args, out), f"hydra.sweep.dir={out}/{study}", "+search=dropout",
-                  f"hydra.sweeper.study_name={study}", f"hydra.sweeper.n_trials={args.max_trials}",
-                  "hydra.sweeper.pruner=median", f"hydra.sweeper.pruner_args.n_warmup_steps={args.warmup}",
-                  f"hydra.sweeper.pruner_args.n_startup_trials={args.startup}", f"hydra.sweeper.sampler={args.sampler}"]
+    study = (
+        f"search_{args.sampler}_only"
+        if args.no_enqueue
+        else "search"
+        if args.sampler == "tpe"
+        else f"search_{args.sampler}"
+    )
+    search_cmd = [
+        *run,
+        *common(args, out),
+        f"hydra.sweep.dir={out}/{study}",
+        "+search=dropout",
+        f"hydra.sweeper.study_name={study}",
+        f"hydra.sweeper.n_trials={args.max_trials}",
+        "hydra.sweeper.pruner=median",
+        f"hydra.sweeper.pruner_args.n_warmup_steps={args.warmup}",
+        f"hydra.sweeper.pruner_args.n_startup_trials={args.startup}",
+        f"hydra.sweeper.sampler={args.sampler}",
+    ]
     if args.sampler_startup is not None:
         search_cmd.append(f"hydra.sweeper.sampler_args.n_startup_trials={args.sampler_startup}")
     if args.no_enqueue:
@@ -180,40 +228,64 @@ def main() -> None:
             break
 
     print()
-    setting = (f"MNIST, {args.train_subset or 55000} training images, val {args.val_size}, {args.epochs} epochs per "
-               f"trial, seed {args.seed}, {platform.machine()} CPU x{os.cpu_count()}")
+    setting = (
+        f"MNIST, {args.train_subset or 55000} training images, val {args.val_size}, {args.epochs} epochs per "
+        f"trial, seed {args.seed}, {platform.machine()} CPU x{os.cpu_count()}"
+    )
     print(f"bench/search.py -- {setting}")
-    print(f"grid   drop_prob in {{{', '.join(map(str, GRID))}}}: best val_acc {100 * grid_best.value:.2f} % "
-          f"({describe(grid_best)}), {grid_epochs} epochs, {grid_info['wall_s']:.0f} s")
+    print(
+        f"grid   drop_prob in {{{', '.join(map(str, GRID))}}}: best val_acc {100 * grid_best.value:.2f} % "
+        f"({describe(grid_best)}), {grid_epochs} epochs, {grid_info['wall_s']:.0f} s"
+    )
     for t in grid:
         print(f"         trial {t.number}: {describe(t):<40} val_acc {100 * t.value:.2f} %")
     startup = f", {args.sampler_startup} startup trials" if args.sampler_startup is not None else ""
-    print(f"search pruned {args.sampler}{startup}{' (no enqueue)' if args.no_enqueue else ''}, median pruner (warm-up {args.warmup}, "
-          f"startup {args.startup}), budget {budget} epochs: {cumulative} epochs spent, {search_info['wall_s']:.0f} s")
+    print(
+        f"search pruned {args.sampler}{startup}{' (no enqueue)' if args.no_enqueue else ''}, "
+        f"median pruner (warm-up {args.warmup}, "
+        f"startup {args.startup}), budget {budget} epochs: {cumulative} epochs spent, {search_info['wall_s']:.0f} s"
+    )
     for number, state, n, value, params in rows:
         shown = f"val_acc {100 * value:.2f} %" if value is not None else ""
         print(f"         trial {number}: {params:<40} {state:<8} {n} epochs  {shown}")
     if best is not None:
-        print(f"         best within the budget: val_acc {100 * best.value:.2f} % (trial {best.number}: {describe(best)})")
+        print(
+            f"         best within the budget: val_acc {100 * best.value:.2f} % (trial {best.number}: {describe(best)})"
+        )
     if reached:
         t, epochs = reached
         ratio = epochs / grid_epochs
         verdict = "PASS" if ratio <= TARGET_RATIO else "MISS"
-        print(f"         reached the grid's best - 0.1 pt ({100 * target:.2f} %) at trial {t.number} after {epochs} "
-              f"epochs = {100 * ratio:.0f} % of the grid's {grid_epochs}")
+        print(
+            f"         reached the grid's best - 0.1 pt ({100 * target:.2f} %) at trial {t.number} after {epochs} "
+            f"epochs = {100 * ratio:.0f} % of the grid's {grid_epochs}"
+        )
     else:
         ratio, verdict = None, "MISS"
         print(f"         never reached the grid's best - 0.1 pt ({100 * target:.2f} %) within the budget")
     print(f"target: grid's best val_acc +-0.1 pt with <= {100 * TARGET_RATIO:.0f} % of the grid's epochs -> {verdict}")
 
-    figures = {"setting": setting, "grid_best_val_acc": grid_best.value, "grid_best_params": grid_best.params,
-               "grid_epochs": grid_epochs, "search_best_val_acc": best.value if best else None,
-               "search_best_params": best.params if best else None, "search_epochs": cumulative,
-               "epochs_to_reach_grid_best": reached[1] if reached else None, "ratio": ratio, "verdict": verdict,
-               "enqueue": not args.no_enqueue, "sampler": args.sampler, "sampler_startup": args.sampler_startup,
-               "grid_wall_s": grid_info["wall_s"], "search_wall_s": search_info["wall_s"],
-               "search_trials": [{"number": r[0], "state": r[1], "epochs": r[2], "val_acc": r[3], "params": r[4]}
-                                 for r in rows], "out": str(out)}
+    figures = {
+        "setting": setting,
+        "grid_best_val_acc": grid_best.value,
+        "grid_best_params": grid_best.params,
+        "grid_epochs": grid_epochs,
+        "search_best_val_acc": best.value if best else None,
+        "search_best_params": best.params if best else None,
+        "search_epochs": cumulative,
+        "epochs_to_reach_grid_best": reached[1] if reached else None,
+        "ratio": ratio,
+        "verdict": verdict,
+        "enqueue": not args.no_enqueue,
+        "sampler": args.sampler,
+        "sampler_startup": args.sampler_startup,
+        "grid_wall_s": grid_info["wall_s"],
+        "search_wall_s": search_info["wall_s"],
+        "search_trials": [
+            {"number": r[0], "state": r[1], "epochs": r[2], "val_acc": r[3], "params": r[4]} for r in rows
+        ],
+        "out": str(out),
+    }
     (out / f"figures_{study}.json").write_text(json.dumps(figures, indent=2))
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))

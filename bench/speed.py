@@ -18,6 +18,7 @@ per-epoch time ratios against the targets. See bench/README.md.
 
     .venv/bin/python bench/speed.py --epochs 3 --threads 1 --json /tmp/bench_speed.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,6 +37,7 @@ from sweep.config import PROJECT_ROOT as ROOT  # noqa: E402
 VARIANTS = ("lab", "ours_fp32", "ours_bf16")
 ALIASES = {"fp32": "ours_fp32", "bf16": "ours_bf16"}
 from lab import BATCH, DROP, LR, SEED, lab_phases  # noqa: E402 - bench/lab.py: the lab's own loop
+
 TARGETS = {"ours_fp32": 0.75, "ours_bf16": 0.45}  # max (ours s/epoch) / (lab s/epoch)
 BF16_ACC_TOL = 0.2  # percentage points of test accuracy, |bf16 - fp32|
 RESULT_TAG = "BENCH_RESULT "
@@ -94,8 +96,10 @@ def ours_phases(args, device, precision: str):
     last = None
     for m in fit(model, optimizer, splits, epochs=args.epochs, batch_size=BATCH, seed=SEED, precision=precision):
         last = m
-        yield {"fit_loss": m["fit_loss"], "log": f"epoch {m['epoch']} fit_loss={m['fit_loss']:.6f} "
-                                                 f"test_acc={m['test_acc']:.4f}"}
+        yield {
+            "fit_loss": m["fit_loss"],
+            "log": f"epoch {m['epoch']} fit_loss={m['fit_loss']:.6f} test_acc={m['test_acc']:.4f}",
+        }
     yield {"test_acc": last["test_acc"], "train_acc": last["train_acc"]}
 
 
@@ -121,8 +125,11 @@ def child(args) -> None:
         if args.lockstep and not sys.stdin.readline():
             sys.exit("parent went away")
 
-    phases = lab_phases(args, device) if args.variant == "lab" else \
-        ours_phases(args, device, args.variant.removeprefix("ours_"))
+    phases = (
+        lab_phases(args, device)
+        if args.variant == "lab"
+        else ours_phases(args, device, args.variant.removeprefix("ours_"))
+    )
     wait()
     setup = next(phases)
     if args.lockstep:
@@ -145,9 +152,16 @@ def child(args) -> None:
             _reply({"epoch": epoch, "epoch_s": wall})
     wait()
     res = {**setup, **next(phases), **_peak_memory(device), "epoch_s": epoch_s, "cpu_s": cpu_s, "fit_loss": fit_loss}
-    res.update(variant=args.variant, base_rss_mib=base_rss, epochs=args.epochs, threads=torch.get_num_threads(),
-               device=str(device), mean_epoch_s=sum(epoch_s) / len(epoch_s), mean_cpu_s=sum(cpu_s) / len(cpu_s),
-               others_cores=others_cpu / sum(epoch_s) if _cpu_snapshot() is not None else None)
+    res.update(
+        variant=args.variant,
+        base_rss_mib=base_rss,
+        epochs=args.epochs,
+        threads=torch.get_num_threads(),
+        device=str(device),
+        mean_epoch_s=sum(epoch_s) / len(epoch_s),
+        mean_cpu_s=sum(cpu_s) / len(cpu_s),
+        others_cores=others_cpu / sum(epoch_s) if _cpu_snapshot() is not None else None,
+    )
     if device.type == "cuda":
         res["device_name"] = torch.cuda.get_device_name(device)
     _reply(res)
@@ -159,9 +173,21 @@ class Child:
 
     def __init__(self, args, variant: str):
         self.variant, self.error = variant, None
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--variant", variant, "--lockstep",
-               "--epochs", str(args.epochs), "--root", str(args.root), "--device", args.device,
-               "--threads", str(args.threads)]
+        cmd = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--variant",
+            variant,
+            "--lockstep",
+            "--epochs",
+            str(args.epochs),
+            "--root",
+            str(args.root),
+            "--device",
+            args.device,
+            "--threads",
+            str(args.threads),
+        ]
         print(f"--- {variant}: {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
 
@@ -174,7 +200,7 @@ class Child:
             self.proc.stdin.flush()
             for line in self.proc.stdout:
                 if line.startswith(RESULT_TAG):
-                    return json.loads(line[len(RESULT_TAG):])
+                    return json.loads(line[len(RESULT_TAG) :])
         except (BrokenPipeError, OSError):
             pass
         self.error = f"child exited with status {self.proc.wait()} (its traceback is above)"
@@ -229,11 +255,15 @@ def report(results: dict, args) -> dict:
     any_res = next(iter(ok.values()), {})
     cuda = any("peak_cuda_mib" in v for v in ok.values())
     print()
-    print(f"epochs={args.epochs}  threads={args.threads}  device={any_res.get('device', args.device)}"
-          f"{' (' + any_res['device_name'] + ')' if 'device_name' in any_res else ''}  cpu={_cpu_name()} "
-          f"x{os.cpu_count()}  torch={any_res.get('torch', '')}")
-    hdr = (f"{'variant':<10} {'setup s':>7} {'s/epoch':>7}  {'per epoch (s)':<22} {'CPU s/ep':>8} {'peak RSS MiB':>12}"
-           f" {'(+import)':>9}{' peak CUDA MiB' if cuda else ''} {'test acc %':>10} {'others':>6}")
+    print(
+        f"epochs={args.epochs}  threads={args.threads}  device={any_res.get('device', args.device)}"
+        f"{' (' + any_res['device_name'] + ')' if 'device_name' in any_res else ''}  cpu={_cpu_name()} "
+        f"x{os.cpu_count()}  torch={any_res.get('torch', '')}"
+    )
+    hdr = (
+        f"{'variant':<10} {'setup s':>7} {'s/epoch':>7}  {'per epoch (s)':<22} {'CPU s/ep':>8} {'peak RSS MiB':>12}"
+        f" {'(+import)':>9}{' peak CUDA MiB' if cuda else ''} {'test acc %':>10} {'others':>6}"
+    )
     print(hdr)
     print("-" * len(hdr))
     for name, r in results.items():
@@ -246,19 +276,25 @@ def report(results: dict, args) -> dict:
         else:  # too many to list: first, the range of the rest, last (the last one holds fit's full-train eval)
             eps = f"{ep[0]:.2f} [{min(ep[1:-1]):.2f}-{max(ep[1:-1]):.2f}] {ep[-1]:.2f}"
         others = "n/a" if r.get("others_cores") is None else f"{r['others_cores']:.2f}"
-        row = (f"{name:<10} {r['setup_s']:>7.2f} {r['mean_epoch_s']:>7.2f}  {eps:<22} {r['mean_cpu_s']:>8.2f} "
-               f"{r['peak_rss_mib']:>12.0f} {'+' + format(r['peak_rss_mib'] - r['base_rss_mib'], '.0f'):>9}"
-               f"{format(r['peak_cuda_mib'], '>14.0f') if cuda else ''} {100 * r['test_acc']:>10.2f} {others:>6}")
+        row = (
+            f"{name:<10} {r['setup_s']:>7.2f} {r['mean_epoch_s']:>7.2f}  {eps:<22} {r['mean_cpu_s']:>8.2f} "
+            f"{r['peak_rss_mib']:>12.0f} {'+' + format(r['peak_rss_mib'] - r['base_rss_mib'], '.0f'):>9}"
+            f"{format(r['peak_cuda_mib'], '>14.0f') if cuda else ''} {100 * r['test_acc']:>10.2f} {others:>6}"
+        )
         print(row)
-    print("s/epoch: wall seconds per epoch, mean over the epochs, everything but data loading (lab: training only;\n"
-          "  ours: training + its per-epoch evaluation). CPU s/ep: this process's CPU seconds per epoch (all threads).\n"
-          "  (+import): peak RSS minus the RSS right after `import torch`. others: cores that other processes kept\n"
-          "  busy during the epochs; well above 0 means the wall times are inflated.")
+    print(
+        "s/epoch: wall seconds per epoch, mean over the epochs, everything but data loading (lab: training only;\n"
+        "  ours: training + its per-epoch evaluation). CPU s/ep: this process's CPU seconds per epoch (all threads).\n"
+        "  (+import): peak RSS minus the RSS right after `import torch`. others: cores that other processes kept\n"
+        "  busy during the epochs; well above 0 means the wall times are inflated."
+    )
     busy = [r["others_cores"] for r in ok.values() if r.get("others_cores") is not None]
     if busy and max(busy) > NOISY_OTHERS:
-        print(f"WARNING: other processes kept up to {max(busy):.2f} cores busy during the run: the wall-time ratios "
-              f"below are unreliable;\n  compare the CPU-s ratios (robust with --threads 1) or rerun on an idle "
-              f"machine.")
+        print(
+            f"WARNING: other processes kept up to {max(busy):.2f} cores busy during the run: the wall-time ratios "
+            f"below are unreliable;\n  compare the CPU-s ratios (robust with --threads 1) or rerun on an idle "
+            f"machine."
+        )
 
     verdicts = {}
     lab = ok.get("lab")
@@ -275,27 +311,44 @@ def report(results: dict, args) -> dict:
                 acc_diff = 100 * (ok["ours_bf16"]["test_acc"] - ok["ours_fp32"]["test_acc"])
                 acc_ok = round(abs(acc_diff), 6) <= BF16_ACC_TOL  # test sets are 10^4 images: no float fuzz
                 passed = passed and acc_ok
-                extra = f"; test acc bf16 - fp32 = {acc_diff:+.2f} pts (target |.| <= {BF16_ACC_TOL}: " \
-                        f"{'ok' if acc_ok else 'no'})"
-            verdicts[name] = {"ratio": ratio, "cpu_ratio": cpu_ratio, "target": target, "acc_diff_pts": acc_diff,
-                              "pass": passed}
-            print(f"{name} / lab  s/epoch = {ratio:.3f} [CPU s: {cpu_ratio:.3f}]  (target <= {target:.2f}){extra}  "
-                  f"{'PASS' if passed else 'MISS'}")
+                extra = (
+                    f"; test acc bf16 - fp32 = {acc_diff:+.2f} pts (target |.| <= {BF16_ACC_TOL}: "
+                    f"{'ok' if acc_ok else 'no'})"
+                )
+            verdicts[name] = {
+                "ratio": ratio,
+                "cpu_ratio": cpu_ratio,
+                "target": target,
+                "acc_diff_pts": acc_diff,
+                "pass": passed,
+            }
+            print(
+                f"{name} / lab  s/epoch = {ratio:.3f} [CPU s: {cpu_ratio:.3f}]  (target <= {target:.2f}){extra}  "
+                f"{'PASS' if passed else 'MISS'}"
+            )
     return verdicts
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--epochs", type=int, default=3, help="epochs per variant (default 3: a quick run)")
-    p.add_argument("--root", default="data/files",
-                   help="dataset root holding MNIST/raw/*-ubyte; a relative path is taken from the project root "
-                        "(default: <project>/data/files)")
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads in every child "
-                                                             "(default: torch's default)")
+    p.add_argument(
+        "--root",
+        default="data/files",
+        help="dataset root holding MNIST/raw/*-ubyte; a relative path is taken from the project root "
+        "(default: <project>/data/files)",
+    )
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch.set_num_threads in every child (default: torch's default)"
+    )
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto = CUDA when present")
-    p.add_argument("--only", default=None,
-                   help=f"comma-separated subset of {','.join(VARIANTS)} (fp32/bf16 accepted as short names)")
+    p.add_argument(
+        "--only",
+        default=None,
+        help=f"comma-separated subset of {','.join(VARIANTS)} (fp32/bf16 accepted as short names)",
+    )
     p.add_argument("--json", default=None, metavar="PATH", help="also write all results to this JSON file")
     p.add_argument("--variant", choices=VARIANTS, default=None, help=argparse.SUPPRESS)  # child mode
     p.add_argument("--lockstep", action="store_true", help=argparse.SUPPRESS)  # child: wait for the parent
@@ -331,9 +384,12 @@ def main(argv=None) -> None:
         r.setdefault("torch", torch.__version__)
     verdicts = report(results, args)
     if args.json:
-        out = {"args": {"epochs": args.epochs, "threads": args.threads, "device": args.device, "root": str(args.root)},
-               "machine": {"cpu": _cpu_name(), "cpu_count": os.cpu_count(), "torch": torch.__version__},
-               "results": results, "ratios": verdicts}
+        out = {
+            "args": {"epochs": args.epochs, "threads": args.threads, "device": args.device, "root": str(args.root)},
+            "machine": {"cpu": _cpu_name(), "cpu_count": os.cpu_count(), "torch": torch.__version__},
+            "results": results,
+            "ratios": verdicts,
+        }
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(out, indent=2))
         print(f"\nwrote {args.json}")

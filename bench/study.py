@@ -27,10 +27,10 @@ The evaluation share printed beside each projection is the issue's budget: at mo
     .venv/bin/python bench/study.py --epochs 10 --only basic_fp32,joblib_fp32
     .venv/bin/python bench/study.py --measured sqlite:///runs/mlflow.db   # the studies as they actually ran
 """
+
 from __future__ import annotations
 
 import argparse
-import itertools
 import os
 import resource
 import subprocess
@@ -70,8 +70,9 @@ def study_points(name: str) -> list:
 
     base = _compose([f"+experiment={name}"])
     sweeper = base.hydra.sweeper
-    params, settings = (OmegaConf.to_container(sweeper[k]) if sweeper.get(k) is not None else None
-                        for k in ("params", "settings"))
+    params, settings = (
+        OmegaConf.to_container(sweeper[k]) if sweeper.get(k) is not None else None for k in ("params", "settings")
+    )
     replicates = base.study.exploratory + base.study.max_replicates
     configs = [_compose([f"+experiment={name}", *point]) for point in grid(params, [], settings)]
     return [c for c in configs for _ in range(replicates)]
@@ -97,10 +98,20 @@ def time_candidate(name: str, points: list[str], extra: list[str], out: Path) ->
     from mlflow.tracking import MlflowClient
 
     out.mkdir(parents=True)
-    args = [sys.executable, str(ROOT / "sweep" / "run.py"), "-m", "+experiment=overfit", "hydra/sweeper=basic",
-            *points, *CANDIDATES[name],
-            "trainer.progress=false", f"tracking.uri=sqlite:///{out}/mlflow.db",
-            f"tracking.artifact_location={out}/mlartifacts", f"hydra.sweep.dir={out}/sweep", *extra]
+    args = [
+        sys.executable,
+        str(ROOT / "sweep" / "run.py"),
+        "-m",
+        "+experiment=overfit",
+        "hydra/sweeper=basic",
+        *points,
+        *CANDIDATES[name],
+        "trainer.progress=false",
+        f"tracking.uri=sqlite:///{out}/mlflow.db",
+        f"tracking.artifact_location={out}/mlartifacts",
+        f"hydra.sweep.dir={out}/sweep",
+        *extra,
+    ]
     before, load0 = resource.getrusage(resource.RUSAGE_CHILDREN), os.getloadavg()[0]
     t0 = time.time()
     proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
@@ -114,9 +125,11 @@ def time_candidate(name: str, points: list[str], extra: list[str], out: Path) ->
     starts = [r.info.start_time / 1000 for r in runs]
     ends = [r.info.end_time / 1000 for r in runs]
     return {
-        "wall": wall, "runs": len(runs),
+        "wall": wall,
+        "runs": len(runs),
         "cpu": (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime),
-        "span": max(ends) - min(starts), "busy": sum(e - s for s, e in zip(starts, ends)),
+        "span": max(ends) - min(starts),
+        "busy": sum(e - s for s, e in zip(starts, ends)),
         "train": sum(r.data.metrics["train_seconds"] for r in runs),
         "eval": sum(r.data.metrics["eval_seconds"] for r in runs),  # the last epoch's: the run's total
         "test_acc": [round(r.data.metrics["test_acc"], 4) for r in runs],
@@ -130,7 +143,7 @@ def project(t: dict, bench_cfg, study: list) -> tuple[float, float]:
     n = t["runs"]
     fit_passes, eval_images = image_passes(bench_cfg)
     per_fit = (t["train"] - t["eval"]) / n / fit_passes  # seconds per training image pass
-    per_eval = t["eval"] / n / eval_images                # seconds per evaluated image
+    per_eval = t["eval"] / n / eval_images  # seconds per evaluated image
     rest = (t["busy"] - t["train"]) / n
     overlap = t["busy"] / t["span"]
     startup = t["wall"] - t["span"]
@@ -147,12 +160,23 @@ def measured(uri: str) -> int:
 
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name("dropout")
-    print(f"| study | runs | wall while runs ran | evaluation share of the runs' time | CPUs |\n| --- | --- | --- | --- | --- |")
-    sweep_ids = sorted({r.data.tags.get("sweep_id") for r in client.search_runs(
-        [exp.experiment_id], "tags.sweep_role = 'parent'") if r.data.tags.get("sweep_id")})
+    print(
+        "| study | runs | wall while runs ran | evaluation share of the runs' time | CPUs |\n"
+        "| --- | --- | --- | --- | --- |"
+    )
+    sweep_ids = sorted(
+        {
+            r.data.tags.get("sweep_id")
+            for r in client.search_runs([exp.experiment_id], "tags.sweep_role = 'parent'")
+            if r.data.tags.get("sweep_id")
+        }
+    )
     for sweep_id in sweep_ids:
-        runs = [r for r in client.search_runs([exp.experiment_id], f"tags.sweep_id = '{sweep_id}'")
-                if r.data.tags.get("sweep_role") != "parent" and r.info.status == "FINISHED"]
+        runs = [
+            r
+            for r in client.search_runs([exp.experiment_id], f"tags.sweep_id = '{sweep_id}'")
+            if r.data.tags.get("sweep_role") != "parent" and r.info.status == "FINISHED"
+        ]
         if not runs:
             continue
         span, end = 0.0, None  # wall time while at least one run ran (a study made in parts has gaps)
@@ -167,11 +191,17 @@ def measured(uri: str) -> int:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--runs", type=int, default=2, help="overfit points per candidate (default 2: p=0 and p=0.5, seed 1)")
+    ap.add_argument(
+        "--runs", type=int, default=2, help="overfit points per candidate (default 2: p=0 and p=0.5, seed 1)"
+    )
     ap.add_argument("--epochs", type=int, default=None, help="epochs per run (default: the preset's)")
     ap.add_argument("--only", default=",".join(CANDIDATES), help="comma-separated candidates")
-    ap.add_argument("--measured", metavar="URI", help="print the studies recorded in this MLflow store instead "
-                    "(e.g. sqlite:///runs/mlflow.db after make study-overfit study-datasize)")
+    ap.add_argument(
+        "--measured",
+        metavar="URI",
+        help="print the studies recorded in this MLflow store instead "
+        "(e.g. sqlite:///runs/mlflow.db after make study-overfit study-datasize)",
+    )
     ap.add_argument("extra", nargs="*", help="more overrides for every run (e.g. data.root=...)")
     a = ap.parse_args()
     if a.measured:
@@ -187,30 +217,43 @@ def main() -> int:
     extra = list(a.extra) + ([f"trainer.epochs={a.epochs}"] if a.epochs else [])
     bench_cfg = _compose(["+experiment=overfit", *extra])
     studies = {s: study_points(s) for s in STUDIES}
-    print(f"bench/study.py: {a.runs} overfit runs per candidate ({', '.join(points)}), "
-          f"{bench_cfg.trainer.epochs} epochs, {os.cpu_count()} CPUs; load average before: "
-          + " ".join(f"{x:.2f}" for x in os.getloadavg()), flush=True)
+    print(
+        f"bench/study.py: {a.runs} overfit runs per candidate ({', '.join(points)}), "
+        f"{bench_cfg.trainer.epochs} epochs, {os.cpu_count()} CPUs; load average before: "
+        + " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        flush=True,
+    )
     results = {}
     with tempfile.TemporaryDirectory(prefix="bench_study_") as tmp:
         for name in names:
             results[name] = t = time_candidate(name, points, extra, Path(tmp) / name)
-            print(f"  {name:<12} wall {t['wall']:7.1f} s  runs {t['runs']}  CPU {t['cpu']:7.1f} s  "
-                  f"load {t['load'][0]:.1f}->{t['load'][1]:.1f}  test_acc {t['test_acc']}", flush=True)
+            print(
+                f"  {name:<12} wall {t['wall']:7.1f} s  runs {t['runs']}  CPU {t['cpu']:7.1f} s  "
+                f"load {t['load'][0]:.1f}->{t['load'][1]:.1f}  test_acc {t['test_acc']}",
+                flush=True,
+            )
     base = results.get("basic_fp32")
-    print(f"\n| set-up | s/run (wall) | CPU s/run | wall ratio to basic_fp32 | evaluation share (these runs) | "
-          f"projected overfit at its cap ({len(studies['overfit'])} runs, evaluation share) | "
-          f"projected datasize at its cap ({len(studies['datasize'])} runs, evaluation share) |")
+    print(
+        f"\n| set-up | s/run (wall) | CPU s/run | wall ratio to basic_fp32 | evaluation share (these runs) | "
+        f"projected overfit at its cap ({len(studies['overfit'])} runs, evaluation share) | "
+        f"projected datasize at its cap ({len(studies['datasize'])} runs, evaluation share) |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for name, t in results.items():
         per_run = t["wall"] / t["runs"]
         ratio = f"{per_run / (base['wall'] / base['runs']):.2f}" if base else "-"
         proj = {s: project(t, bench_cfg, cfgs) for s, cfgs in studies.items()}
         cells = " | ".join(f"{w / 60:.1f} min ({e:.0%})" for w, e in proj.values())
-        print(f"| {name} | {per_run:.1f} | {t['cpu'] / t['runs']:.1f} | {ratio} | {t['eval'] / t['train']:.0%} | {cells} |")
+        print(
+            f"| {name} | {per_run:.1f} | {t['cpu'] / t['runs']:.1f} | {ratio} | "
+            f"{t['eval'] / t['train']:.0%} | {cells} |"
+        )
     # the studies, not these few runs, are what a launcher is chosen for: a pool's start-up weighs on 2 runs
     best = min(results, key=lambda n: sum(project(results[n], bench_cfg, cfgs)[0] for cfgs in studies.values()))
-    print(f"\nfastest for the studies (projected overfit + datasize): {best}; load average after: "
-          + " ".join(f"{x:.2f}" for x in os.getloadavg()))
+    print(
+        f"\nfastest for the studies (projected overfit + datasize): {best}; load average after: "
+        + " ".join(f"{x:.2f}" for x in os.getloadavg())
+    )
     return 0
 
 

@@ -15,6 +15,7 @@ total wall time with the lab's. The load average is printed before and after eve
 
     .venv/bin/python bench/trial.py --epochs 10 --repeats 2 --json /tmp/trial.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,8 +30,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # the overrides each of our variants adds to `+experiment=lab trainer.epochs=N`
-OURS = {"fp32": ["trainer.precision=fp32"], "bf16": ["trainer.precision=bf16"],
-        "blas": ["trainer.precision=fp32", "trainer.cpu_matmul=blas"]}
+OURS = {
+    "fp32": ["trainer.precision=fp32"],
+    "bf16": ["trainer.precision=bf16"],
+    "blas": ["trainer.precision=fp32", "trainer.cpu_matmul=blas"],
+}
 TARGETS = {"fp32": 0.55, "bf16": 0.40}  # max (variant wall s) / (lab wall s), whole process
 BF16_ACC_TOL = 0.2  # percentage points of test accuracy, |bf16 - fp32|
 LAB_ACC = re.compile(r"^Accuracy: ([0-9.]+)", re.M)
@@ -40,10 +44,18 @@ OURS_ACC = re.compile(r"epoch (\d+)/\1 .*?test_acc ([0-9.]+)")  # the last epoch
 def command(variant: str, args, store: Path, i: int) -> list[str]:
     if variant == "lab":
         return [sys.executable, str(ROOT / "bench" / "lab.py"), "--epochs", str(args.epochs), "--root", str(args.root)]
-    return [sys.executable, str(ROOT / "sweep" / "run.py"), "+experiment=lab", f"trainer.epochs={args.epochs}",
-            *OURS[variant], f"data.root={args.root}", "trainer.progress=false",
-            f"tracking.uri=sqlite:///{store}/mlflow.db", f"tracking.artifact_location={store}/mlartifacts",
-            f"hydra.run.dir={store}/run/{variant}-{i}"]
+    return [
+        sys.executable,
+        str(ROOT / "sweep" / "run.py"),
+        "+experiment=lab",
+        f"trainer.epochs={args.epochs}",
+        *OURS[variant],
+        f"data.root={args.root}",
+        "trainer.progress=false",
+        f"tracking.uri=sqlite:///{store}/mlflow.db",
+        f"tracking.artifact_location={store}/mlartifacts",
+        f"hydra.run.dir={store}/run/{variant}-{i}",
+    ]
 
 
 def run_one(variant: str, args, store: Path, i: int) -> dict:
@@ -54,12 +66,22 @@ def run_one(variant: str, args, store: Path, i: int) -> dict:
     wall = time.perf_counter() - t0
     out = p.stdout + p.stderr
     m = LAB_ACC.findall(out) if variant == "lab" else [a for _, a in OURS_ACC.findall(out)]
-    res = {"variant": variant, "round": i, "wall_s": wall, "rc": p.returncode, "load_before": load0,
-           "load_after": os.getloadavg()[0], "test_acc": float(m[-1]) if m else None}
+    res = {
+        "variant": variant,
+        "round": i,
+        "wall_s": wall,
+        "rc": p.returncode,
+        "load_before": load0,
+        "load_after": os.getloadavg()[0],
+        "test_acc": float(m[-1]) if m else None,
+    }
     if p.returncode != 0 or res["test_acc"] is None:
         res["error"] = out[-2000:]
-    print(f"  round {i} {variant:<4}  {wall:7.1f} s  test acc {res['test_acc']}  load {load0:.1f} -> "
-          f"{res['load_after']:.1f}{'  FAILED rc=' + str(p.returncode) if 'error' in res else ''}", flush=True)
+    print(
+        f"  round {i} {variant:<4}  {wall:7.1f} s  test acc {res['test_acc']}  load {load0:.1f} -> "
+        f"{res['load_after']:.1f}{'  FAILED rc=' + str(p.returncode) if 'error' in res else ''}",
+        flush=True,
+    )
     return res
 
 
@@ -71,8 +93,9 @@ def make_store(store: Path) -> None:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--repeats", type=int, default=2, help="rounds of all variants (default 2)")
     p.add_argument("--only", default="lab,fp32,bf16", help="comma-separated subset of lab,fp32,bf16,blas")
@@ -89,28 +112,39 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-trial-") as tmp:
         store = Path(tmp)
         make_store(store)
-        print(f"{args.epochs} epochs, {args.repeats} rounds, {os.cpu_count()} CPUs, default threads, "
-              f"load average {os.getloadavg()[0]:.2f}; store {store}", flush=True)
+        print(
+            f"{args.epochs} epochs, {args.repeats} rounds, {os.cpu_count()} CPUs, default threads, "
+            f"load average {os.getloadavg()[0]:.2f}; store {store}",
+            flush=True,
+        )
         for i in range(args.repeats):
-            for v in (variants if i % 2 == 0 else variants[::-1]):
+            for v in variants if i % 2 == 0 else variants[::-1]:
                 results.append(run_one(v, args, store, i))
                 if args.json:
                     Path(args.json).write_text(json.dumps({"runs": results}, indent=2))
 
     ok = [r for r in results if "error" not in r]
-    mean = {v: sum(r["wall_s"] for r in ok if r["variant"] == v) / max(1, sum(r["variant"] == v for r in ok))
-            for v in variants}
+    mean = {
+        v: sum(r["wall_s"] for r in ok if r["variant"] == v) / max(1, sum(r["variant"] == v for r in ok))
+        for v in variants
+    }
     acc = {v: [r["test_acc"] for r in ok if r["variant"] == v] for v in variants}
     loads = [x for r in results for x in (r["load_before"], r["load_after"])]
-    print(f"\nload average over the runs: {min(loads):.1f}-{max(loads):.1f} (mean {sum(loads) / len(loads):.1f}) "
-          f"on {os.cpu_count()} CPUs")
+    print(
+        f"\nload average over the runs: {min(loads):.1f}-{max(loads):.1f} (mean {sum(loads) / len(loads):.1f}) "
+        f"on {os.cpu_count()} CPUs"
+    )
     verdicts = {}
     for v in variants:
         line = f"{v:<4} mean {mean[v]:7.1f} s  test acc {acc[v]}"
         if v != "lab" and "lab" in mean and mean["lab"] > 0:
             ratio = mean[v] / mean["lab"]
-            rounds = [a["wall_s"] / b["wall_s"] for a in ok for b in ok
-                      if a["variant"] == v and b["variant"] == "lab" and a["round"] == b["round"]]
+            rounds = [
+                a["wall_s"] / b["wall_s"]
+                for a in ok
+                for b in ok
+                if a["variant"] == v and b["variant"] == "lab" and a["round"] == b["round"]
+            ]
             line += f"  / lab = {ratio:.3f} (rounds: {', '.join(f'{x:.3f}' for x in rounds)}"
             verdicts[v] = {"ratio": ratio, "round_ratios": rounds}
             if v in TARGETS:
@@ -122,8 +156,10 @@ def main(argv=None) -> None:
         print(line)
     if acc.get("fp32") and acc.get("bf16"):
         diff = 100 * (sum(acc["bf16"]) / len(acc["bf16"]) - sum(acc["fp32"]) / len(acc["fp32"]))
-        print(f"test acc bf16 - fp32 = {diff:+.2f} points (target |.| <= {BF16_ACC_TOL}): "
-              f"{'MET' if abs(diff) <= BF16_ACC_TOL + 1e-9 else 'MISSED'}")
+        print(
+            f"test acc bf16 - fp32 = {diff:+.2f} points (target |.| <= {BF16_ACC_TOL}): "
+            f"{'MET' if abs(diff) <= BF16_ACC_TOL + 1e-9 else 'MISSED'}"
+        )
         verdicts["bf16_acc_diff_pts"] = diff
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "runs": results, "verdicts": verdicts}, indent=2))

@@ -1,4 +1,5 @@
 """`python -m data fetch [mnist|fashion_mnist] [--root DIR]`: acquire and verify the raw IDX files."""
+
 import argparse
 import sys
 from pathlib import Path

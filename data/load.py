@@ -34,11 +34,12 @@ class SplitRecord:
     `digest` names exactly these images: a SHA-256 over the source files' SHA-256s and the indices picked
     from them, so two runs with the same digest saw the same images in the same order.
     """
-    split: str     # train | val | test
-    context: str   # training | validation | test
-    name: str      # e.g. mnist-train
-    digest: str    # 16 hex digits
-    source: dict   # {"uri": raw folder, "files": {file: SHA-256}}
+
+    split: str  # train | val | test
+    context: str  # training | validation | test
+    name: str  # e.g. mnist-train
+    digest: str  # 16 hex digits
+    source: dict  # {"uri": raw folder, "files": {file: SHA-256}}
     profile: dict  # {"num_rows": ..., "split_seed": ..., ...}
 
 
@@ -65,9 +66,19 @@ class Splits:
         return f"Splits({sizes}, features={self.train_x.shape[1]}, device={self.device})"
 
 
-def load_splits(name: str, root: str | Path, *, val_size: int, split_seed: int, device: torch.device | str = "cpu",
-                train_subset: int | None = None, download: bool = True, verify: bool = True,
-                resample: str = "none", replicate: int = 0) -> Splits:
+def load_splits(
+    name: str,
+    root: str | Path,
+    *,
+    val_size: int,
+    split_seed: int,
+    device: torch.device | str = "cpu",
+    train_subset: int | None = None,
+    download: bool = True,
+    verify: bool = True,
+    resample: str = "none",
+    replicate: int = 0,
+) -> Splits:
     """Official test set as test; val_size training images held out as val by a permutation drawn from
     `split_seed` (data.split_seed), and with `train_subset` that many of the rest. `resample` (RESAMPLE) says
     which of these the replicate index `replicate` (the run's seed) draws again."""
@@ -75,15 +86,23 @@ def load_splits(name: str, root: str | Path, *, val_size: int, split_seed: int, 
     read: dict[str, str] = {}  # file -> SHA-256 of the very bytes these tensors are made of
     train_images, train_labels = read_raw(name, raw, train=True, digests=read)
     test_images, test_labels = read_raw(name, raw, train=False, digests=read)
-    train_idx, val_idx = split_indices(len(train_labels), val_size=val_size, seed=split_seed, train_subset=train_subset,
-                                       resample=resample, replicate=replicate)
+    train_idx, val_idx = split_indices(
+        len(train_labels),
+        val_size=val_size,
+        seed=split_seed,
+        train_subset=train_subset,
+        resample=resample,
+        replicate=replicate,
+    )
     device = torch.device(device)
     files = file_digests(name, raw, read, verify=verify)
     split_profile = {"split_seed": split_seed, "val_size": val_size, "train_subset": train_subset}
     if resample != "none":
         split_profile.update(resample=resample, replicate=replicate)
-    records = [_record(name, raw, files, "train", train_idx, split_profile),
-               _record(name, raw, files, "test", torch.arange(len(test_labels)), {})]
+    records = [
+        _record(name, raw, files, "train", train_idx, split_profile),
+        _record(name, raw, files, "test", torch.arange(len(test_labels)), {}),
+    ]
     if val_size:
         records.insert(1, _record(name, raw, files, "val", val_idx, split_profile))
     return Splits(
@@ -103,9 +122,11 @@ def file_digests(name: str, raw: Path, read: dict[str, str], *, verify: bool) ->
         for f, got in read.items():
             want = SHA256[name][f]
             if got != want:
-                raise DataError(f"data file {raw / f} has SHA-256 {got[:16]}... but {name} expects {want[:16]}...: it "
-                                f"changed after it was verified; delete it and re-run to fetch it again "
-                                f"(data.verify=false skips this check)")
+                raise DataError(
+                    f"data file {raw / f} has SHA-256 {got[:16]}... but {name} expects {want[:16]}...: it "
+                    f"changed after it was verified; delete it and re-run to fetch it again "
+                    f"(data.verify=false skips this check)"
+                )
     return dict(read)
 
 
@@ -115,9 +136,14 @@ def _record(name: str, raw: Path, files: dict[str, str], split: str, idx: torch.
     for f in official:
         h.update(files[f].encode())
     h.update(idx.to(torch.int64).numpy().astype("<i8").tobytes())
-    return SplitRecord(split=split, context=CONTEXTS[split], name=f"{name}-{split}", digest=h.hexdigest()[:16],
-                       source={"uri": raw.resolve().as_uri(), "files": {f: files[f] for f in official}},
-                       profile={"num_rows": len(idx), **profile})
+    return SplitRecord(
+        split=split,
+        context=CONTEXTS[split],
+        name=f"{name}-{split}",
+        digest=h.hexdigest()[:16],
+        source={"uri": raw.resolve().as_uri(), "files": {f: files[f] for f in official}},
+        profile={"num_rows": len(idx), **profile},
+    )
 
 
 IDX_UINT8 = 0x08  # the IDX type code of unsigned bytes: MNIST's and Fashion-MNIST's images and labels
@@ -133,22 +159,25 @@ def read_idx(path: Path, digests: dict[str, str] | None = None) -> torch.Tensor:
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != IDX_UINT8:
         raise DataError(f"{path} is not an IDX file of unsigned bytes (magic {data[:4].hex()})")
     ndim = data[3]
-    dims = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
-    body = memoryview(data)[4 + 4 * ndim:]
+    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    body = memoryview(data)[4 + 4 * ndim :]
     if len(body) != math.prod(dims):
         raise DataError(f"{path}: the header says {dims} but the file holds {len(body)} bytes")
     return torch.frombuffer(bytearray(body), dtype=torch.uint8).view(*dims)
 
 
-def read_raw(name: str, raw: Path, *, train: bool, digests: dict[str, str] | None = None
-             ) -> tuple[torch.Tensor, torch.Tensor]:
+def read_raw(
+    name: str, raw: Path, *, train: bool, digests: dict[str, str] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 [N, 28, 28] images and int64 [N] labels from the raw IDX files of one official split (read_idx says
     what `digests` gets)."""
     image_file, label_file = SPLITS["train" if train else "t10k"]
     images, labels = read_idx(raw / image_file, digests), read_idx(raw / label_file, digests)
     if images.ndim != 3 or images.shape[1:] != (SIDE, SIDE) or labels.ndim != 1 or len(images) != len(labels):
-        raise DataError(f"{raw}: {tuple(images.shape)} images and {tuple(labels.shape)} labels; expected "
-                        f"[N, {SIDE}, {SIDE}] and [N]")
+        raise DataError(
+            f"{raw}: {tuple(images.shape)} images and {tuple(labels.shape)} labels; expected "
+            f"[N, {SIDE}, {SIDE}] and [N]"
+        )
     return images, labels.long()
 
 
@@ -159,8 +188,9 @@ def draw_seed(kind: str, split_seed: int, replicate: int) -> int:
     return int.from_bytes(digest[:8], "little") >> 1  # < 2**63: what torch.Generator.manual_seed takes
 
 
-def split_indices(n: int, *, val_size: int, seed: int, train_subset: int | None = None, resample: str = "none",
-                  replicate: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def split_indices(
+    n: int, *, val_size: int, seed: int, train_subset: int | None = None, resample: str = "none", replicate: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(train_idx, val_idx) into the n training images; the same arguments give the same split on any machine.
     `seed` is data.split_seed; `resample` and `replicate` as in load_splits (RESAMPLE says what each draws)."""
     if resample not in RESAMPLE:
@@ -177,16 +207,18 @@ def split_indices(n: int, *, val_size: int, seed: int, train_subset: int | None 
                 f"left after holding out data.val_size={val_size}); use null for all of them"
             )
         if resample == "subset":
-            pick = torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(
-                draw_seed("subset", seed, replicate)))
+            pick = torch.randperm(
+                len(train_idx), generator=torch.Generator().manual_seed(draw_seed("subset", seed, replicate))
+            )
             train_idx = train_idx[pick[:train_subset]]
         else:
             train_idx = train_idx[:train_subset]
     return train_idx, val_idx
 
 
-def _to_device(images: torch.Tensor, labels: torch.Tensor, idx: torch.Tensor | None, device: torch.device
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+def _to_device(
+    images: torch.Tensor, labels: torch.Tensor, idx: torch.Tensor | None, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Select, ship as uint8 (4x less to copy), then flatten and scale to float32 in [0, 1] on the device."""
     if idx is not None:
         images, labels = images[idx], labels[idx]

@@ -11,6 +11,7 @@ are the same sums in another order, so results agree with MKL's to float roundin
 Anything else takes torch's own path unchanged: other devices, other dtypes, and autocast (bf16 training,
 which torch already runs on oneDNN).
 """
+
 from __future__ import annotations
 
 import torch
@@ -65,9 +66,16 @@ class Linear(nn.Linear):
         self.onednn = onednn
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.onednn and x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 2
-                and len(x) > 0 and x.shape[1] == self.in_features and self.weight.dtype == torch.float32
-                and not torch.is_autocast_enabled("cpu")):  # a wrong width gets torch's own error message
+        if not (
+            self.onednn
+            and x.device.type == "cpu"
+            and x.dtype == torch.float32
+            and x.dim() == 2
+            and len(x) > 0
+            and x.shape[1] == self.in_features
+            and self.weight.dtype == torch.float32
+            and not torch.is_autocast_enabled("cpu")
+        ):  # a wrong width gets torch's own error message
             return F.linear(x, self.weight, self.bias)
         if torch.is_grad_enabled():  # records a graph only when an input requires grad
             return _OneDNNLinear.apply(x, self.weight, self.bias)

@@ -8,6 +8,7 @@ hidden unit"). The output layer's rows (one per class) are left free: they are n
 constraining them would also cap the logits' scale, i.e. the softmax's temperature, which the
 calibration metrics (sweep/calibration.py) are there to measure.
 """
+
 from __future__ import annotations
 
 import torch

@@ -10,6 +10,7 @@ Constant capacity (Srivastava et al. 2014, Fig. 9b): a hidden layer of n units k
 layer to n / (1 - p) keeps that expected number fixed, which separates dropout's regularisation from
 the capacity it takes away. The input is never widened (its width is the data's).
 """
+
 from __future__ import annotations
 
 import math
@@ -32,8 +33,9 @@ INITS = {
 MASK_BITS = 16  # random bits a CPU dropout mask draws per unit; a tie with the threshold draws 24 more
 
 
-def keep_mask(shape: torch.Size, keep: float, device: torch.device,
-              generator: torch.Generator | None = None) -> torch.Tensor:
+def keep_mask(
+    shape: torch.Size, keep: float, device: torch.device, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """A bool mask, each entry True with probability `keep` (to within 2**-40), independently of the others.
 
     On CPU the random numbers cost most of a dropout layer, and torch draws them one 32-bit word per element
@@ -47,11 +49,13 @@ def keep_mask(shape: torch.Size, keep: float, device: torch.device,
     if device.type != "cpu":
         return torch.rand(shape, device=device, generator=generator) < keep
     n = shape.numel()
-    words = torch.empty((n * MASK_BITS + 63) // 64, dtype=torch.int64).random_(-(2**63), None, generator=generator)  # full 64-bit range
+    words = torch.empty((n * MASK_BITS + 63) // 64, dtype=torch.int64).random_(
+        -(2**63), None, generator=generator
+    )  # full 64-bit range
     u = words.view(torch.int16)[:n].view(shape)  # uniform on [-2**15, 2**15): u + 2**15 uniform on [0, 2**16)
     scaled = keep * 2**MASK_BITS
     threshold = math.floor(scaled)  # <= 2**16 - 1, since keep < 1
-    edge = threshold - 2**(MASK_BITS - 1)
+    edge = threshold - 2 ** (MASK_BITS - 1)
     mask = u < edge
     frac = scaled - threshold
     if frac > 0:
@@ -132,8 +136,10 @@ def constant_capacity_widths(hidden_sizes: Sequence[int], rates: Sequence[float]
     """Hidden widths n_i / (1 - p_i), to the nearest integer: the expected number of kept units stays n_i."""
     if len(rates) != len(hidden_sizes):
         raise ValueError(f"got {len(rates)} dropout rates for {len(hidden_sizes)} hidden layers")
-    return [int(round(n / (1.0 - _check_rate(f"layer {i} drop prob", p))))
-            for i, (n, p) in enumerate(zip(hidden_sizes, rates), start=1)]
+    return [
+        int(round(n / (1.0 - _check_rate(f"layer {i} drop prob", p))))
+        for i, (n, p) in enumerate(zip(hidden_sizes, rates), start=1)
+    ]
 
 
 def build_mlp(

@@ -1,6 +1,7 @@
 """dropout-sweep: measure what dropout does.
 
-    conf/ -> sweep/run.py (entry, pre-flight) -> sweep/job.py (one job) -> data/, models/, sweep/train.py, sweep/track.py
+    conf/ -> sweep/run.py (entry, pre-flight) -> sweep/job.py (one job) -> data/, models/, sweep/train.py,
+    sweep/track.py
 
     run.py        `python sweep/run.py [-m] key=value`: preflight, then Hydra calls job.run
     job.py        one job: validate -> data -> model -> fit -> record -> objective
@@ -10,7 +11,8 @@
     train.py      the pure torch loop; allowed precisions, devices, optimizers, metrics and their directions
     schedules.py  learning-rate schedules (none, cosine, step; warm-up), stepped per batch
     calibration.py  NLL, ECE, Brier; MC-dropout evaluation (T passes with dropout on)
-    track.py      MLflow: a job's run lifecycle (job_run), connect (tables made once), stale-run cleanup (procid.py: who a process is)
+    track.py      MLflow: a job's run lifecycle (job_run), connect (tables made once), stale-run cleanup
+                  (procid.py: who a process is)
     parent.py     one MLflow parent run per multirun (a Hydra callback): folder in use, orphans, outages; sweepdir.py:
                   one folder per sweep and its flock
     resume.py     grids resume from the runs that FINISHED in the sweep

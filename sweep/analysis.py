@@ -25,6 +25,7 @@ these functions; the statistics themselves are in sweep/stats.py.
 
 Imports pandas, MLflow's client and matplotlib (lazily), never torch: reading results needs no training code.
 """
+
 from __future__ import annotations
 
 import ast
@@ -46,8 +47,20 @@ from sweep import protocol as P
 from sweep import stats as S
 
 METRICS = ("train_acc", "val_acc", "test_acc", "gap", "train_loss", "val_loss", "test_loss")
-TAGS = ("job_num", "pruned", "pruned_epoch", "optuna_study", "optuna_trial", "error", "device", "overrides",  # run tags
-        "cpu_model", "onednn_isa", "onednn_max_cpu_isa", "cpu_matmul_path")  # kept as columns
+TAGS = (
+    "job_num",
+    "pruned",
+    "pruned_epoch",
+    "optuna_study",
+    "optuna_trial",
+    "error",
+    "device",
+    "overrides",  # run tags
+    "cpu_model",
+    "onednn_isa",
+    "onednn_max_cpu_isa",
+    "cpu_matmul_path",
+)  # kept as columns
 PHASE = P.PHASE_PARAM  # the study phase a run belongs to (a param: the study sweeper sets it on each job)
 HIDDEN_KEYS = ("drop_prob", "layer_drop_probs")  # plus layerN_drop_prob: the hidden-layer rates
 INPUT_KEYS = ("input_drop_prob",)
@@ -66,12 +79,17 @@ RELIABILITY_ARTIFACT = "calibration/reliability.json"  # sweep.job.RELIABILITY_A
 
 # ---------------------------------------------------------------- runs -> one frame
 
+
 def frame_from_runs(runs: Iterable[Any]) -> pd.DataFrame:
     """One row per MLflow Run object (MlflowClient.search_runs)."""
     rows, params, metrics = [], set(), set()
     for r in runs:
-        row = {"run_id": r.info.run_id, "run_name": r.info.run_name, "status": r.info.status,
-               **{t: r.data.tags.get(t) for t in TAGS}}
+        row = {
+            "run_id": r.info.run_id,
+            "run_name": r.info.run_name,
+            "status": r.info.status,
+            **{t: r.data.tags.get(t) for t in TAGS},
+        }
         row.update(r.data.params)
         row.update(r.data.metrics)
         params |= set(r.data.params)
@@ -82,8 +100,10 @@ def frame_from_runs(runs: Iterable[Any]) -> pd.DataFrame:
 
 def frame_from_search(runs: pd.DataFrame) -> pd.DataFrame:
     """The same frame from mlflow.search_runs' DataFrame (columns params.*, metrics.*, tags.*)."""
-    out = pd.DataFrame({"run_id": runs["run_id"], "status": runs["status"],
-                        "run_name": runs.get("tags.mlflow.runName")}, index=runs.index)
+    out = pd.DataFrame(
+        {"run_id": runs["run_id"], "status": runs["status"], "run_name": runs.get("tags.mlflow.runName")},
+        index=runs.index,
+    )
     for t in TAGS:
         out[t] = runs[f"tags.{t}"] if f"tags.{t}" in runs else None
     params = [c.removeprefix("params.") for c in runs.columns if c.startswith("params.")]
@@ -91,8 +111,9 @@ def frame_from_search(runs: pd.DataFrame) -> pd.DataFrame:
     # a key no run of this selection logged is a column of NaN in the experiment-wide frame: drop it
     params = [p for p in params if runs[f"params.{p}"].notna().any()]
     metrics = [m for m in metrics if runs[f"metrics.{m}"].notna().any()]
-    extra = pd.DataFrame({**{p: runs[f"params.{p}"] for p in params}, **{m: runs[f"metrics.{m}"] for m in metrics}},
-                         index=runs.index)
+    extra = pd.DataFrame(
+        {**{p: runs[f"params.{p}"] for p in params}, **{m: runs[f"metrics.{m}"] for m in metrics}}, index=runs.index
+    )
     return _frame(pd.concat([out, extra], axis=1).reset_index(drop=True), set(params), set(metrics))
 
 
@@ -118,8 +139,12 @@ def _frame(df: pd.DataFrame, params: set[str], metrics: set[str]) -> pd.DataFram
     if len(df):
         order = {k: i for i, k in enumerate(S.settings_order(df))}
         seed = pd.to_numeric(df.get(S.SEED, pd.Series(index=df.index, dtype=float)), errors="coerce")
-        df = (df.assign(_o=df[S.SETTING].map(order), _s=seed).sort_values(["_o", "_s"], kind="stable")
-              .drop(columns=["_o", "_s"]).reset_index(drop=True))
+        df = (
+            df.assign(_o=df[S.SETTING].map(order), _s=seed)
+            .sort_values(["_o", "_s"], kind="stable")
+            .drop(columns=["_o", "_s"])
+            .reset_index(drop=True)
+        )
     return df
 
 
@@ -152,10 +177,12 @@ def _rates(df: pd.DataFrame) -> tuple[pd.Series, pd.Series, pd.Series]:
 
 # ---------------------------------------------------------------- the protocol, phases, replicates, machines
 
+
 @dataclass(frozen=True)
 class Protocol:
     """How a sweep's results are read (sweep/protocol.py): family-wise alpha, the power designs aim for, the
     smallest effect of interest per metric (in the unit tables print) and the headline metrics."""
+
     alpha: float = P.ALPHA
     power: float = P.POWER
     smallest_effect: Mapping[str, float] = field(default_factory=lambda: dict(P.SMALLEST_EFFECT))
@@ -173,22 +200,30 @@ def protocol_of(df: pd.DataFrame) -> Protocol:
     def first(col: str):
         values = rows[col].dropna() if col in rows else pd.Series(dtype=object)
         return values.iloc[0] if len(values) else None
+
     prefix = "study.smallest_effect."
-    effects = {c[len(prefix):]: float(first(c)) for c in rows.columns if c.startswith(prefix) and first(c) is not None}
+    effects = {c[len(prefix) :]: float(first(c)) for c in rows.columns if c.startswith(prefix) and first(c) is not None}
     metrics = first("study.metrics")
     try:
         metrics = tuple(str(m) for m in ast.literal_eval(metrics)) if isinstance(metrics, str) else Protocol.metrics
     except (ValueError, SyntaxError):
         metrics = Protocol.metrics
-    return Protocol(alpha=float(first("study.alpha") or P.ALPHA), power=float(first("study.power") or P.POWER),
-                    smallest_effect=effects or dict(P.SMALLEST_EFFECT), metrics=metrics)
+    return Protocol(
+        alpha=float(first("study.alpha") or P.ALPHA),
+        power=float(first("study.power") or P.POWER),
+        smallest_effect=effects or dict(P.SMALLEST_EFFECT),
+        metrics=metrics,
+    )
 
 
 def phase_frames(df: pd.DataFrame) -> dict[str | None, pd.DataFrame]:
     """The runs of each study phase ("exploratory", "confirmatory"), in that order; runs of no phase (a plain
     grid) under None. Phases never mix: their replicates were drawn for different purposes."""
-    phase = df[PHASE].map(lambda v: None if S.canonical(v) == "None" else str(v)) if PHASE in df else \
-        pd.Series(None, index=df.index, dtype=object)
+    phase = (
+        df[PHASE].map(lambda v: None if S.canonical(v) == "None" else str(v))
+        if PHASE in df
+        else pd.Series(None, index=df.index, dtype=object)
+    )
     out = {}
     for name in (*P.PHASES, None):
         part = df[phase.isna()] if name is None else df[phase == name]
@@ -215,13 +250,14 @@ def replicates_text(df: pd.DataFrame) -> str:
     resample = rows["data.resample"].dropna().map(str).unique() if "data.resample" in rows else np.array([])
     how = ", ".join(sorted(resample)) or "none"
     subset = rows["data.train_subset"].dropna().map(S.canonical).unique() if "data.train_subset" in rows else []
-    size = (f"{int(subset[0]):,}-image " if len(subset) == 1 and subset[0] != "None" else "")
+    size = f"{int(subset[0]):,}-image " if len(subset) == 1 and subset[0] != "None" else ""
     split = rows["data.split_seed"].dropna().map(S.canonical).unique() if "data.split_seed" in rows else []
     split_txt = f"data.split_seed={split[0]}" if len(split) == 1 else "data.split_seed"
-    draws = {"none": f"training randomness only; every replicate trains on the same images ({split_txt})",
-             "subset": f"training randomness and the {size}training subset; the validation split is fixed "
-                       f"({split_txt})",
-             "split": "training randomness, the validation split and the training subset"}.get(how, how)
+    draws = {
+        "none": f"training randomness only; every replicate trains on the same images ({split_txt})",
+        "subset": f"training randomness and the {size}training subset; the validation split is fixed ({split_txt})",
+        "split": "training randomness, the validation split and the training subset",
+    }.get(how, how)
     seeds = rows[S.SEED] if S.SEED in rows else []
     return f"Replicates: seeds {_seed_range(seeds)}; each draws the {draws} (data.resample={how})."
 
@@ -232,8 +268,7 @@ def machines_text(df: pd.DataFrame) -> str:
     done = S.completed(df)
     if done.empty:
         return ""
-    cols = {"cpu_model": "?", "onednn_isa": "?", "trainer.precision": "?", "onednn_max_cpu_isa": "unset",
-            "device": "?"}
+    cols = {"cpu_model": "?", "onednn_isa": "?", "trainer.precision": "?", "onednn_max_cpu_isa": "unset", "device": "?"}
     keys = done.reindex(columns=list(cols)).fillna(cols).astype(str)
     parts = []
     for (cpu, isa, prec, cap, dev), n in keys.value_counts(sort=False).items():
@@ -253,22 +288,33 @@ def failures_text(df: pd.DataFrame, most: int = 5) -> str:
     names = []
     for _, r in bad.head(most).iterrows():
         why = r.get("error")
-        why = "" if why is None or (isinstance(why, float) and math.isnan(why)) else f": {str(why).splitlines()[0][:120]}"
+        why = (
+            "" if why is None or (isinstance(why, float) and math.isnan(why)) else f": {str(why).splitlines()[0][:120]}"
+        )
         names.append(f"{r['run_name'] or r['run_id']} [{r['status']}{why}]")
     more = f" and {len(bad) - most} more" if len(bad) > most else ""
-    return f"Not counted ({len(bad)} run{'s' if len(bad) != 1 else ''} that did not finish): " + \
-        "; ".join(names) + more + "."
+    return (
+        f"Not counted ({len(bad)} run{'s' if len(bad) != 1 else ''} that did not finish): "
+        + "; ".join(names)
+        + more
+        + "."
+    )
 
 
 # ---------------------------------------------------------------- counts, settings, best
+
 
 def run_counts(df: pd.DataFrame) -> dict[str, int]:
     """finished (completed: FINISHED, not pruned), pruned, failed, killed, running; and total."""
     pruned = S.is_pruned(df)
     status = df["status"].where(~pruned, "PRUNED")
-    out = {"finished": int((status == "FINISHED").sum()), "pruned": int(pruned.sum()),
-           "failed": int((status == "FAILED").sum()), "killed": int((status == "KILLED").sum()),
-           "running": int(status.isin(["RUNNING", "SCHEDULED"]).sum())}
+    out = {
+        "finished": int((status == "FINISHED").sum()),
+        "pruned": int(pruned.sum()),
+        "failed": int((status == "FAILED").sum()),
+        "killed": int((status == "KILLED").sum()),
+        "running": int(status.isin(["RUNNING", "SCHEDULED"]).sum()),
+    }
     out["total"] = len(df)
     return out
 
@@ -320,8 +366,16 @@ def setting_table(df: pd.DataFrame, by_rank: bool = False, protocol: Protocol | 
     return table.reset_index(drop=True)
 
 
-PAIRED_FIELDS = {"n": "n", "mean_diff": "mean", "ci_low": "lo", "ci_high": "hi", "confidence": "conf",
-                 "p_holm": "p_holm", "verdict": "verdict", "margin": "margin"}
+PAIRED_FIELDS = {
+    "n": "n",
+    "mean_diff": "mean",
+    "ci_low": "lo",
+    "ci_high": "hi",
+    "confidence": "conf",
+    "p_holm": "p_holm",
+    "verdict": "verdict",
+    "margin": "margin",
+}
 
 
 def _add_paired(table: pd.DataFrame, paired: pd.DataFrame, columns: Sequence[tuple[str, str]]) -> None:
@@ -333,13 +387,15 @@ def _add_paired(table: pd.DataFrame, paired: pd.DataFrame, columns: Sequence[tup
             table[f"{short}_{name}"] = table["setting"].map(part[col]) if len(part) else None
 
 
-def paired_comparisons(df: pd.DataFrame, protocol: Protocol | None = None,
-                       metrics: Sequence[str] = ("test_acc", "gap")) -> pd.DataFrame:
+def paired_comparisons(
+    df: pd.DataFrame, protocol: Protocol | None = None, metrics: Sequence[str] = ("test_acc", "gap")
+) -> pd.DataFrame:
     """stats.compare_to_baseline on `metrics` under the runs' protocol; empty when the runs log no dropout rate."""
     proto = protocol or protocol_of(df)
     try:
-        return S.compare_to_baseline(df, metrics, alpha=proto.alpha, smallest_effect=proto.smallest_effect,
-                                     target_power=proto.power)
+        return S.compare_to_baseline(
+            df, metrics, alpha=proto.alpha, smallest_effect=proto.smallest_effect, target_power=proto.power
+        )
     except ValueError:  # no dropout keys among the params: no baseline can be named
         return S.compare(df, [], metrics[0])
 
@@ -355,9 +411,15 @@ def best(df: pd.DataFrame, protocol: Protocol | None = None) -> dict[str, Any] |
     if table["rank"].isna().all():
         return None
     top = table.iloc[0]
-    return {"setting": top["setting"], "label": top["label"], "seeds": int(top["seeds"]),
-            "val_acc": top["val_acc_mean"], "test_acc": top["test_acc_mean"], "gap": top["gap_mean"],
-            "tied_with": [lab for lab in table.loc[table["tied"].astype(bool), "label"] if lab != top["label"]]}
+    return {
+        "setting": top["setting"],
+        "label": top["label"],
+        "seeds": int(top["seeds"]),
+        "val_acc": top["val_acc_mean"],
+        "test_acc": top["test_acc_mean"],
+        "gap": top["gap_mean"],
+        "tied_with": [lab for lab in table.loc[table["tied"].astype(bool), "label"] if lab != top["label"]],
+    }
 
 
 NO_BASELINE = "The sweep has no setting without dropout (p = 0, all else equal) to compare it with."
@@ -371,8 +433,10 @@ def headline(df: pd.DataFrame, protocol: Protocol | None = None) -> str:
     if done.empty:
         return "Best: no completed runs to rank."
     if done["val_acc"].isna().all():
-        return ("Best: not chosen; the runs have no validation split (data.val_size=0), and choosing by the "
-                "test set would make its test accuracy an optimistic estimate.")
+        return (
+            "Best: not chosen; the runs have no validation split (data.val_size=0), and choosing by the "
+            "test set would make its test accuracy an optimistic estimate."
+        )
     ranking = S.rank(df, "val_acc", alpha=proto.alpha, smallest_effect=proto.smallest_effect)
     short = display_labels(df[S.LABEL])
     ranking["label"] = ranking["label"].map(short)
@@ -424,8 +488,15 @@ def agreement(exploratory: pd.DataFrame, confirmatory: pd.DataFrame) -> pd.DataF
             continue
         before, after = e[k], c.at[k, "verdict"]
         relation = SAME if before == after else DECIDED if before == P.INCONCLUSIVE else CONTRADICTED
-        rows.append({"label": c.at[k, "label"], "metric": k[1], "exploratory": before, "confirmatory": after,
-                     "relation": relation})
+        rows.append(
+            {
+                "label": c.at[k, "label"],
+                "metric": k[1],
+                "exploratory": before,
+                "confirmatory": after,
+                "relation": relation,
+            }
+        )
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -444,11 +515,26 @@ def crosscheck(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
         if k not in ib.index:
             continue
         x, y = ia.loc[k], ib.loc[k]
-        relation = SAME if x.verdict == y.verdict else ONE_INCONCLUSIVE if P.INCONCLUSIVE in (x.verdict, y.verdict) \
+        relation = (
+            SAME
+            if x.verdict == y.verdict
+            else ONE_INCONCLUSIVE
+            if P.INCONCLUSIVE in (x.verdict, y.verdict)
             else CONTRADICTED
-        rows.append({"label": x.label, "metric": k[1], "a": x.verdict, "b": y.verdict, "relation": relation,
-                     **{f"{n}_interval": f"{_pts(r.mean_diff, True)} [{_pts(r.ci_low, True)},{_pts(r.ci_high, True)}]"
-                        for n, r in (("a", x), ("b", y))}})
+        )
+        rows.append(
+            {
+                "label": x.label,
+                "metric": k[1],
+                "a": x.verdict,
+                "b": y.verdict,
+                "relation": relation,
+                **{
+                    f"{n}_interval": f"{_pts(r.mean_diff, True)} [{_pts(r.ci_low, True)},{_pts(r.ci_high, True)}]"
+                    for n, r in (("a", x), ("b", y))
+                },
+            }
+        )
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -462,10 +548,18 @@ def agreement_text(agree: pd.DataFrame) -> str:
         return ""
     n = agree["relation"].value_counts()
     bad = agree[agree["relation"] == CONTRADICTED]
-    return (f"Exploratory vs confirmatory, {len(agree)} verdicts: {n.get(SAME, 0)} the same, {n.get(DECIDED, 0)} "
-            "inconclusive in the exploratory phase and decided by the confirmatory one, "
-            f"{n.get(CONTRADICTED, 0)} contradicted" + ("." if bad.empty else ": " + "; ".join(
-                f"{r.label} {r.metric} ({r.exploratory} -> {r.confirmatory})" for r in bad.itertuples()) + "."))
+    return (
+        f"Exploratory vs confirmatory, {len(agree)} verdicts: {n.get(SAME, 0)} the same, {n.get(DECIDED, 0)} "
+        "inconclusive in the exploratory phase and decided by the confirmatory one, "
+        f"{n.get(CONTRADICTED, 0)} contradicted"
+        + (
+            "."
+            if bad.empty
+            else ": "
+            + "; ".join(f"{r.label} {r.metric} ({r.exploratory} -> {r.confirmatory})" for r in bad.itertuples())
+            + "."
+        )
+    )
 
 
 # ---------------------------------------------------------------- the console table
@@ -516,8 +610,10 @@ def _text_table(head: Sequence[str], rows: list[list], left: Sequence[int], labe
     widths = [lw] + [max(len(head[i]), *(len(r[i]) for r in rows)) for i in range(1, len(head))]
 
     def line(cells: Sequence[str]) -> str:
-        return "  ".join(c.ljust(w) if i == 0 or i in left else c.rjust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+        return "  ".join(
+            c.ljust(w) if i == 0 or i in left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
+        ).rstrip()
+
     out = [line(head), line(["-" * w for w in widths])]
     for r in rows:
         out.append(line([r[0][0], *r[1:]]))
@@ -535,9 +631,19 @@ def console_table(table: pd.DataFrame, max_rows: int = 40, label_width: int = 48
     shown = table if len(table) <= max_rows else table.sort_values("rank", kind="stable").head(max_rows)
     shown = shown.assign(label=shown["label"].map(display_labels(table["label"])))
     head = ["setting", "repl.", "rank", "val %", "test %", "gap", "test vs p=0", "gap vs p=0"]
-    rows = [[r["label"], str(int(r["seeds"])), rank_text(r),
-             _pts(r.get("val_acc_mean")), _pts(r.get("test_acc_mean")), _pts(r.get("gap_mean")),
-             diff_text(r, "d_test"), diff_text(r, "d_gap")] for _, r in shown.iterrows()]
+    rows = [
+        [
+            r["label"],
+            str(int(r["seeds"])),
+            rank_text(r),
+            _pts(r.get("val_acc_mean")),
+            _pts(r.get("test_acc_mean")),
+            _pts(r.get("gap_mean")),
+            diff_text(r, "d_test"),
+            diff_text(r, "d_gap"),
+        ]
+        for _, r in shown.iterrows()
+    ]
     out = _text_table(head, rows, (6, 7), label_width)
     if len(table) > max_rows:
         out.append(f"... the {max_rows} best by validation shown; {len(table) - max_rows} more in {SETTINGS_CSV}")
@@ -547,24 +653,39 @@ def console_table(table: pd.DataFrame, max_rows: int = 40, label_width: int = 48
 def reading_text(table: pd.DataFrame, protocol: Protocol | None = None) -> str:
     """How to read console_table's last two columns: the interval levels it carries and the smallest effects."""
     proto = protocol or Protocol()
-    confs = sorted({float(c) for col in ("d_test_conf", "d_gap_conf") if col in table
-                    for c in table[col].dropna()})
-    level = ("at each comparison's Holm step level (" + (S.confidence_text(confs[0]) if len(confs) == 1 else
-             f"{S.confidence_text(confs[0])}-{S.confidence_text(confs[-1])}") + ")") if confs else \
-        "at each comparison's Holm step level"
+    confs = sorted({float(c) for col in ("d_test_conf", "d_gap_conf") if col in table for c in table[col].dropna()})
+    level = (
+        (
+            "at each comparison's Holm step level ("
+            + (
+                S.confidence_text(confs[0])
+                if len(confs) == 1
+                else f"{S.confidence_text(confs[0])}-{S.confidence_text(confs[-1])}"
+            )
+            + ")"
+        )
+        if confs
+        else "at each comparison's Holm step level"
+    )
     effects = ", ".join(f"{m} ±{proto.smallest_effect[m]:g}" for m in ("test_acc", "gap") if m in proto.smallest_effect)
-    return (f"Means over completed replicates; rank by validation accuracy (=1: tied with the best; -: fewer than "
-            f"{S.MIN_SEEDS} replicates, not ranked). 'vs p=0': paired by replicate, mean [interval] in points, "
-            f"the interval {level}; equivalent: it lies inside the smallest effect of interest ({effects} points; "
-            f"then at the family's level); higher/lower: it excludes 0; else inconclusive.")
+    return (
+        f"Means over completed replicates; rank by validation accuracy (=1: tied with the best; -: fewer than "
+        f"{S.MIN_SEEDS} replicates, not ranked). 'vs p=0': paired by replicate, mean [interval] in points, "
+        f"the interval {level}; equivalent: it lies inside the smallest effect of interest ({effects} points; "
+        f"then at the family's level); higher/lower: it excludes 0; else inconclusive."
+    )
 
 
 # The best-validation-epoch view: is a smaller gap regularisation, or only slower fitting? Final train accuracy
 # (lower = the network fits its training set less), the epoch of the best validation accuracy (later = it needs
 # longer to get there), and test accuracy and gap at that epoch, each setting against its p = 0 baseline paired
 # by replicate. "Slower fitting" needs both views: train accuracy at its ceiling can hide a later best epoch.
-FIT_VIEW = (("train_acc", "d_train"), ("best_epoch", "d_epoch"), (f"{AT_BEST}test_acc", "d_best_test"),
-            (f"{AT_BEST}gap", "d_best_gap"))
+FIT_VIEW = (
+    ("train_acc", "d_train"),
+    ("best_epoch", "d_epoch"),
+    (f"{AT_BEST}test_acc", "d_best_test"),
+    (f"{AT_BEST}gap", "d_best_gap"),
+)
 
 
 def best_epoch_table(df: pd.DataFrame, protocol: Protocol | None = None) -> pd.DataFrame:
@@ -579,8 +700,9 @@ def best_epoch_table(df: pd.DataFrame, protocol: Protocol | None = None) -> pd.D
     table = S.summarize(df, metrics, 0.95)
     table = table[table["seeds"] > 0].reset_index(drop=True)
     try:
-        paired = S.compare_to_baseline(df, metrics, alpha=proto.alpha, smallest_effect=proto.smallest_effect,
-                                       target_power=proto.power)
+        paired = S.compare_to_baseline(
+            df, metrics, alpha=proto.alpha, smallest_effect=proto.smallest_effect, target_power=proto.power
+        )
     except ValueError:
         paired = pd.DataFrame(columns=["setting", "metric"])
     _add_paired(table, paired, FIT_VIEW)
@@ -603,12 +725,33 @@ def best_epoch_console(table: pd.DataFrame, label_width: int = 48) -> str:
     if table.empty:
         return ""
     shown = table.assign(label=table["label"].map(display_labels(table["label"])))
-    head = ["setting", "repl.", "train %", "train vs p=0", "best ep.", "best ep. vs p=0", "test % @best",
-            "test vs p=0 @best", "gap @best", "gap vs p=0 @best"]
-    rows = [[r["label"], str(int(r["seeds"])), _pts(r["train_acc_mean"]), diff_text(r, "d_train"),
-             f"{r['best_epoch_mean']:.0f}", epochs_text(r), _pts(r[f"{AT_BEST}test_acc_mean"]),
-             diff_text(r, "d_best_test"), _pts(r[f"{AT_BEST}gap_mean"]), diff_text(r, "d_best_gap")]
-            for _, r in shown.iterrows()]
+    head = [
+        "setting",
+        "repl.",
+        "train %",
+        "train vs p=0",
+        "best ep.",
+        "best ep. vs p=0",
+        "test % @best",
+        "test vs p=0 @best",
+        "gap @best",
+        "gap vs p=0 @best",
+    ]
+    rows = [
+        [
+            r["label"],
+            str(int(r["seeds"])),
+            _pts(r["train_acc_mean"]),
+            diff_text(r, "d_train"),
+            f"{r['best_epoch_mean']:.0f}",
+            epochs_text(r),
+            _pts(r[f"{AT_BEST}test_acc_mean"]),
+            diff_text(r, "d_best_test"),
+            _pts(r[f"{AT_BEST}gap_mean"]),
+            diff_text(r, "d_best_gap"),
+        ]
+        for _, r in shown.iterrows()
+    ]
     return "\n".join(_text_table(head, rows, (3, 5, 7, 9), label_width))
 
 
@@ -630,8 +773,11 @@ def study_text(df: pd.DataFrame, plan: Mapping[str, Any] | None = None) -> list[
         lines += _phase_block(exp, proto, "== Exploratory phase: designs the confirmatory phase; not a headline ==")
         lines.append("")
     if plan:
-        lines += ["== The plan, fixed before the confirmatory phase ==",
-                  *(textwrap.fill(ln, 110, subsequent_indent="  ") for ln in plan.get("lines", [])), ""]
+        lines += [
+            "== The plan, fixed before the confirmatory phase ==",
+            *(textwrap.fill(ln, 110, subsequent_indent="  ") for ln in plan.get("lines", [])),
+            "",
+        ]
     if conf is None:
         lines.append("The confirmatory phase has not run yet: no headline verdict.")
         return lines
@@ -639,8 +785,9 @@ def study_text(df: pd.DataFrame, plan: Mapping[str, Any] | None = None) -> list[
     verdicts = verdict_table(conf, proto)
     short = display_labels(conf[S.LABEL])
     verdicts = verdicts.assign(label=verdicts["label"].map(short), baseline_label=verdicts["baseline_label"].map(short))
-    lines += ["", "Confirmatory verdicts:"] + [textwrap.fill(s, 110, initial_indent="- ", subsequent_indent="  ")
-                                               for s in S.comparison_sentences(verdicts)]
+    lines += ["", "Confirmatory verdicts:"] + [
+        textwrap.fill(s, 110, initial_indent="- ", subsequent_indent="  ") for s in S.comparison_sentences(verdicts)
+    ]
     if exp is not None:
         agree = agreement(verdict_table(exp, proto), verdicts)
         if len(agree):
@@ -648,8 +795,13 @@ def study_text(df: pd.DataFrame, plan: Mapping[str, Any] | None = None) -> list[
     return lines
 
 
-def end_of_sweep_text(df: pd.DataFrame, parent_id: str | None = None, sweep_dir: Path | str | None = None,
-                      tracking_uri: str | None = None, plan: Mapping[str, Any] | None = None) -> str:
+def end_of_sweep_text(
+    df: pd.DataFrame,
+    parent_id: str | None = None,
+    sweep_dir: Path | str | None = None,
+    tracking_uri: str | None = None,
+    plan: Mapping[str, Any] | None = None,
+) -> str:
     """What the console shows when a sweep ends: counts, the table of points (per phase for a study, with its
     plan and headline verdicts), the sentence, and where the CSVs, the plot, the MLflow UI and the report are."""
     from sweep.redact import redact
@@ -666,18 +818,23 @@ def end_of_sweep_text(df: pd.DataFrame, parent_id: str | None = None, sweep_dir:
     lines.append("")
     fit = best_epoch_console(best_epoch_table(fit_df, proto))
     if fit:
-        lines += ["Final train accuracy, the best-validation epoch, and test accuracy and gap there (a smaller gap from",
-                  "slower fitting shows as lower train accuracy or a later best epoch):", "", fit, ""]
+        lines += [
+            "Final train accuracy, the best-validation epoch, and test accuracy and gap there (a smaller gap from",
+            "slower fitting shows as lower train accuracy or a later best epoch):",
+            "",
+            fit,
+            "",
+        ]
     if sweep_dir is not None:
         d = Path(sweep_dir)
         lines.append(f"CSV:    {d / RUNS_CSV} (one row per run)")
         lines.append(f"        {d / SETTINGS_CSV} (one row per setting)")
         lines.append(f"Plot:   {d / PLOT}")
     default = tracking_uri is None or _is_default_store(tracking_uri)
-    lines.append("Browse: make ui" if default else
-                 f"Browse: mlflow ui --backend-store-uri {redact(tracking_uri)}")
+    lines.append("Browse: make ui" if default else f"Browse: mlflow ui --backend-store-uri {redact(tracking_uri)}")
     args = ([f"--tracking-uri {redact(tracking_uri)}"] if not default else []) + (
-        [f"--parent-run-id {parent_id}"] if parent_id else [])
+        [f"--parent-run-id {parent_id}"] if parent_id else []
+    )
     lines.append("Report: make report" + (f" REPORT_ARGS='{' '.join(args)}'" if args else ""))
     return "\n".join(ln for ln in lines if ln is not None)
 
@@ -685,33 +842,45 @@ def end_of_sweep_text(df: pd.DataFrame, parent_id: str | None = None, sweep_dir:
 def _is_default_store(uri: str) -> bool:
     from sweep.paths import PROJECT_ROOT
 
-    return uri.startswith("sqlite:///") and Path(uri.removeprefix("sqlite:///")).resolve() == \
-        (PROJECT_ROOT / "runs" / "mlflow.db").resolve()
+    return (
+        uri.startswith("sqlite:///")
+        and Path(uri.removeprefix("sqlite:///")).resolve() == (PROJECT_ROOT / "runs" / "mlflow.db").resolve()
+    )
 
 
 # ---------------------------------------------------------------- figures
 
+
 def _series(table: pd.DataFrame, axis_keys: Sequence[str]) -> pd.Series:
     """Per setting (table row), the label of its series: the setting's params minus the x-axis keys (and
     minus the derived per-layer rates for the hidden axis), naming only what varies between series."""
+
     def rest(key: str) -> dict[str, str]:
-        return {k: v for k, v in S.setting_params(key).items()
-                if k not in axis_keys and not (HIDDEN_KEYS == tuple(axis_keys) and LAYER_PARAM.fullmatch(k))}
+        return {
+            k: v
+            for k, v in S.setting_params(key).items()
+            if k not in axis_keys and not (HIDDEN_KEYS == tuple(axis_keys) and LAYER_PARAM.fullmatch(k))
+        }
+
     params = pd.DataFrame([rest(k) for k in table["setting"]], index=table.index)
     if params.shape[1] == 0:
         return pd.Series("", index=table.index)
     labelled = S.add_setting_column(params, list(params.columns))
     varying = params.nunique() > 1
-    return labelled[S.LABEL].map(display_labels(labelled[S.LABEL])) if varying.any() else \
-        pd.Series("", index=table.index)
+    return (
+        labelled[S.LABEL].map(display_labels(labelled[S.LABEL])) if varying.any() else pd.Series("", index=table.index)
+    )
 
 
 def bars_text(table: pd.DataFrame, metrics: Sequence[str]) -> str:
     """What the error bars of a figure drawn from `table` are, or that there are none (fewer than MIN_SEEDS
     replicates in every setting): the words a title may use."""
     drawn = any(f"{m}_ci_low" in table and table[f"{m}_ci_low"].notna().any() for m in metrics)
-    return ("bars: 95 % t-interval of each setting's mean over its replicates (unpaired)" if drawn else
-            f"no bars: every setting has fewer than {S.MIN_SEEDS} replicates")
+    return (
+        "bars: 95 % t-interval of each setting's mean over its replicates (unpaired)"
+        if drawn
+        else f"no bars: every setting has fewer than {S.MIN_SEEDS} replicates"
+    )
 
 
 def headline_frame(df: pd.DataFrame) -> pd.DataFrame:
@@ -721,8 +890,9 @@ def headline_frame(df: pd.DataFrame) -> pd.DataFrame:
     return phases.get(P.CONFIRMATORY, phases.get(P.EXPLORATORY, df))
 
 
-def _draw(ax, df: pd.DataFrame, table: pd.DataFrame, metrics: Sequence[tuple[str, str]], x: str,
-          shade_gap: bool = False) -> None:
+def _draw(
+    ax, df: pd.DataFrame, table: pd.DataFrame, metrics: Sequence[tuple[str, str]], x: str, shade_gap: bool = False
+) -> None:
     """Per-run points (faint), per-setting means (with t-intervals from MIN_SEEDS replicates) joined per series,
     for each (metric, linestyle) pair; accuracies and gaps in points. `shade_gap` hatches the area between the
     train and test accuracy lines of each series: the overfitting gap."""
@@ -746,19 +916,45 @@ def _draw(ax, df: pd.DataFrame, table: pd.DataFrame, metrics: Sequence[tuple[str
                 err = np.vstack([(mean - lo).fillna(0), (hi - mean).fillna(0)]) * 100
                 unique_x = t[x].nunique() == len(t)
                 label = ", ".join(s for s in (word if len(metrics) > 1 or len(names) == 1 else "", name) if s)
-                ax.errorbar(t[x], mean * 100, yerr=err if np.any(err) else None, fmt=style if unique_x else "o",
-                            color=color, capsize=3, ms=4, label=label or None, zorder=3)
+                ax.errorbar(
+                    t[x],
+                    mean * 100,
+                    yerr=err if np.any(err) else None,
+                    fmt=style if unique_x else "o",
+                    color=color,
+                    capsize=3,
+                    ms=4,
+                    label=label or None,
+                    zorder=3,
+                )
                 if shade_gap and mi == 0 and unique_x and {"train_acc_mean", "test_acc_mean"} <= set(t.columns):
-                    ax.fill_between(t[x], t["test_acc_mean"] * 100, t["train_acc_mean"] * 100, facecolor="none",
-                                    hatch="//", edgecolor=color, linewidth=0, alpha=0.45, zorder=1,
-                                    label="gap (hatched)" if name == names[0] else None)
+                    ax.fill_between(
+                        t[x],
+                        t["test_acc_mean"] * 100,
+                        t["train_acc_mean"] * 100,
+                        facecolor="none",
+                        hatch="//",
+                        edgecolor=color,
+                        linewidth=0,
+                        alpha=0.45,
+                        zorder=1,
+                        label="gap (hatched)" if name == names[0] else None,
+                    )
         else:  # many settings (a search): one point per setting, coloured by the other rate
             other = INPUT if x == HIDDEN else HIDDEN
-            sc = ax.scatter(table[x], table[f"{metric}_mean"] * 100, c=table[other], cmap="viridis", s=18,
-                            marker="o" if mi == 0 else "^", label=word if len(metrics) > 1 else None)
+            sc = ax.scatter(
+                table[x],
+                table[f"{metric}_mean"] * 100,
+                c=table[other],
+                cmap="viridis",
+                s=18,
+                marker="o" if mi == 0 else "^",
+                label=word if len(metrics) > 1 else None,
+            )
             if mi == 0:
-                ax.figure.colorbar(sc, ax=ax, label="input dropout rate" if other == INPUT
-                                   else "mean hidden-layer dropout rate")
+                ax.figure.colorbar(
+                    sc, ax=ax, label="input dropout rate" if other == INPUT else "mean hidden-layer dropout rate"
+                )
     if len(metrics) > 1 or (discrete and len(names) > 1):
         ax.legend(fontsize=7, loc="best")
 
@@ -768,8 +964,11 @@ def axis_label(df: pd.DataFrame, x: str = HIDDEN) -> str:
         return "input dropout rate (input_drop_prob)"
     uniform = bool(S.completed(df)["uniform_hidden"].all())
     n = len(layer_columns(df))
-    return ("hidden-layer dropout rate (drop_prob)" if uniform else
-            f"mean effective hidden-layer dropout rate (over {n} layers; rates differ per layer)")
+    return (
+        "hidden-layer dropout rate (drop_prob)"
+        if uniform
+        else f"mean effective hidden-layer dropout rate (over {n} layers; rates differ per layer)"
+    )
 
 
 def _empty(ax) -> None:
@@ -782,7 +981,7 @@ def accuracy_figure(df: pd.DataFrame, table: pd.DataFrame | None = None, ax=None
     import matplotlib.pyplot as plt
 
     table = setting_table(df) if table is None else table
-    fig, ax = (plt.subplots(figsize=(6.4, 4.2), constrained_layout=True) if ax is None else (ax.figure, ax))
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), constrained_layout=True) if ax is None else (ax.figure, ax)
     if table.empty:
         _empty(ax)
     else:
@@ -799,8 +998,7 @@ def gap_figure(df: pd.DataFrame, table: pd.DataFrame | None = None):
 
     table = setting_table(df) if table is None else table
     axes_x = [HIDDEN] + ([INPUT] if not table.empty and table[INPUT].nunique() > 1 else [])
-    fig, axes = plt.subplots(1, len(axes_x), figsize=(6.4 * len(axes_x), 4.2), squeeze=False,
-                             constrained_layout=True)
+    fig, axes = plt.subplots(1, len(axes_x), figsize=(6.4 * len(axes_x), 4.2), squeeze=False, constrained_layout=True)
     for ax, x in zip(axes[0], axes_x):
         if table.empty:
             _empty(ax)
@@ -828,13 +1026,16 @@ def overview_figure(df: pd.DataFrame, table: pd.DataFrame | None = None):
     bottom.set_ylabel("gap = train - test (points)")
     bottom.set_xlabel(axis_label(df))
     c = run_counts(df)
-    top.set_title(f"Train vs test accuracy and gap ({settings_text(df)}; {counts_text(c)})\n"
-                  f"points: runs; lines: means over replicates; {bars_text(table, ('train_acc', 'test_acc', 'gap'))}",
-                  fontsize=9)
+    top.set_title(
+        f"Train vs test accuracy and gap ({settings_text(df)}; {counts_text(c)})\n"
+        f"points: runs; lines: means over replicates; {bars_text(table, ('train_acc', 'test_acc', 'gap'))}",
+        fontsize=9,
+    )
     return fig
 
 
 # ---------------------------------------------------------------- the ensemble effect (eval.mc_samples > 0)
+
 
 def mc_curves(client, df: pd.DataFrame) -> pd.DataFrame:
     """The MC-dropout curves of the completed runs that recorded one: one row per (run, t) with the setting,
@@ -845,12 +1046,24 @@ def mc_curves(client, df: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=["run_id", S.SETTING, S.LABEL, S.SEED, "t", "acc", "nll", "ws_acc", "ws_nll"])
     rows = []
     for _, r in done[done["mc_test_acc"].notna()].iterrows():
-        hist = {m: {x.step: x.value for x in client.get_metric_history(r["run_id"], f"{MC_CURVE}test_{m}")}
-                for m in ("acc", "nll")}
+        hist = {
+            m: {x.step: x.value for x in client.get_metric_history(r["run_id"], f"{MC_CURVE}test_{m}")}
+            for m in ("acc", "nll")
+        }
         for t in sorted(hist["acc"]):
-            rows.append({"run_id": r["run_id"], S.SETTING: r[S.SETTING], S.LABEL: r[S.LABEL], S.SEED: r[S.SEED],
-                         "t": t, "acc": hist["acc"][t], "nll": hist["nll"].get(t, math.nan),
-                         "ws_acc": r["test_acc"], "ws_nll": r.get("test_nll", math.nan)})
+            rows.append(
+                {
+                    "run_id": r["run_id"],
+                    S.SETTING: r[S.SETTING],
+                    S.LABEL: r[S.LABEL],
+                    S.SEED: r[S.SEED],
+                    "t": t,
+                    "acc": hist["acc"][t],
+                    "nll": hist["nll"].get(t, math.nan),
+                    "ws_acc": r["test_acc"],
+                    "ws_nll": r.get("test_nll", math.nan),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -900,17 +1113,29 @@ def reliability_bins(client, run_ids: Iterable[str]) -> dict[str, dict[str, list
                     continue
                 b = data[kind]
                 n = np.asarray(b["count"], dtype=float)
-                acc = pooled.setdefault(kind, {"lower": np.asarray(b["lower"]), "upper": np.asarray(b["upper"]),
-                                               "count": np.zeros_like(n), "conf": np.zeros_like(n),
-                                               "correct": np.zeros_like(n)})
+                acc = pooled.setdefault(
+                    kind,
+                    {
+                        "lower": np.asarray(b["lower"]),
+                        "upper": np.asarray(b["upper"]),
+                        "count": np.zeros_like(n),
+                        "conf": np.zeros_like(n),
+                        "correct": np.zeros_like(n),
+                    },
+                )
                 acc["count"] += n
                 acc["conf"] += n * np.asarray(b["confidence"])
                 acc["correct"] += n * np.asarray(b["accuracy"])
     out = {}
     for kind, acc in pooled.items():
         safe = np.maximum(acc["count"], 1)
-        out[kind] = {"lower": acc["lower"].tolist(), "upper": acc["upper"].tolist(), "count": acc["count"].tolist(),
-                     "confidence": (acc["conf"] / safe).tolist(), "accuracy": (acc["correct"] / safe).tolist()}
+        out[kind] = {
+            "lower": acc["lower"].tolist(),
+            "upper": acc["upper"].tolist(),
+            "count": acc["count"].tolist(),
+            "confidence": (acc["conf"] / safe).tolist(),
+            "accuracy": (acc["correct"] / safe).tolist(),
+        }
     return out
 
 
@@ -919,8 +1144,7 @@ def reliability_figure(panels: Sequence[tuple[str, dict[str, dict[str, list[floa
     scaling as bars, the MC average as points when recorded), the diagonal being perfect calibration."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.6), squeeze=False,
-                             constrained_layout=True)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.6), squeeze=False, constrained_layout=True)
     for ax, (title, bins) in zip(axes[0], panels):
         ax.plot([0, 1], [0, 1], color="black", lw=0.8, ls=":")
         for kind, style in (("weight_scaling", "bar"), ("mc", "o")):
@@ -931,8 +1155,15 @@ def reliability_figure(panels: Sequence[tuple[str, dict[str, dict[str, list[floa
             lo, hi = np.asarray(b["lower"])[used], np.asarray(b["upper"])[used]
             acc = np.asarray(b["accuracy"])[used]
             if style == "bar":
-                ax.bar(lo, acc, width=hi - lo, align="edge", alpha=0.5, edgecolor="tab:blue",
-                       label="weight scaling (accuracy per confidence bin)")
+                ax.bar(
+                    lo,
+                    acc,
+                    width=hi - lo,
+                    align="edge",
+                    alpha=0.5,
+                    edgecolor="tab:blue",
+                    label="weight scaling (accuracy per confidence bin)",
+                )
             else:
                 ax.plot(np.asarray(b["confidence"])[used], acc, "o", color="tab:red", ms=4, label="MC average")
         ax.set_xlim(0, 1)
@@ -946,11 +1177,13 @@ def reliability_figure(panels: Sequence[tuple[str, dict[str, dict[str, list[floa
 
 # ---------------------------------------------------------------- the parent run's summary
 
+
 def children_frame(client, parent_id: str) -> pd.DataFrame:
     """Every child run of a sweep's parent run, as frame_from_runs."""
     parent = client.get_run(parent_id)
-    runs = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'",
-                              max_results=10_000)
+    runs = client.search_runs(
+        [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'", max_results=10_000
+    )
     return frame_from_runs(runs)
 
 
@@ -966,7 +1199,7 @@ def summarize_children(client, parent_id: str, sweep_dir: Path | None) -> pd.Dat
     shown = headline_frame(df)  # a study: its confirmatory phase (else exploratory); CSV of runs: every run
     table = setting_table(shown)
     with tempfile.TemporaryDirectory() as tmp:  # made aside, logged, then renamed into the sweep folder: a full
-        staged = Path(tmp)                      # sweep folder keeps its old files whole and MLflow still gets these
+        staged = Path(tmp)  # sweep folder keeps its old files whole and MLflow still gets these
         df.to_csv(staged / RUNS_CSV, index=False)
         table.to_csv(staged / SETTINGS_CSV, index=False)
         fig = overview_figure(shown, table)
@@ -1000,14 +1233,21 @@ def _tag_summary(client, parent_id: str, df: pd.DataFrame, shown: pd.DataFrame) 
     the parent run."""
     c = run_counts(df)
     others = c["total"] - c["finished"]
-    client.set_tag(parent_id, "children", f"{c['finished']} finished / {c['total']}" if not others
-                   else f"{counts_text(c)} / {c['total']}")
+    client.set_tag(
+        parent_id,
+        "children",
+        f"{c['finished']} finished / {c['total']}" if not others else f"{counts_text(c)} / {c['total']}",
+    )
     client.set_tag(parent_id, "settings", settings_text(shown))
     top = best(shown)
     if top is not None:
         client.set_tag(parent_id, "best_setting", top["label"])
         client.set_tag(parent_id, "best_setting_tied_with", ", ".join(top["tied_with"]) or "none")
-        for name, key in (("best_setting_val_acc", "val_acc"), ("best_setting_test_acc", "test_acc"),
-                          ("best_setting_gap", "gap"), ("best_setting_seeds", "seeds")):
+        for name, key in (
+            ("best_setting_val_acc", "val_acc"),
+            ("best_setting_test_acc", "test_acc"),
+            ("best_setting_gap", "gap"),
+            ("best_setting_seeds", "seeds"),
+        ):
             if pd.notna(top[key]):
                 client.log_metric(parent_id, name, float(top[key]))

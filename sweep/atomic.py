@@ -9,6 +9,7 @@ and the Optuna search's results files.
         frame.to_csv(tmp, index=False)          # any writer that takes a path (savefig too: the suffix is kept)
     atomic.write_text(folder / "x.json", text)
 """
+
 from __future__ import annotations
 
 import contextlib

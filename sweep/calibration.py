@@ -16,6 +16,7 @@ al. 2014, sec. 7.5 / Fig. 11; Gal & Ghahramani 2016). `scores` rates a set of pr
 
 Everything stays on the probabilities' device; the functions return Python floats (one sync each).
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -65,8 +66,13 @@ def reliability(probs: torch.Tensor, y: torch.Tensor, bins: int = ECE_BINS) -> d
     conf_sum = torch.zeros_like(count).index_add_(0, idx, conf)
     correct = torch.zeros_like(count).index_add_(0, idx, (pred == y).to(conf.dtype))
     safe = count.clamp_min(1)
-    return {"lower": edges[:-1].tolist(), "upper": edges[1:].tolist(), "count": count.tolist(),
-            "confidence": (conf_sum / safe).tolist(), "accuracy": (correct / safe).tolist()}
+    return {
+        "lower": edges[:-1].tolist(),
+        "upper": edges[1:].tolist(),
+        "count": count.tolist(),
+        "confidence": (conf_sum / safe).tolist(),
+        "accuracy": (correct / safe).tolist(),
+    }
 
 
 def ece(probs: torch.Tensor, y: torch.Tensor, bins: int = ECE_BINS) -> float:
@@ -90,13 +96,14 @@ def predict_proba(model: nn.Module, x: torch.Tensor, batch: int = EVAL_BATCH) ->
     was_training = model.training
     model.eval()
     try:
-        return torch.cat([F.softmax(model(x[i:i + batch]).float(), 1) for i in range(0, len(x), batch)])
+        return torch.cat([F.softmax(model(x[i : i + batch]).float(), 1) for i in range(0, len(x), batch)])
     finally:
         model.train(was_training)
 
 
-def mc_predict(model: nn.Module, x: torch.Tensor, T: int, *, generator: torch.Generator | None = None,
-               batch: int = EVAL_BATCH) -> Iterator[torch.Tensor]:
+def mc_predict(
+    model: nn.Module, x: torch.Tensor, T: int, *, generator: torch.Generator | None = None, batch: int = EVAL_BATCH
+) -> Iterator[torch.Tensor]:
     """MC dropout: yields, after each pass t = 1..T, the average of the first t passes' softmax outputs
     over all of `x` (a fresh (N, C) float32 tensor each time), so a caller can score the average against t.
 
@@ -138,7 +145,7 @@ def _mc_passes(model, drops, x, T, generator, batch) -> Iterator[torch.Tensor]:
                 if generator is not None:
                     d.generator = generator
             try:
-                probs = torch.cat([F.softmax(model(x[i:i + batch]).float(), 1) for i in range(0, len(x), batch)])
+                probs = torch.cat([F.softmax(model(x[i : i + batch]).float(), 1) for i in range(0, len(x), batch)])
             finally:
                 for m, mode in modes:
                     m.training = mode
@@ -150,8 +157,15 @@ def _mc_passes(model, drops, x, T, generator, batch) -> Iterator[torch.Tensor]:
         yield avg
 
 
-def mc_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, T: int, *, generator: torch.Generator | None = None,
-             batch: int = EVAL_BATCH) -> tuple[list[dict[str, float]], torch.Tensor]:
+def mc_curve(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    T: int,
+    *,
+    generator: torch.Generator | None = None,
+    batch: int = EVAL_BATCH,
+) -> tuple[list[dict[str, float]], torch.Tensor]:
     """`scores` of the MC average after each t = 1..T (each dict also holds `t`), and the final average."""
     curve, avg = [], None
     for t, avg in enumerate(mc_predict(model, x, T, generator=generator, batch=batch), start=1):
@@ -159,8 +173,15 @@ def mc_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, T: int, *, gene
     return curve, avg
 
 
-def final_evaluation(model: nn.Module, x: torch.Tensor, y: torch.Tensor, mc_samples: int = 0, *,
-                     generator: torch.Generator | None = None, batch: int = EVAL_BATCH):
+def final_evaluation(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    mc_samples: int = 0,
+    *,
+    generator: torch.Generator | None = None,
+    batch: int = EVAL_BATCH,
+):
     """What a run records once, after its last epoch (sweep/job.py), on one split (the test set):
 
     metrics  test_nll, test_ece, test_brier of weight scaling; with mc_samples = T > 0 also mc_test_acc,

@@ -8,6 +8,7 @@ activations, inits and trainer.cpu_matmul, sweep/train.py for precisions, device
 objective metrics), imported when a check runs so that importing the schema stays cheap. PROJECT_ROOT
 (sweep/paths.py) is re-exported here; `${root:}` in YAML resolves to it.
 """
+
 from __future__ import annotations
 
 import copy
@@ -82,14 +83,14 @@ class ModelConf:
 class DataConf:
     name: str = "mnist"
     root: str = "${root:}/data/files"
-    val_size: int = 5000          # held out of the 60k training images, seeded; the test set is never used to select
-    split_seed: int = 0           # draws the validation split and the train_eval subset; `seed` does not touch them
+    val_size: int = 5000  # held out of the 60k training images, seeded; the test set is never used to select
+    split_seed: int = 0  # draws the validation split and the train_eval subset; `seed` does not touch them
     train_subset: Optional[int] = None  # keep only this many training images (quick runs)
     # what a replicate (`seed`) draws besides training randomness: none | subset | split (data/load.py RESAMPLE)
     resample: str = "none"
     train_eval_size: int = 10_000  # fixed seeded subset for per-epoch train_* metrics
     download: bool = True
-    verify: bool = True            # SHA-256 of the raw files
+    verify: bool = True  # SHA-256 of the raw files
 
     def __post_init__(self):
         from data.acquire import DATASETS
@@ -100,10 +101,17 @@ class DataConf:
         check_positive_int("data.val_size", self.val_size, minimum=0)
         from sweep.train import SEED_MAX
 
-        if isinstance(self.split_seed, bool) or not isinstance(self.split_seed, int) or \
-                not 0 <= self.split_seed <= SEED_MAX:
-            _fail("data.split_seed", self.split_seed, f"must be an integer in [0, {SEED_MAX}] (the split's generator is "
-                  "seeded with it and the train_eval subset's with it + 1)")
+        if (
+            isinstance(self.split_seed, bool)
+            or not isinstance(self.split_seed, int)
+            or not 0 <= self.split_seed <= SEED_MAX
+        ):
+            _fail(
+                "data.split_seed",
+                self.split_seed,
+                f"must be an integer in [0, {SEED_MAX}] (the split's generator is "
+                "seeded with it and the train_eval subset's with it + 1)",
+            )
         check_positive_int("data.train_eval_size", self.train_eval_size)
         if self.train_subset is not None:
             check_positive_int("data.train_subset", self.train_subset)
@@ -121,7 +129,7 @@ class OptimizerConf:
     # the learning-rate schedule, stepped per batch (sweep/schedules.py says how each one goes)
     schedule: str = "none"
     warmup_epochs: int = 0  # linear warm-up over the first epochs (any schedule)
-    step_size: int = 10     # schedule=step: lr * gamma every step_size epochs
+    step_size: int = 10  # schedule=step: lr * gamma every step_size epochs
     gamma: float = 0.1
 
     def __post_init__(self):
@@ -147,11 +155,11 @@ class OptimizerConf:
 @dataclass
 class TrainerConf:
     epochs: int = 15
-    eval_every: int = 1       # evaluate (and log, and report to a pruner) every k epochs; the last epoch always
+    eval_every: int = 1  # evaluate (and log, and report to a pruner) every k epochs; the last epoch always
     batch_size: int = 100
     drop_last: bool = True
-    precision: str = "fp32"   # bf16 = autocast (AVX-512 BF16 CPUs and recent GPUs)
-    device: str = "auto"      # auto: CUDA when present, else CPU
+    precision: str = "fp32"  # bf16 = autocast (AVX-512 BF16 CPUs and recent GPUs)
+    device: str = "auto"  # auto: CUDA when present, else CPU
     cpu_matmul: str = "auto"  # fp32 products on the CPU: auto/onednn = oneDNN (~2x MKL here), blas = torch's own
     threads: Optional[int] = None  # torch intra-op threads; None = torch's default
     progress: bool = True
@@ -175,6 +183,7 @@ class TrainerConf:
 @dataclass
 class EvalConf:
     """Issue 12: evaluation beyond the per-epoch figures, once, after the last epoch (sweep/calibration.py)."""
+
     mc_samples: int = 0  # MC-dropout passes over the test set (dropout on, softmax averaged); 0 = off
 
     def __post_init__(self):
@@ -185,23 +194,28 @@ class EvalConf:
 class StudyConf:
     """How results are read (sweep/protocol.py): the smallest effect of interest per metric, the family-wise
     alpha, the power a design aims for; and, for `hydra/sweeper=study`, its two phases (sweep/study.py)."""
+
     # metric -> smallest effect of interest, in the unit tables print (points for accuracies and gaps)
     smallest_effect: Dict[str, float] = field(default_factory=lambda: dict(protocol.SMALLEST_EFFECT))
     alpha: float = protocol.ALPHA
     power: float = protocol.POWER
     metrics: List[str] = field(default_factory=lambda: ["test_acc", "gap"])  # the headline verdicts' metrics
-    phase: Optional[str] = None      # set by the study sweeper on every job: exploratory | confirmatory
-    exploratory: int = 5             # replicates of the exploratory phase: seeds 1 .. exploratory
+    phase: Optional[str] = None  # set by the study sweeper on every job: exploratory | confirmatory
+    exploratory: int = 5  # replicates of the exploratory phase: seeds 1 .. exploratory
     confirmatory: Optional[int] = None  # replicates of the confirmatory phase; null = designed for `power`
-    max_replicates: int = 40         # cap on the designed number (printed when it binds)
+    max_replicates: int = 40  # cap on the designed number (printed when it binds)
     first_confirmatory_seed: int = 1001  # fresh replicates: seeds first_confirmatory_seed, +1, ...
-    confirm: str = "all"             # all: every setting against its baseline; best: the best by validation only
+    confirm: str = "all"  # all: every setting against its baseline; best: the best by validation only
 
     def __post_init__(self):
         from sweep.train import METRICS, SEED_MAX
 
         for name, value in self.smallest_effect.items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not (math.isfinite(value) and value > 0)
+            ):
                 _fail(f"study.smallest_effect.{name}", value, "must be a finite number > 0 (in the unit tables print)")
         if not 0 < self.alpha < 0.5:
             _fail("study.alpha", self.alpha, "must be in (0, 0.5)")
@@ -219,14 +233,23 @@ class StudyConf:
         check_positive_int("study.max_replicates", self.max_replicates, minimum=low)
         if self.confirmatory is not None:
             check_positive_int("study.confirmatory", self.confirmatory, minimum=low)
-        if isinstance(self.first_confirmatory_seed, bool) or not isinstance(self.first_confirmatory_seed, int) or \
-                self.first_confirmatory_seed <= self.exploratory:
-            _fail("study.first_confirmatory_seed", self.first_confirmatory_seed,
-                  f"must be an integer > study.exploratory ({self.exploratory}): confirmatory replicates are fresh")
+        if (
+            isinstance(self.first_confirmatory_seed, bool)
+            or not isinstance(self.first_confirmatory_seed, int)
+            or self.first_confirmatory_seed <= self.exploratory
+        ):
+            _fail(
+                "study.first_confirmatory_seed",
+                self.first_confirmatory_seed,
+                f"must be an integer > study.exploratory ({self.exploratory}): confirmatory replicates are fresh",
+            )
         last = self.first_confirmatory_seed + max(self.max_replicates, self.confirmatory or 0) - 1
         if last > SEED_MAX:
-            _fail("study.first_confirmatory_seed", self.first_confirmatory_seed,
-                  f"its replicates would run past the largest seed {SEED_MAX}")
+            _fail(
+                "study.first_confirmatory_seed",
+                self.first_confirmatory_seed,
+                f"its replicates would run past the largest seed {SEED_MAX}",
+            )
 
 
 EXPERIMENT_NAME_MAX = 256  # MLflow's SQL schema: experiments.name is String(256)
@@ -248,11 +271,18 @@ class TrackingConf:
         if not self.experiment:
             _fail("tracking.experiment", self.experiment, "must be a non-empty name")
         if len(self.experiment) > EXPERIMENT_NAME_MAX:
-            _fail("tracking.experiment", f"{self.experiment[:20]}... ({len(self.experiment)} characters)",
-                  f"MLflow's database stores at most {EXPERIMENT_NAME_MAX} characters")
+            _fail(
+                "tracking.experiment",
+                f"{self.experiment[:20]}... ({len(self.experiment)} characters)",
+                f"MLflow's database stores at most {EXPERIMENT_NAME_MAX} characters",
+            )
         if self.enabled and not self.uri:
-            _fail("tracking.uri", self.uri, "is empty; with tracking=server export MLFLOW_TRACKING_URI=http://<host>:<port> "
-                  "(or pass tracking.uri=...)")
+            _fail(
+                "tracking.uri",
+                self.uri,
+                "is empty; with tracking=server export MLFLOW_TRACKING_URI=http://<host>:<port> "
+                "(or pass tracking.uri=...)",
+            )
         if self.sweep_id is not None and not _SWEEP_ID.match(str(self.sweep_id)):
             _fail("tracking.sweep_id", self.sweep_id, "use letters, digits, '_', '-', '.' and ':'")
 
@@ -260,6 +290,7 @@ class TrackingConf:
 @dataclass
 class OptunaSweeperDefaults:
     """This project's defaults for hydra.sweeper.* (the generic plugin's: minimize, in memory, unnamed)."""
+
     direction: Any = "${objective_direction:${oc.select:objective,null}}"  # what the objective means
     storage: Optional[str] = "${tracking.optuna_storage}"  # so tracking=server moves both stores
     study_name: Optional[str] = "dropout"
@@ -270,6 +301,7 @@ class OptunaTrialConf:
     """How this app meets the Optuna sweeper (sweep/search/hook.py): its hook, its defaults for the
     sweeper's options, and the three keys the sweeper sets for each job so the job can report epochs
     to its trial (pruning)."""
+
     hook: str = "sweep.optuna_hook.DropoutHook"
     sweeper: OptunaSweeperDefaults = field(default_factory=OptunaSweeperDefaults)
     storage: Optional[str] = None
@@ -303,12 +335,12 @@ class Config:
     optuna: OptunaTrialConf = field(default_factory=OptunaTrialConf)
     eval: EvalConf = field(default_factory=EvalConf)
     study: StudyConf = field(default_factory=StudyConf)
-    drop_prob: float = 0.3        # after every hidden ReLU (the lab's value)
+    drop_prob: float = 0.3  # after every hidden ReLU (the lab's value)
     input_drop_prob: float = 0.0  # on the input pixels
     # per hidden layer: null = use drop_prob; set one with layer_drop_probs.0=0.2 (0-based)
     layer_drop_probs: List[Optional[float]] = field(default_factory=lambda: [None, None, None, None])
-    seed: int = 777               # initialisation, batch order and dropout masks (the split: data.split_seed)
-    objective: Any = "val_acc"    # a metric name, or a list of them for multi-objective sweeps
+    seed: int = 777  # initialisation, batch order and dropout masks (the split: data.split_seed)
+    objective: Any = "val_acc"  # a metric name, or a list of them for multi-objective sweeps
 
     def __post_init__(self):
         from sweep.train import METRICS
@@ -319,8 +351,11 @@ class Config:
         self.drop_prob, self.input_drop_prob = self.drop_prob + 0.0, self.input_drop_prob + 0.0
         n = len(self.model.hidden_sizes)
         if len(self.layer_drop_probs) not in (0, n):
-            _fail("layer_drop_probs", list(self.layer_drop_probs),
-                  f"needs one entry per hidden layer ({n}; null = use drop_prob) or [] for none")
+            _fail(
+                "layer_drop_probs",
+                list(self.layer_drop_probs),
+                f"needs one entry per hidden layer ({n}; null = use drop_prob) or [] for none",
+            )
         for i, p in enumerate(self.layer_drop_probs):
             if p is not None:
                 check_rate(f"layer_drop_probs.{i}", p)
@@ -334,10 +369,17 @@ class Config:
         for name in objective_names(self.objective):
             check_choice("objective", name, METRICS)
         if self.data.val_size == 0 and any(n.startswith("val_") for n in objective_names(self.objective)):
-            _fail("objective", self.objective, "data.val_size=0 leaves no validation set; use test_acc or set data.val_size")
+            _fail(
+                "objective",
+                self.objective,
+                "data.val_size=0 leaves no validation set; use test_acc or set data.val_size",
+            )
         if self.optimizer.warmup_epochs >= self.trainer.epochs:
-            _fail("optimizer.warmup_epochs", self.optimizer.warmup_epochs,
-                  f"must be less than trainer.epochs ({self.trainer.epochs})")
+            _fail(
+                "optimizer.warmup_epochs",
+                self.optimizer.warmup_epochs,
+                f"must be less than trainer.epochs ({self.trainer.epochs})",
+            )
 
     @property
     def layer_rates(self) -> list[float]:

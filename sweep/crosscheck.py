@@ -11,6 +11,7 @@ Prints one line per (setting, metric): both verdicts with their intervals and `s
 (compatible) or `contradicted`, then the CPUs and ISA families each run recorded. Exit 1 if any verdict is
 contradicted. Reads the MLflow store only.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,11 +39,18 @@ def main(argv: list[str] | None = None) -> int:
     exp = client.get_experiment_by_name(args.experiment)
     frames = {}
     for sid in (args.a, args.b):
-        parents = [] if exp is None else client.search_runs(
-            [exp.experiment_id], f"tags.sweep_id = '{sid}' and tags.sweep_role = 'parent'", max_results=1)
+        parents = (
+            []
+            if exp is None
+            else client.search_runs(
+                [exp.experiment_id], f"tags.sweep_id = '{sid}' and tags.sweep_role = 'parent'", max_results=1
+            )
+        )
         if not parents:
-            print(f"error: no sweep {sid!r} in experiment {args.experiment!r} of {redact(args.tracking_uri)}",
-                  file=sys.stderr)
+            print(
+                f"error: no sweep {sid!r} in experiment {args.experiment!r} of {redact(args.tracking_uri)}",
+                file=sys.stderr,
+            )
             return 2
         frames[sid] = A.children_frame(client, parents[0].info.run_id)
     table = A.crosscheck(frames[args.a], frames[args.b])
@@ -52,11 +60,15 @@ def main(argv: list[str] | None = None) -> int:
     width = max(len(x) for x in table["label"])
     print(f"{'setting':{width}}  metric    {args.a:>36}  {args.b:>36}  relation")
     for r in table.itertuples():
-        print(f"{r.label:{width}}  {r.metric:8}  {r.a_interval + ' ' + r.a:>36}  {r.b_interval + ' ' + r.b:>36}  "
-              f"{r.relation}")
+        print(
+            f"{r.label:{width}}  {r.metric:8}  {r.a_interval + ' ' + r.a:>36}  {r.b_interval + ' ' + r.b:>36}  "
+            f"{r.relation}"
+        )
     n = table["relation"].value_counts()
-    print(f"{len(table)} verdicts: {n.get(A.SAME, 0)} the same, {n.get(A.ONE_INCONCLUSIVE, 0)} where one run is "
-          f"inconclusive, {n.get(A.CONTRADICTED, 0)} contradicted.")
+    print(
+        f"{len(table)} verdicts: {n.get(A.SAME, 0)} the same, {n.get(A.ONE_INCONCLUSIVE, 0)} where one run is "
+        f"inconclusive, {n.get(A.CONTRADICTED, 0)} contradicted."
+    )
     for sid, df in frames.items():
         print(f"{sid}: {A.machines_text(A.headline_frame(df))}")
     return 1 if n.get(A.CONTRADICTED, 0) else 0

@@ -9,6 +9,7 @@ A holder that is alive but stuck (a worker stopped with SIGSTOP or Ctrl-Z, a hun
 lock: a waiter logs a line naming the lock after `NOTICE_AFTER` s and gives up with `LockTimeout` (one
 line) after `timeout` s, by default `LOCK_TIMEOUT` = 300 s or the environment's DROPOUT_LOCK_TIMEOUT.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -59,12 +60,17 @@ def _wait(try_once: Callable[[], bool], what: str, timeout: float | None) -> Non
     while not try_once():
         waited = time.monotonic() - started
         if timeout is not None and waited >= timeout:
-            raise LockTimeout(f"gave up after waiting {timeout:g} s for {what}: another process holds it "
-                              "(stopped, hung or very slow); end or resume that process, or raise "
-                              "DROPOUT_LOCK_TIMEOUT") from None
+            raise LockTimeout(
+                f"gave up after waiting {timeout:g} s for {what}: another process holds it "
+                "(stopped, hung or very slow); end or resume that process, or raise "
+                "DROPOUT_LOCK_TIMEOUT"
+            ) from None
         if not noticed and waited >= NOTICE_AFTER:
-            log.warning("waiting for %s, held by another process (giving up after %s)", what,
-                        "never" if timeout is None else f"{timeout:g} s")
+            log.warning(
+                "waiting for %s, held by another process (giving up after %s)",
+                what,
+                "never" if timeout is None else f"{timeout:g} s",
+            )
             noticed = True
         time.sleep(POLL)
 
@@ -96,6 +102,7 @@ def db_lock(url: str, name: str, timeout: float | None = -1) -> Iterator[None]:
     try:
         with engine.connect() as conn:
             if backend == "postgresql":
+
                 def take() -> bool:
                     got = conn.execute(sqlalchemy.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar()
                     conn.commit()
@@ -109,8 +116,11 @@ def db_lock(url: str, name: str, timeout: float | None = -1) -> Iterator[None]:
                     conn.commit()
             else:
                 lock = f"dropout-sweep-{key}"
-                _wait(lambda: conn.execute(sqlalchemy.text("SELECT GET_LOCK(:n, 1)"), {"n": lock}).scalar() == 1,
-                      what, timeout)
+                _wait(
+                    lambda: conn.execute(sqlalchemy.text("SELECT GET_LOCK(:n, 1)"), {"n": lock}).scalar() == 1,
+                    what,
+                    timeout,
+                )
                 try:
                     yield
                 finally:
@@ -125,6 +135,7 @@ def _file_lock(path: Path, name: str, timeout: float | None) -> Iterator[None]:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as f:
+
         def take() -> bool:
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -7,6 +7,7 @@ keeps is written by then: the exit handlers still run here (logging flushes and 
 open parent runs are ended, joblib stops its workers), then stdout and stderr are flushed, then `os._exit`.
 When a thread that Python would wait for is still running, the ordinary exit (which waits) is kept.
 """
+
 from __future__ import annotations
 
 import atexit

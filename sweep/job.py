@@ -7,6 +7,7 @@ pruner stops ends FINISHED (tags `pruned`, `pruned_epoch`) and raises optuna.Tri
 A run that trained to the end is then evaluated once more on the test set (`_final_evaluation`: calibration,
 MC dropout, max row norm); a pruned or diverged one is not.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -23,7 +24,12 @@ import data
 from models import build_mlp, max_row_norm
 from models.linear import use_onednn
 from sweep import calibration, logs, machine, resume, schedules, signals, track
-from sweep.config import Config, objective_names, run_name, validate  # validate: typed, checked; ConfigError is one line
+from sweep.config import (
+    Config,
+    objective_names,
+    run_name,
+    validate,
+)  # validate: typed, checked; ConfigError is one line
 from sweep.train import AT_BEST, BestEpoch, Diverged, fit, make_optimizer, pick_device, seed_everything
 
 log = logging.getLogger("sweep")
@@ -32,7 +38,9 @@ log = logging.getLogger("sweep")
 def in_multirun() -> bool:
     from hydra.core.hydra_config import HydraConfig
 
-    return HydraConfig.initialized() and HydraConfig.get().mode is not None and HydraConfig.get().mode.name == "MULTIRUN"
+    return (
+        HydraConfig.initialized() and HydraConfig.get().mode is not None and HydraConfig.get().mode.name == "MULTIRUN"
+    )
 
 
 def _job_info() -> tuple[str | None, int | None, list[str]]:
@@ -77,30 +85,61 @@ def _start(cfg: DictConfig, c: Config, names: list[str], run_scope: contextlib.E
         torch.set_num_threads(c.trainer.threads)
     seed_everything(c.seed)
     device = pick_device(c.trainer.device)
-    splits = data.load_splits(c.data.name, c.data.root, val_size=c.data.val_size, split_seed=c.data.split_seed,
-                              device=device, train_subset=c.data.train_subset, download=c.data.download,
-                              verify=c.data.verify, resample=c.data.resample, replicate=c.seed)
-    model = build_mlp(c.model.in_features, c.model.hidden_sizes, c.model.num_classes, c.drop_prob,
-                      c.input_drop_prob, c.layer_drop_probs, c.model.activation, c.model.init,
-                      constant_capacity=c.model.constant_capacity, cpu_matmul=c.trainer.cpu_matmul).to(device)
-    optimizer = make_optimizer(c.optimizer.name, model.parameters(), c.optimizer.lr, c.optimizer.momentum,
-                               c.optimizer.weight_decay, c.optimizer.betas)
+    splits = data.load_splits(
+        c.data.name,
+        c.data.root,
+        val_size=c.data.val_size,
+        split_seed=c.data.split_seed,
+        device=device,
+        train_subset=c.data.train_subset,
+        download=c.data.download,
+        verify=c.data.verify,
+        resample=c.data.resample,
+        replicate=c.seed,
+    )
+    model = build_mlp(
+        c.model.in_features,
+        c.model.hidden_sizes,
+        c.model.num_classes,
+        c.drop_prob,
+        c.input_drop_prob,
+        c.layer_drop_probs,
+        c.model.activation,
+        c.model.init,
+        constant_capacity=c.model.constant_capacity,
+        cpu_matmul=c.trainer.cpu_matmul,
+    ).to(device)
+    optimizer = make_optimizer(
+        c.optimizer.name,
+        model.parameters(),
+        c.optimizer.lr,
+        c.optimizer.momentum,
+        c.optimizer.weight_decay,
+        c.optimizer.betas,
+    )
 
     # the Optuna trial this job is (set by the Optuna sweeper): per-epoch reports, pruning
     reporter = None
     if c.optuna.storage:
         from sweep.search.trial import TrialReporter
 
-        reporter = TrialReporter(c.optuna.storage, c.optuna.study_name, c.optuna.trial_number, max_epochs=c.trainer.epochs)
+        reporter = TrialReporter(
+            c.optuna.storage, c.optuna.study_name, c.optuna.trial_number, max_epochs=c.trainer.epochs
+        )
 
     sweep_dir, job_num, overrides = _job_info()
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    tags = {"job_num": job_num, "overrides": " ".join(overrides), "dataset": c.data.name,
-            "objective": ",".join(names), "device": device.type,
-            resume.HASH_TAG: resume.config_hash(c),  # grids resume: the same point is found again
-            **machine.tags(),  # the CPU, oneDNN's ISA and the versions: which kernels summed the products
-            "cpu_matmul_path": "onednn" if use_onednn(c.trainer.cpu_matmul) else "blas",  # fp32 products on a CPU
-            **(reporter.tags() if reporter else {})}
+    tags = {
+        "job_num": job_num,
+        "overrides": " ".join(overrides),
+        "dataset": c.data.name,
+        "objective": ",".join(names),
+        "device": device.type,
+        resume.HASH_TAG: resume.config_hash(c),  # grids resume: the same point is found again
+        **machine.tags(),  # the CPU, oneDNN's ISA and the versions: which kernels summed the products
+        "cpu_matmul_path": "onednn" if use_onednn(c.trainer.cpu_matmul) else "blas",  # fp32 products on a CPU
+        **(reporter.tags() if reporter else {}),
+    }
     mlflow_run = run_scope.enter_context(track.job_run(c.tracking, run_name(c), tags, sweep_dir))
     if reporter and mlflow_run.id:
         reporter.record_run(mlflow_run.id)  # the sweeper's hook finds the run through the trial
@@ -154,28 +193,51 @@ def _train_and_record(c: Config, model, optimizer, splits, mlflow_run: track.Run
         log.info("no validation split (data.val_size=0): no best-epoch metrics")
         mlflow_run.set_tags({"at_best_val": "none: data.val_size=0 leaves no validation split"})
     bar = tqdm(total=c.trainer.epochs, desc=run_name(c), unit="epoch", disable=not c.trainer.progress, leave=False)
-    for metrics in fit(model, optimizer, splits, epochs=c.trainer.epochs, batch_size=c.trainer.batch_size,
-                       seed=c.seed, split_seed=c.data.split_seed, precision=c.trainer.precision,
-                       train_eval_size=c.data.train_eval_size, drop_last=c.trainer.drop_last,
-                       eval_every=c.trainer.eval_every, max_norm=c.model.max_norm, make_sched=_scheduler(c)):
+    for metrics in fit(
+        model,
+        optimizer,
+        splits,
+        epochs=c.trainer.epochs,
+        batch_size=c.trainer.batch_size,
+        seed=c.seed,
+        split_seed=c.data.split_seed,
+        precision=c.trainer.precision,
+        train_eval_size=c.data.train_eval_size,
+        drop_last=c.trainer.drop_last,
+        eval_every=c.trainer.eval_every,
+        max_norm=c.model.max_norm,
+        make_sched=_scheduler(c),
+    ):
         signals.check()  # a SIGTERM whose interrupt was lost is raised here, within one epoch
         epoch = int(metrics.pop("epoch"))
         mlflow_run.log_metrics(metrics, step=epoch)
         if best.update(epoch, metrics):
-            mlflow_run.log_metrics({"best_epoch": epoch, **{f"{AT_BEST}{k}": v for k, v in best.metrics.items()}},
-                                   step=epoch)
+            mlflow_run.log_metrics(
+                {"best_epoch": epoch, **{f"{AT_BEST}{k}": v for k, v in best.metrics.items()}}, step=epoch
+            )
         bar.update(epoch - bar.n)
-        log.info("epoch %d/%d  train_acc %.4f  val_acc %s  test_acc %.4f  gap %+.4f  fit_loss %.4f",
-                 epoch, c.trainer.epochs, metrics["train_acc"],
-                 f"{metrics['val_acc']:.4f}" if "val_acc" in metrics else "-",
-                 metrics["test_acc"], metrics["gap"], metrics["fit_loss"])
+        log.info(
+            "epoch %d/%d  train_acc %.4f  val_acc %s  test_acc %.4f  gap %+.4f  fit_loss %.4f",
+            epoch,
+            c.trainer.epochs,
+            metrics["train_acc"],
+            f"{metrics['val_acc']:.4f}" if "val_acc" in metrics else "-",
+            metrics["test_acc"],
+            metrics["gap"],
+            metrics["fit_loss"],
+        )
         if reporter is not None and reporter.should_stop(epoch, _objective(metrics, names)):
             bar.close()
             raise _Pruned(epoch)
     bar.close()
     if best.epoch is not None:
-        log.info("best validation accuracy %.4f at epoch %d (test_acc %.4f, gap %+.4f there)", best.metrics["val_acc"],
-                 best.epoch, best.metrics["test_acc"], best.metrics["gap"])
+        log.info(
+            "best validation accuracy %.4f at epoch %d (test_acc %.4f, gap %+.4f there)",
+            best.metrics["val_acc"],
+            best.epoch,
+            best.metrics["test_acc"],
+            best.metrics["gap"],
+        )
     return metrics
 
 
@@ -185,8 +247,14 @@ def _scheduler(c: Config):
     if o.schedule == "none" and o.warmup_epochs == 0:
         return None
     return lambda optimizer, steps: schedules.make_scheduler(
-        o.schedule, optimizer, epochs=c.trainer.epochs, steps_per_epoch=steps, warmup_epochs=o.warmup_epochs,
-        step_size=o.step_size, gamma=o.gamma)
+        o.schedule,
+        optimizer,
+        epochs=c.trainer.epochs,
+        steps_per_epoch=steps,
+        warmup_epochs=o.warmup_epochs,
+        step_size=o.step_size,
+        gamma=o.gamma,
+    )
 
 
 MC_CURVE = "mc_curve."  # prefix of the MC average's scores against t (step = t = 1..T): mc_curve.test_acc, ...
@@ -205,12 +273,24 @@ def _final_evaluation(c: Config, model, splits, mlflow_run: track.Run, device: t
     metrics["max_row_norm"] = max_row_norm(model)
     mlflow_run.log_metrics(metrics, step=c.trainer.epochs)
     if curve:
-        mlflow_run.log_steps({row["t"]: {f"{MC_CURVE}test_{k}": v for k, v in row.items() if k != "t"}
-                              for row in curve})
+        mlflow_run.log_steps(
+            {row["t"]: {f"{MC_CURVE}test_{k}": v for k, v in row.items() if k != "t"} for row in curve}
+        )
     if T:  # the diagrams' data goes with the MC evaluation: a plain run's artifacts stay its config alone
         mlflow_run.log_text(json.dumps({"bins": calibration.ECE_BINS, **bins}, indent=1), RELIABILITY_ARTIFACT)
-    log.info("weight scaling: test_nll %.4f  test_ece %.4f  test_brier %.4f  (max row norm %.3f)",
-             metrics["test_nll"], metrics["test_ece"], metrics["test_brier"], metrics["max_row_norm"])
+    log.info(
+        "weight scaling: test_nll %.4f  test_ece %.4f  test_brier %.4f  (max row norm %.3f)",
+        metrics["test_nll"],
+        metrics["test_ece"],
+        metrics["test_brier"],
+        metrics["max_row_norm"],
+    )
     if T:
-        log.info("MC dropout, %d passes: mc_test_acc %.4f  mc_test_nll %.4f  mc_test_ece %.4f  mc_test_brier %.4f",
-                 T, metrics["mc_test_acc"], metrics["mc_test_nll"], metrics["mc_test_ece"], metrics["mc_test_brier"])
+        log.info(
+            "MC dropout, %d passes: mc_test_acc %.4f  mc_test_nll %.4f  mc_test_ece %.4f  mc_test_brier %.4f",
+            T,
+            metrics["mc_test_acc"],
+            metrics["mc_test_nll"],
+            metrics["mc_test_ece"],
+            metrics["mc_test_brier"],
+        )

@@ -7,6 +7,7 @@ traceback is written: the job's own log (Hydra's `<sweep dir>/<job>/<name>.log`)
 process, `<sweep dir>/multirun.log`. MLflow's loggers, which print on their own handler, are routed through the
 same console. DROPOUT_DEBUG=1 (or HYDRA_FULL_ERROR=1) keeps every traceback on the console as well.
 """
+
 from __future__ import annotations
 
 import logging
@@ -57,8 +58,11 @@ def _cause(record: logging.LogRecord) -> str:
 
 
 def _console(handler: logging.Handler) -> bool:
-    return isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler) \
+    return (
+        isinstance(handler, logging.StreamHandler)
+        and not isinstance(handler, logging.FileHandler)
         and getattr(handler, "stream", None) in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)
+    )
 
 
 def log_file() -> str | None:

@@ -8,6 +8,7 @@ against another kernel path (docs: "Answers that hold on another CPU").
 The ISA is derived from the CPU's flags and the cap, the way oneDNN's dispatcher orders them; it names the best
 family oneDNN may use, not the kernel each product ran (ONEDNN_VERBOSE=1 prints that). Leaf module: torch only.
 """
+
 from __future__ import annotations
 
 import functools
@@ -28,8 +29,13 @@ ISAS = (
     ("AVX512_CORE_FP16", _CORE | {"avx512_vnni", "avx512_bf16", "avx512_fp16"}),
     ("AVX512_CORE_AMX", _CORE | {"avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8"}),
 )
-ALIASES = {"AVX10_1_512": "AVX512_CORE_FP16", "AVX10_1_512_AMX": "AVX512_CORE_AMX",
-           "AVX10_1_512_AMX_FP16": "AVX512_CORE_AMX", "AVX512_CORE_AMX_FP16": "AVX512_CORE_AMX", "ALL": None}
+ALIASES = {
+    "AVX10_1_512": "AVX512_CORE_FP16",
+    "AVX10_1_512_AMX": "AVX512_CORE_AMX",
+    "AVX10_1_512_AMX_FP16": "AVX512_CORE_AMX",
+    "AVX512_CORE_AMX_FP16": "AVX512_CORE_AMX",
+    "ALL": None,
+}
 CAP_ENV = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
 
 
@@ -41,8 +47,10 @@ def _cpuinfo() -> tuple[str, frozenset[str]]:
         return platform.processor() or platform.machine(), frozenset()
     model = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
     flags = re.search(r"^flags\s*:\s*(.+)$", text, re.M)
-    return (model.group(1).strip() if model else platform.machine(),
-            frozenset(flags.group(1).split()) if flags else frozenset())
+    return (
+        model.group(1).strip() if model else platform.machine(),
+        frozenset(flags.group(1).split()) if flags else frozenset(),
+    )
 
 
 def cpu_model() -> str:
@@ -67,7 +75,7 @@ def onednn_isa(flags: frozenset[str] | None = None, cap: str | None = None) -> s
     cap = ALIASES.get(cap, cap) if cap else None
     names = [name for name, _ in ISAS]
     top = names.index(cap) if cap in names else len(names) - 1
-    have = [name for name, needs in ISAS[:top + 1] if needs <= flags]
+    have = [name for name, needs in ISAS[: top + 1] if needs <= flags]
     return have[-1] if have else "none"
 
 
@@ -85,6 +93,11 @@ def tags() -> dict[str, str]:
     of torch and oneDNN, and torch's own CPU capability (what its non-oneDNN kernels dispatch to)."""
     import torch
 
-    return {"cpu_model": cpu_model(), "onednn_isa": onednn_isa(), "onednn_max_cpu_isa": isa_cap() or "unset",
-            "torch_version": torch.__version__, "onednn_version": onednn_version() or "none",
-            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    return {
+        "cpu_model": cpu_model(),
+        "onednn_isa": onednn_isa(),
+        "onednn_max_cpu_isa": isa_cap() or "unset",
+        "torch_version": torch.__version__,
+        "onednn_version": onednn_version() or "none",
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+    }

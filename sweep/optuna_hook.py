@@ -7,6 +7,7 @@ What the generic sweeper cannot know about this app:
     with the trial's state, ends it FAILED/KILLED when the trial failed or went stale, and logs the
     study's results on the sweep's parent run (sweep/parent.py).
 """
+
 from __future__ import annotations
 
 import logging
@@ -101,8 +102,12 @@ class DropoutHook(SweepHook):
         self._end_killed(trial, "killed: its process stopped sending heartbeats")
 
     def attempt_lost(self, trial: Any) -> None:
-        self._end_killed(trial, "killed: a worker process of the launcher's pool died (out of memory or killed), "
-                                "which ends every job of its batch; this job ran again on its own", state=None)
+        self._end_killed(
+            trial,
+            "killed: a worker process of the launcher's pool died (out of memory or killed), "
+            "which ends every job of its batch; this job ran again on its own",
+            state=None,
+        )
 
     def _end_killed(self, trial: Any, why: str, state: str | None = "FAIL") -> None:
         """The run of a trial whose job could not end it (its process was killed, or the sweep stopped it) is

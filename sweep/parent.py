@@ -13,6 +13,7 @@ on the Optuna storage), so workers starting in the same instant cannot create tw
 the shared parent when it ends, with a summary of every child finished by then, re-read until it
 no longer changes; so the status and summary left on it are those of the last worker to end.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -72,8 +73,12 @@ class MlflowSweepCallback(Callback):
             self._start(config)
         except Exception as e:  # noqa: BLE001 - every cause means the same to the user
             msg = track.redact(str(e)).strip().splitlines()
-            print(f"error: no MLflow parent run for this sweep, so no job was started: {type(e).__name__}: "
-                  f"{msg[0] if msg else ''}", file=sys.stderr, flush=True)
+            print(
+                f"error: no MLflow parent run for this sweep, so no job was started: {type(e).__name__}: "
+                f"{msg[0] if msg else ''}",
+                file=sys.stderr,
+                flush=True,
+            )
             raise SystemExit(1) from None  # not an Exception: Hydra's callback runner lets it through
 
     def _start(self, config: DictConfig) -> None:
@@ -83,9 +88,14 @@ class MlflowSweepCallback(Callback):
         sweep_id = config.tracking.sweep_id or self.sweep_dir.name
         self.client, exp_id = track.connect(config.tracking)
         overrides = " ".join(config.hydra.overrides.task)
-        tags = {"sweep_id": sweep_id, "sweep_role": "parent", "sweep_dir": str(self.sweep_dir),
-                "overrides": overrides, "sweeper": config.hydra.sweeper.get("_target_", "").rsplit(".", 1)[-1],
-                "launcher": config.hydra.launcher.get("_target_", "").rsplit(".", 1)[-1]}
+        tags = {
+            "sweep_id": sweep_id,
+            "sweep_role": "parent",
+            "sweep_dir": str(self.sweep_dir),
+            "overrides": overrides,
+            "sweeper": config.hydra.sweeper.get("_target_", "").rsplit(".", 1)[-1],
+            "launcher": config.hydra.launcher.get("_target_", "").rsplit(".", 1)[-1],
+        }
         hold = sweepdir.Hold(self.sweep_dir)
         if not config.tracking.sweep_id:  # workers sharing a sweep id share the parent on purpose
             _refuse_a_folder_in_use(self.client, self.sweep_dir, hold)  # no silent take-over
@@ -105,8 +115,12 @@ class MlflowSweepCallback(Callback):
 
     def _shared_parent(self, exp_id: str, sweep_id: str) -> str | None:
         """Workers given the same tracking.sweep_id share the oldest parent run with that id."""
-        runs = self.client.search_runs([exp_id], f"tags.sweep_id = '{sweep_id}' and tags.sweep_role = 'parent'",
-                                       order_by=["attributes.start_time ASC"], max_results=100)
+        runs = self.client.search_runs(
+            [exp_id],
+            f"tags.sweep_id = '{sweep_id}' and tags.sweep_role = 'parent'",
+            order_by=["attributes.start_time ASC"],
+            max_results=100,
+        )
         runs = sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))
         return runs[0].info.run_id if runs else None
 
@@ -128,20 +142,28 @@ class MlflowSweepCallback(Callback):
     def on_job_end(self, config: DictConfig, job_return, **kwargs) -> None:
         """A job that raised before its MLflow run began (out of memory building the model, data that cannot
         be read) still gets a run, FAILED with the error: every job the sweep launched is counted."""
-        if (job_return.status != JobStatus.FAILED or not config.tracking.enabled
-                or track.runs_started() != getattr(self, "_runs_before_job", track.runs_started())):
+        if (
+            job_return.status != JobStatus.FAILED
+            or not config.tracking.enabled
+            or track.runs_started() != getattr(self, "_runs_before_job", track.runs_started())
+        ):
             return
         e = _job_error(job_return)
         hc = config.hydra
-        tags = {"job_num": hc.job.get("num"), "overrides": " ".join(hc.overrides.task),
-                "optuna_trial": OmegaConf.select(config, "optuna.trial_number", default=None),
-                "optuna_study": OmegaConf.select(config, "optuna.study_name", default=None)}
+        tags = {
+            "job_num": hc.job.get("num"),
+            "overrides": " ".join(hc.overrides.task),
+            "optuna_trial": OmegaConf.select(config, "optuna.trial_number", default=None),
+            "optuna_study": OmegaConf.select(config, "optuna.study_name", default=None),
+        }
         try:
             name, params = _job_identity(config)
             track.record_failed_run(config.tracking, name, tags, hc.sweep.dir, f"{type(e).__name__}: {e}", params)
         except Exception as err:  # noqa: BLE001 - the job's own error is what the user must see
-            log.warning("could not record the failed job in MLflow: %s", track.redact(str(err)).splitlines()[0]
-                        if str(err) else type(err).__name__)
+            log.warning(
+                "could not record the failed job in MLflow: %s",
+                track.redact(str(err)).splitlines()[0] if str(err) else type(err).__name__,
+            )
 
     def _close(self, status: str) -> None:
         """Summarise, then end the parent with `status`; KILLED when Ctrl-C comes during the summary. The parent
@@ -156,8 +178,12 @@ class MlflowSweepCallback(Callback):
             self.parent_id = None
             if self in _OPEN:
                 _OPEN.remove(self)
-            print(f"error: {gone}: the runs this sweep recorded there are lost; run the command again to train "
-                  "them again", file=sys.stderr, flush=True)
+            print(
+                f"error: {gone}: the runs this sweep recorded there are lost; run the command again to train "
+                "them again",
+                file=sys.stderr,
+                flush=True,
+            )
             raise SystemExit(1)
         try:
             if status != "FINISHED":  # no child of ours left RUNNING (a joblib worker stopped mid-job)
@@ -170,8 +196,10 @@ class MlflowSweepCallback(Callback):
                     df = summarize_children(self.client, parent, self.sweep_dir)
                     if _states(children_frame(self.client, parent)) == _states(df):
                         break
-                print("\n" + end_of_sweep_text(df, parent, self.sweep_dir, self.tracking_uri, _plan(self.sweep_dir)),
-                      flush=True)
+                print(
+                    "\n" + end_of_sweep_text(df, parent, self.sweep_dir, self.tracking_uri, _plan(self.sweep_dir)),
+                    flush=True,
+                )
             except Exception as e:  # noqa: BLE001 - a failed summary must not hide the sweep's own outcome
                 first = track.redact(str(e)).strip().splitlines()
                 log.warning("could not summarise sweep %s: %s: %s", parent, type(e).__name__, first[0] if first else "")
@@ -280,11 +308,16 @@ def parent_lock(urls: list[str], name: str, timeout: float | None = -1) -> Itera
             except LockTimeout:
                 raise
             except Exception as e:  # noqa: BLE001 - try the next database, else go on unlocked
-                log.warning("could not lock %s for the shared parent run: %s", track.redact(url),
-                            track.redact(str(e)).splitlines()[0] if str(e) else type(e).__name__)
+                log.warning(
+                    "could not lock %s for the shared parent run: %s",
+                    track.redact(url),
+                    track.redact(str(e)).splitlines()[0] if str(e) else type(e).__name__,
+                )
         if held is None:
-            log.warning("no database to lock for sweep %s: workers starting in the same instant might "
-                        "create two parent runs", name)
+            log.warning(
+                "no database to lock for sweep %s: workers starting in the same instant might create two parent runs",
+                name,
+            )
         yield held
 
 
@@ -319,8 +352,11 @@ def end_orphaned_children(client, parent_id: str) -> list[str]:
     parent = client.get_run(parent_id)
     ours = {me} | _descendants(me)
     ended = []
-    for run in client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}' "
-                                  "and attributes.status = 'RUNNING'", max_results=1000):
+    for run in client.search_runs(
+        [parent.info.experiment_id],
+        f"tags.mlflow.parentRunId = '{parent_id}' and attributes.status = 'RUNNING'",
+        max_results=1000,
+    ):
         pid = run.data.tags.get("pid", "")
         if run.data.tags.get("host") != host or not pid.isdigit():
             continue
@@ -342,13 +378,17 @@ def stop_after_outage(lost: track.TrackingLost) -> int:
                 track.set_tags(MlflowClient(tracking_uri=lost.uri), parent_id, {"error": f"TrackingLost: {lost}"})
         after = "its runs and the sweep's parent are recorded FAILED with the reason"
     else:
-        after = (f"runs {', '.join(left)} and the sweep's parent stay RUNNING: the next start-up on this host "
-                 "ends them KILLED")
+        after = (
+            f"runs {', '.join(left)} and the sweep's parent stay RUNNING: the next start-up on this host "
+            "ends them KILLED"
+        )
     with contextlib.suppress(Exception):  # before the line below, so that it is the last thing printed
         close_open_parents("FAILED")
     details = f"; tracebacks: {logs.log_file()}" if logs.log_file() else ""
-    print(f"error: {lost}; the sweep stopped there, {after}; rerun the same command to finish it{details}",
-          file=sys.stderr)
+    print(
+        f"error: {lost}; the sweep stopped there, {after}; rerun the same command to finish it{details}",
+        file=sys.stderr,
+    )
     return 1
 
 
@@ -370,8 +410,10 @@ def _refuse_a_folder_in_use(client, sweep_dir: Path, hold: sweepdir.Hold) -> Non
         return
     tags = run.data.tags
     hold.release()
-    print(f"error: hydra.sweep.dir={sweep_dir} is in use by sweep {sweep_id} (parent run {parent_id}, RUNNING in "
-          f"process {tags.get('pid', '?')} on {tags.get('host', '?')}); choose another hydra.sweep.dir, or give every "
-          "worker the same tracking.sweep_id to share its parent run", file=sys.stderr)
+    print(
+        f"error: hydra.sweep.dir={sweep_dir} is in use by sweep {sweep_id} (parent run {parent_id}, RUNNING in "
+        f"process {tags.get('pid', '?')} on {tags.get('host', '?')}); choose another hydra.sweep.dir, or give every "
+        "worker the same tracking.sweep_id to share its parent run",
+        file=sys.stderr,
+    )
     raise FolderInUse(2)
-

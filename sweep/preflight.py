@@ -9,6 +9,7 @@ answer or refuses the login). A mistake ends the program with one line naming th
 value and what is allowed, exit code 2, before any data loading, Hydra job or MLflow run.
 Set DROPOUT_DEBUG=1 (or HYDRA_FULL_ERROR=1) to see tracebacks instead.
 """
+
 from __future__ import annotations
 
 import copy
@@ -31,15 +32,31 @@ import data
 from data.acquire import train_count
 from data.load import split_indices
 from sweep import track
-from sweep.config import PROJECT_ROOT, Config, ConfigError, objective_names, one_line as _one_line, validate
+from sweep.config import PROJECT_ROOT, Config, ConfigError, objective_names, validate
+from sweep.config import one_line as _one_line
 from sweep.redact import redact
 from sweep.train import THREADS_PER_CPU, max_threads, pick_device, selection_error
 
 USER_ERRORS = (ConfigError, data.DataError, track.TrackingError)
-_SKIP_FLAGS = {"-h", "--help", "--hydra-help", "--info", "-i", "--shell-completion", "-sc", "--cfg", "-c",
-               "--config-path", "-cp", "--config-name", "-cn", "--experimental-rerun"}
+_SKIP_FLAGS = {
+    "-h",
+    "--help",
+    "--hydra-help",
+    "--info",
+    "-i",
+    "--shell-completion",
+    "-sc",
+    "--cfg",
+    "-c",
+    "--config-path",
+    "-cp",
+    "--config-name",
+    "-cn",
+    "--experimental-rerun",
+}
 _FLAGS_WITH_VALUE = {"--package", "-p"}
 _CONFIG_DIR = {"--config-dir", "-cd"}  # adds a folder of the user's own configs: checked like the project's
+
 
 def debug() -> bool:
     return bool(os.environ.get("DROPOUT_DEBUG") or os.environ.get("HYDRA_FULL_ERROR"))
@@ -141,7 +158,9 @@ def _compose(overrides: list[str]) -> DictConfig:
             return compose("config", overrides=overrides, return_hydra_config=True)
     except MissingConfigException as e:
         opts = ", ".join(sorted(o for o in (e.options or []) if o != "schema"))
-        bad = next((x for x in overrides if x.lstrip("+~").split("=", 1)[0] == (e.missing_cfg_file or "").split("/")[0]), None)
+        bad = next(
+            (x for x in overrides if x.lstrip("+~").split("=", 1)[0] == (e.missing_cfg_file or "").split("/")[0]), None
+        )
         where = bad or e.missing_cfg_file
         raise ConfigError(f"{where} is not a known option" + (f"; allowed: {opts}" if opts else "")) from None
     except (HydraException, OmegaConfBaseException) as e:
@@ -155,7 +174,9 @@ def _error_line(e: BaseException) -> str:
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
     if len(lines) > 1 and lines[0].endswith(":"):
         key = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("full_key:")), "")
-        cause = next((ln for ln in lines[1:] if not ln.startswith(("full_key:", "object_type=", "reference_type="))), "")
+        cause = next(
+            (ln for ln in lines[1:] if not ln.startswith(("full_key:", "object_type=", "reference_type="))), ""
+        )
         return f"{lines[0]} {key + ': ' if key else ''}{cause}".rstrip()
     return _one_line(e)
 
@@ -203,8 +224,12 @@ def _local_launcher(composed: DictConfig, multirun: bool) -> bool:
     """Whether the jobs run on this machine (a single run, Hydra's basic launcher, joblib), so its CUDA, MPS
     and CPU count are theirs; a cluster launcher (submitit, ray, rq) runs them elsewhere."""
     target = str(OmegaConf.select(composed, "hydra.launcher._target_") or "")
-    return not multirun or target.startswith("hydra._internal.") or "joblib" in target.lower() \
+    return (
+        not multirun
+        or target.startswith("hydra._internal.")
+        or "joblib" in target.lower()
         or "isolated" in target.lower()
+    )
 
 
 def _check_machine(checked: list[Config]) -> None:
@@ -217,16 +242,20 @@ def _check_machine(checked: list[Config]) -> None:
     limit = max_threads()
     for c in checked:
         if c.trainer.threads is not None and c.trainer.threads > limit:
-            raise ConfigError(f"trainer.threads={c.trainer.threads} is invalid: this machine has {os.cpu_count()} "
-                              f"CPUs; use at most {limit} ({THREADS_PER_CPU} per CPU), or null for torch's default")
+            raise ConfigError(
+                f"trainer.threads={c.trainer.threads} is invalid: this machine has {os.cpu_count()} "
+                f"CPUs; use at most {limit} ({THREADS_PER_CPU} per CPU), or null for torch's default"
+            )
 
 
 def _check_batch(c: Config, n_train: int) -> None:
     """With drop_last (the default) a batch larger than the training split leaves no step to take."""
     if c.trainer.drop_last and c.trainer.batch_size > n_train:
-        raise ConfigError(f"trainer.batch_size={c.trainer.batch_size} is invalid: larger than the {n_train} training "
-                          f"images that data.train_subset and data.val_size leave; use at most {n_train}, or "
-                          f"trainer.drop_last=false to train on one batch of all of them")
+        raise ConfigError(
+            f"trainer.batch_size={c.trainer.batch_size} is invalid: larger than the {n_train} training "
+            f"images that data.train_subset and data.val_size leave; use at most {n_train}, or "
+            f"trainer.drop_last=false to train on one batch of all of them"
+        )
 
 
 def probe_database(key: str, url: str, table: str, what: str) -> None:
@@ -243,14 +272,18 @@ def probe_database(key: str, url: str, table: str, what: str) -> None:
     try:
         parsed.get_dialect()
     except Exception:  # noqa: BLE001 - sqlalchemy.exc.NoSuchModuleError: http://, a typo in the scheme
-        raise ConfigError(f"{key}={shown} is not a database URL SQLAlchemy knows ({parsed.drivername}://); "
-                          f"e.g. sqlite:///runs/{what.lower()}.db or postgresql://user@host/db") from None
+        raise ConfigError(
+            f"{key}={shown} is not a database URL SQLAlchemy knows ({parsed.drivername}://); "
+            f"e.g. sqlite:///runs/{what.lower()}.db or postgresql://user@host/db"
+        ) from None
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             _probe_sqlite(key, shown, Path(parsed.database), table, what)
         return
     try:
-        engine = sqlalchemy.create_engine(url, connect_args={"connect_timeout": 10} if url.startswith("postgres") else {})
+        engine = sqlalchemy.create_engine(
+            url, connect_args={"connect_timeout": 10} if url.startswith("postgres") else {}
+        )
         try:
             with engine.connect():
                 pass
@@ -258,8 +291,9 @@ def probe_database(key: str, url: str, table: str, what: str) -> None:
             engine.dispose()
     except Exception as e:  # noqa: BLE001 - a missing driver, a refused connection, a wrong password: all the same to the user
         detail = " ".join(redact(str(getattr(e, "orig", None) or e)).split())[:300]
-        raise ConfigError(f"{key}={shown} cannot be reached ({type(e).__name__}: {detail}); "
-                          "check the server, user and password") from None
+        raise ConfigError(
+            f"{key}={shown} cannot be reached ({type(e).__name__}: {detail}); check the server, user and password"
+        ) from None
 
 
 def _probe_sqlite(key: str, shown: str, path: Path, table: str, what: str) -> None:
@@ -278,11 +312,14 @@ def _probe_sqlite(key: str, shown: str, path: Path, table: str, what: str) -> No
         finally:
             con.close()
     except sqlite3.Error as e:
-        raise ConfigError(f"{key}={shown}: {path} is not a SQLite database ({e}); it was left untouched: move it "
-                          "aside or choose another store") from None
+        raise ConfigError(
+            f"{key}={shown}: {path} is not a SQLite database ({e}); it was left untouched: move it "
+            "aside or choose another store"
+        ) from None
     if tables and table not in tables:
-        raise ConfigError(f"{key}={shown}: {path} is not an {what} store (it has tables, but no '{table}'); "
-                          "choose another file")
+        raise ConfigError(
+            f"{key}={shown}: {path} is not an {what} store (it has tables, but no '{table}'); choose another file"
+        )
 
 
 def _study_settings(composed: DictConfig, parsed: list[Override]) -> list[list[str]] | None:
@@ -294,12 +331,16 @@ def _study_settings(composed: DictConfig, parsed: list[Override]) -> list[list[s
     from sweep.study import StudyError, grid
 
     if not OmegaConf.select(composed, "tracking.enabled"):
-        raise ConfigError("tracking.enabled=false is invalid with hydra/sweeper=study: a study designs its "
-                          "confirmatory phase from the exploratory runs in the MLflow store")
+        raise ConfigError(
+            "tracking.enabled=false is invalid with hydra/sweeper=study: a study designs its "
+            "confirmatory phase from the exploratory runs in the MLflow store"
+        )
     sweeper = composed.hydra.sweeper
     try:
-        params, settings = (OmegaConf.to_container(sweeper[k], resolve=False) if sweeper.get(k) is not None else None
-                            for k in ("params", "settings"))
+        params, settings = (
+            OmegaConf.to_container(sweeper[k], resolve=False) if sweeper.get(k) is not None else None
+            for k in ("params", "settings")
+        )
         points = grid(params, [o.input_line for o in parsed if not o.is_hydra_override()], settings)
     except StudyError as e:
         raise ConfigError(str(e)) from None
@@ -311,17 +352,22 @@ def _check_identifiers(composed: DictConfig, checked: list[Config]) -> None:
     """A name the program writes and later searches for (the experiment, a sweep id, a study name) must not
     contain a secret: masked where it is written, it would no longer match where it is read (grid resume found
     nothing), and written unmasked it would leak the secret. Refused in one line, masked."""
-    found: list[tuple[str, Any]] = [(k, v) for c in checked for k, v in (("tracking.experiment", c.tracking.experiment),
-                                                                       ("tracking.sweep_id", c.tracking.sweep_id))]
+    found: list[tuple[str, Any]] = [
+        (k, v)
+        for c in checked
+        for k, v in (("tracking.experiment", c.tracking.experiment), ("tracking.sweep_id", c.tracking.sweep_id))
+    ]
     try:
         found.append(("hydra.sweeper.study_name", OmegaConf.select(composed, "hydra.sweeper.study_name", default=None)))
     except OmegaConfBaseException:
         pass
     for key, value in found:
         if isinstance(value, str) and redact(value) != value:
-            raise ConfigError(f"{key}={redact(value)!r} is invalid: it contains a password or token this process "
-                              "knows (typed, or in the environment); a name MLflow or Optuna is searched by cannot "
-                              "hold one: choose another name")
+            raise ConfigError(
+                f"{key}={redact(value)!r} is invalid: it contains a password or token this process "
+                "knows (typed, or in the environment); a name MLflow or Optuna is searched by cannot "
+                "hold one: choose another name"
+            )
 
 
 def _grid_combinations(composed: DictConfig, parsed: list[Override]) -> list[Config]:
@@ -335,8 +381,10 @@ def _grid_combinations(composed: DictConfig, parsed: list[Override]) -> list[Con
     fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
     choices = [[f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()] for o in axes]
     groups = {p.name for p in (PROJECT_ROOT / "conf").iterdir() if p.is_dir()}
-    by_group = any(o.key_or_group.lstrip("+~").split(".")[0] in groups and "." not in o.key_or_group
-                   or o.is_add() or o.is_delete() for o in axes)
+    by_group = any(
+        o.key_or_group.lstrip("+~").split(".")[0] in groups and "." not in o.key_or_group or o.is_add() or o.is_delete()
+        for o in axes
+    )
     parser = OverridesParser.create()
     out = []
     for combo in itertools.product(*choices):
@@ -367,7 +415,9 @@ def check_cli(argv: list[str]) -> list[Config]:
         _check_distinct(o)
     base = [c[0] for c in map(_candidates, parsed)]  # a range's first value is its start either way
     composed = _compose(base)
-    optuna = (OmegaConf.select(composed, "hydra.sweeper._target_") or "").startswith("hydra_plugins.dropout_optuna_sweeper.")
+    optuna = (OmegaConf.select(composed, "hydra.sweeper._target_") or "").startswith(
+        "hydra_plugins.dropout_optuna_sweeper."
+    )
     multirun = any(a in ("-m", "--multirun") for a in argv)
     study = _study_settings(composed, parsed) if multirun else None
     variants = [base]
@@ -376,7 +426,7 @@ def check_cli(argv: list[str]) -> list[Config]:
     else:
         for i, o in enumerate(parsed):
             for alt in _candidates(o, exact_ranges=optuna)[1:]:
-                variants.append(base[:i] + [alt] + base[i + 1:])
+                variants.append(base[:i] + [alt] + base[i + 1 :])
         # the search space of a config-file sweep (e.g. +search=dropout) is validated like the command line's
         for o in _search_space(composed):
             if o.key_or_group in {p.key_or_group for p in parsed}:
@@ -394,8 +444,12 @@ def check_cli(argv: list[str]) -> list[Config]:
     for name, root, download, verify in {(c.data.name, c.data.root, c.data.download, c.data.verify) for c in checked}:
         data.ensure_files(name, root, download=download, verify=verify)
     for c in checked:  # split sizes against the real file: a bad data.val_size fails here, not in every job
-        train_idx, _ = split_indices(train_count(c.data.name, c.data.root), val_size=c.data.val_size, seed=c.data.split_seed,
-                                     train_subset=c.data.train_subset)
+        train_idx, _ = split_indices(
+            train_count(c.data.name, c.data.root),
+            val_size=c.data.val_size,
+            seed=c.data.split_seed,
+            train_subset=c.data.train_subset,
+        )
         _check_batch(c, len(train_idx))
     _check_identifiers(composed, checked)
     if checked[0].tracking.enabled:

@@ -7,6 +7,7 @@ on the same host calls the run's process gone when no process has that PID, when
 since (another boot id), or when the process now holding that PID started at another time.
 Runs tagged with only a pid (older runs, or a system without /proc) keep the PID-only rule.
 """
+
 from __future__ import annotations
 
 import os
@@ -29,7 +30,7 @@ def start_time(pid: int) -> str | None:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = stat[stat.rindex(")") + 2:].split()  # the name (field 2) may hold spaces and ')': skip past it
+    fields = stat[stat.rindex(")") + 2 :].split()  # the name (field 2) may hold spaces and ')': skip past it
     return fields[22 - 3] if len(fields) > 22 - 3 else None  # fields[0] is field 3 (state)
 
 

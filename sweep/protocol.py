@@ -16,15 +16,21 @@ HIGHER, LOWER, EQUIVALENT, INCONCLUSIVE = "higher", "lower", "equivalent", "inco
 VERDICTS = (HIGHER, LOWER, EQUIVALENT, INCONCLUSIVE)
 
 MIN_REPLICATES = 3  # fewer paired replicates: no interval, no test; the verdict is inconclusive
-ALPHA = 0.05        # family-wise error rate of each family of comparisons (one metric's comparisons in one phase)
-POWER = 0.8         # the power a study designs its confirmatory phase for, at the smallest effect of interest
+ALPHA = 0.05  # family-wise error rate of each family of comparisons (one metric's comparisons in one phase)
+POWER = 0.8  # the power a study designs its confirmatory phase for, at the smallest effect of interest
 
 # metric -> smallest effect of interest, in the unit the tables print. 0.3 points of accuracy is about the
 # spread of one seed's test accuracy on the full MNIST split (README "Studies"): an effect below it would not
 # change which network a practitioner picks. A metric with no entry gets no equivalence verdict.
 SMALLEST_EFFECT = {
-    "test_acc": 0.3, "val_acc": 0.3, "train_acc": 0.3, "gap": 0.3, "val_gap": 0.3,
-    "at_best_val.test_acc": 0.3, "at_best_val.gap": 0.3, "best_epoch": 5.0,
+    "test_acc": 0.3,
+    "val_acc": 0.3,
+    "train_acc": 0.3,
+    "gap": 0.3,
+    "val_gap": 0.3,
+    "at_best_val.test_acc": 0.3,
+    "at_best_val.gap": 0.3,
+    "best_epoch": 5.0,
 }
 
 EXPLORATORY, CONFIRMATORY = "exploratory", "confirmatory"

@@ -14,6 +14,7 @@ two mechanisms work together:
 
 Everything the project writes to MLflow or a report passes through `redact` / `redact_obj`.
 """
+
 from __future__ import annotations
 
 import functools
@@ -29,14 +30,19 @@ MIN_VALUE = 4  # a shorter secret is masked where a pattern finds it, not as a b
 
 _SCHEME = r"(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]{0,40}"  # at the start of a word: linear time
 # scheme://user:PASSWORD@ as typed or with Hydra's/a shell's backslash escapes (postgresql\://bob\:pw@h) ...
-_USERINFO = re.compile(rf"(?P<head>{_SCHEME}\\*:\\*/\\*/(?:[^:/@\s\\]|\\+[^:/@\s])*\\*:)"
-                       r"(?P<pw>(?:[^@\s\\]|\\+[^@\s]|@(?=[^\s/]*@))*)(?P<at>\\*@)")  # p@ss@host: up to the last @
+_USERINFO = re.compile(
+    rf"(?P<head>{_SCHEME}\\*:\\*/\\*/(?:[^:/@\s\\]|\\+[^:/@\s])*\\*:)"
+    r"(?P<pw>(?:[^@\s\\]|\\+[^@\s]|@(?=[^\s/]*@))*)(?P<at>\\*@)"
+)  # p@ss@host: up to the last @
 # ... or percent-encoded as a whole (a URL inside another URL's query): postgresql%3A%2F%2Fbob%3Apw%40h
-_USERINFO_ENCODED = re.compile(rf"(?P<head>{_SCHEME}%3[aA]%2[fF]%2[fF](?:[^%:/@\s]|%(?!3[aA]|40)[0-9A-Fa-f]{{2}})*%3[aA])"
-                               r"(?P<pw>(?:[^%@\s]|%(?!40)[0-9A-Fa-f]{2})*)(?P<at>%40)")
+_USERINFO_ENCODED = re.compile(
+    rf"(?P<head>{_SCHEME}%3[aA]%2[fF]%2[fF](?:[^%:/@\s]|%(?!3[aA]|40)[0-9A-Fa-f]{{2}})*%3[aA])"
+    r"(?P<pw>(?:[^%@\s]|%(?!40)[0-9A-Fa-f]{2})*)(?P<at>%40)"
+)
 _QUERY = re.compile(
     r"(?i)(?P<key>(?:\\*[?&;]|%3F|%26|%3B)(?:password|passwd|pwd|pass|token|access_token|secret|api[_-]?key|key)"
-    r"(?:\\*=|%3D))(?P<pw>(?:[^&;\s\\%'\"]|\\+[^&;\s]|%(?!26|3[bB]))+)")
+    r"(?:\\*=|%3D))(?P<pw>(?:[^&;\s\\%'\"]|\\+[^&;\s]|%(?!26|3[bB]))+)"
+)
 # ..._PW / ..._PWD too (MYSQL_PWD), but not the shell's PWD / OLDPWD (the working directory)
 _ENV_NAME = re.compile(r"(?i)(PASSWORD|PASSWD|TOKEN|SECRET|API_?KEY|ACCESS_?KEY|CREDENTIAL|AUTH|PGPASS|_PWD?(_|$))")
 
@@ -109,9 +115,13 @@ def _char(c: str) -> str:
     """One character of a secret as it may be stored: typed, backslash-escaped (any depth: Hydra, JSON,
     repr), percent-encoded (any case, or twice), a \\u/\\x escape, an HTML entity, '+' for a space."""
     n = ord(c)
-    alts = [r"\\*" + re.escape(c),
-            "".join(f"%(?:25)?(?i:{b:02x})" for b in c.encode("utf-8")),
-            rf"&#0*{n};", rf"&#[xX]0*(?i:{n:x});", rf"\\+u(?i:{n:04x})"]
+    alts = [
+        r"\\*" + re.escape(c),
+        "".join(f"%(?:25)?(?i:{b:02x})" for b in c.encode("utf-8")),
+        rf"&#0*{n};",
+        rf"&#[xX]0*(?i:{n:x});",
+        rf"\\+u(?i:{n:04x})",
+    ]
     if n < 256:
         alts.append(rf"\\+x(?i:{n:02x})")
     if html.escape(c) != c:

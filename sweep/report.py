@@ -10,6 +10,7 @@ Nothing the report writes holds a password: a parameter with one (`--tracking-ur
 the kernel through its environment, not through the injected cell, and every cell, output and file is
 passed through `sweep.redact` before it is written.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -90,6 +91,7 @@ def secret_env(params: dict[str, Any]) -> dict[str, str]:
 def redact_notebook(nb):
     """Every cell's source and every text output (streams, HTML, Markdown, plain text, errors, SVG)
     through `redact`; images stay as they are."""
+
     def clean(value):
         if isinstance(value, str):
             return redact(value)
@@ -105,8 +107,9 @@ def redact_notebook(nb):
                     out[key] = clean(out[key])
             for mime, value in out.get("data", {}).items():
                 if not mime.startswith("image/") or mime == "image/svg+xml":
-                    out["data"][mime] = clean(value) if not isinstance(value, dict) else json.loads(
-                        redact(json.dumps(value)))
+                    out["data"][mime] = (
+                        clean(value) if not isinstance(value, dict) else json.loads(redact(json.dumps(value)))
+                    )
     return nb
 
 
@@ -124,17 +127,23 @@ def execute(params: dict[str, Any], notebook: Path = NOTEBOOK, cwd: Path = ROOT,
     if zmq.has("curve") and "transport_encryption" in KernelManager.class_traits():
         # the kernel talks over loopback TCP: encrypt that where pyzmq and jupyter_client can (CurveZMQ)
         config.KernelManager.transport_encryption = "auto"
-    NotebookClient(nb, config=config, timeout=timeout, kernel_name="python3", allow_errors=True,
-                   resources={"metadata": {"path": str(cwd)}}).execute(
-        env={**os.environ, **{var: params[k] for k, var in hidden.items()}})
+    NotebookClient(
+        nb,
+        config=config,
+        timeout=timeout,
+        kernel_name="python3",
+        allow_errors=True,
+        resources={"metadata": {"path": str(cwd)}},
+    ).execute(env={**os.environ, **{var: params[k] for k, var in hidden.items()}})
     return redact_notebook(nb)
 
 
 def to_html(nb, show_code: bool = False) -> str:
     from nbconvert import HTMLExporter
 
-    exporter = HTMLExporter(template_name="lab", exclude_input=not show_code, exclude_input_prompt=True,
-                            exclude_output_prompt=True)
+    exporter = HTMLExporter(
+        template_name="lab", exclude_input=not show_code, exclude_input_prompt=True, exclude_output_prompt=True
+    )
     html, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": "Dropout sweep report"}})
     return html
 
@@ -166,8 +175,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--notebook", type=Path, default=NOTEBOOK, help=argparse.SUPPRESS)
     p.add_argument("--show-code", action="store_true", help="include the notebook's code in the HTML")
     p.add_argument("--timeout", type=int, default=900, help="seconds per cell (default: 900)")
-    p.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
-                   help="any other notebook parameter (Python literal), e.g. -p max_curve_panels=8")
+    p.add_argument(
+        "-p",
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="any other notebook parameter (Python literal), e.g. -p max_curve_panels=8",
+    )
     return p.parse_args(argv)
 
 
@@ -177,9 +192,13 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out if args.out.is_absolute() else Path.cwd() / args.out
     figures = args.figures_dir or out.with_name(out.stem + "_figures")
     params: dict[str, Any] = {"experiment": args.experiment, "figures_dir": str(figures.resolve())}
-    for name, value in (("tracking_uri", args.tracking_uri), ("parent_run_id", args.parent_run_id),
-                        ("sweep_id", args.sweep_id), ("optuna_storage", args.optuna_storage),
-                        ("study_name", args.study)):
+    for name, value in (
+        ("tracking_uri", args.tracking_uri),
+        ("parent_run_id", args.parent_run_id),
+        ("sweep_id", args.sweep_id),
+        ("optuna_storage", args.optuna_storage),
+        ("study_name", args.study),
+    ):
         if value is not None:
             params[name] = _absolute_sqlite(value) if name in ("tracking_uri", "optuna_storage") else value
     for item in args.param:
@@ -189,8 +208,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         params[name.strip()] = _value(value)
     if "://" not in str(params.get("tracking_uri", "sqlite://")):
-        print(f"error: --tracking-uri {redact(params['tracking_uri'])!r}: expected a URI such as sqlite:///path/mlflow.db",
-              file=sys.stderr)
+        print(
+            f"error: --tracking-uri {redact(params['tracking_uri'])!r}: expected a URI such as sqlite:///path/mlflow.db",
+            file=sys.stderr,
+        )
         return 2
     if figures.is_dir():  # a previous report's files must not pass for this one's
         for stale in [*figures.glob("*.png"), figures / "summary.json", figures / "ranking.csv"]:

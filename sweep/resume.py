@@ -18,6 +18,7 @@ parent (sweep/parent.py finds it by sweep id) keeps the old run as its child, so
 covers the reused points and the newly trained ones alike. The Optuna sweeper resumes through its
 study instead (its trials must report to Optuna), so jobs it launches never reuse.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -35,8 +36,15 @@ from sweep.config import Config
 log = logging.getLogger("sweep")
 
 HASH_TAG = "config_hash"
-IGNORED = ("tracking", "optuna", "trainer.progress", "data.download", "data.verify", "trainer.cpu_matmul",
-           "study")  # how results are read (and which phase a replicate belongs to) does not change what is trained
+IGNORED = (
+    "tracking",
+    "optuna",
+    "trainer.progress",
+    "data.download",
+    "data.verify",
+    "trainer.cpu_matmul",
+    "study",
+)  # how results are read (and which phase a replicate belongs to) does not change what is trained
 LEGACY = {"data.resample": "none"}  # keys added later, left out at the value that trains what runs before them did
 
 
@@ -60,9 +68,12 @@ def _resumes(c: Config, multirun: bool) -> bool:
 
 def _finished(client, exp_id: str, c: Config, names: list[str]) -> Any | None:
     h = config_hash(c)
-    runs = client.search_runs([exp_id], f"tags.sweep_id = '{c.tracking.sweep_id}' and tags.{HASH_TAG} = '{h}' "
-                              "and attributes.status = 'FINISHED'", order_by=["attributes.start_time DESC"],
-                              max_results=50)
+    runs = client.search_runs(
+        [exp_id],
+        f"tags.sweep_id = '{c.tracking.sweep_id}' and tags.{HASH_TAG} = '{h}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=50,
+    )
     for r in runs:
         tags, metrics = r.data.tags, r.data.metrics
         if tags.get("sweep_role") == "parent" or tags.get("pruned") == "true":
@@ -71,8 +82,13 @@ def _finished(client, exp_id: str, c: Config, names: list[str]) -> Any | None:
         if any(v is None or not math.isfinite(v) for v in values):
             continue
         shown = ", ".join(f"{n}={v:.6g}" for n, v in zip(names, values))
-        log.info("reused run %s (FINISHED in sweep %s, config_hash %s): %s; not training it again",
-                 r.info.run_id, c.tracking.sweep_id, h, shown)
+        log.info(
+            "reused run %s (FINISHED in sweep %s, config_hash %s): %s; not training it again",
+            r.info.run_id,
+            c.tracking.sweep_id,
+            h,
+            shown,
+        )
         return values[0] if len(values) == 1 else values
     return None
 
@@ -81,10 +97,16 @@ def _running_twin(client, exp_id: str, c: Config) -> str | None:
     """A RUNNING run of this sweep and config whose process is alive: another copy of the grid is training it."""
     from sweep import procid
 
-    runs = client.search_runs([exp_id], f"tags.sweep_id = '{c.tracking.sweep_id}' and tags.{HASH_TAG} = "
-                              f"'{config_hash(c)}' and attributes.status = 'RUNNING'", max_results=50)
-    return next((r.info.run_id for r in runs if r.data.tags.get("sweep_role") != "parent"
-                 and not procid.gone(r.data.tags)), None)
+    runs = client.search_runs(
+        [exp_id],
+        f"tags.sweep_id = '{c.tracking.sweep_id}' and tags.{HASH_TAG} = "
+        f"'{config_hash(c)}' and attributes.status = 'RUNNING'",
+        max_results=50,
+    )
+    return next(
+        (r.info.run_id for r in runs if r.data.tags.get("sweep_role") != "parent" and not procid.gone(r.data.tags)),
+        None,
+    )
 
 
 CLAIM_POLL = 2.0  # seconds between looks at a point another copy of the grid is training
@@ -107,16 +129,22 @@ def claim(c: Config, names: list[str], multirun: bool) -> Iterator[Any | None]:
     client, exp_id = track.connect(c.tracking)
     said = False
     while True:
-        with db_lock(c.tracking.uri, f"claim:{c.tracking.experiment}/{c.tracking.sweep_id}") \
-                if lockable(c.tracking.uri) else contextlib.nullcontext():
+        with (
+            db_lock(c.tracking.uri, f"claim:{c.tracking.experiment}/{c.tracking.sweep_id}")
+            if lockable(c.tracking.uri)
+            else contextlib.nullcontext()
+        ):
             reused = _finished(client, exp_id, c, names)
             twin = None if reused is not None else _running_twin(client, exp_id, c)
             if twin is None:
                 yield reused
                 return
         if not said:
-            log.info("run %s of another process is training this point (config_hash %s): waiting for it",
-                     twin, config_hash(c))
+            log.info(
+                "run %s of another process is training this point (config_hash %s): waiting for it",
+                twin,
+                config_hash(c),
+            )
             said = True
         time.sleep(CLAIM_POLL)
         signals.check()  # a lost SIGTERM does not leave this copy waiting

@@ -3,6 +3,7 @@
 Checks the command line first (one clear line per mistake, before any data or MLflow run),
 then hands over to Hydra, whose task function is `sweep.job.run`.
 """
+
 import faulthandler
 import os
 import signal
@@ -10,12 +11,14 @@ import sys
 from pathlib import Path
 
 
-
 def _before_anything(signum, frame) -> None:
     """Ctrl-C or SIGTERM while the interpreter still imports (seconds: torch, Hydra, MLflow): nothing has been
     recorded yet, so one line and the exit code, not a KeyboardInterrupt traceback."""
-    print(f"{'terminated (SIGTERM)' if signum == signal.SIGTERM else 'interrupted'} before anything started",
-          file=sys.stderr, flush=True)
+    print(
+        f"{'terminated (SIGTERM)' if signum == signal.SIGTERM else 'interrupted'} before anything started",
+        file=sys.stderr,
+        flush=True,
+    )
     os._exit(128 + signum)
 
 
@@ -66,8 +69,12 @@ def _stopped(e: KeyboardInterrupt) -> None:
         close_open_parents("KILLED")
         print(f"{signals.describe(e)}: the current run was recorded as KILLED", file=sys.stderr, flush=True)
     except KeyboardInterrupt:
-        print(f"{signals.describe(e)}, then interrupted again during the clean-up: stopped now; a run or sweep left "
-              "RUNNING is ended KILLED by the next start-up", file=sys.stderr, flush=True)
+        print(
+            f"{signals.describe(e)}, then interrupted again during the clean-up: stopped now; a run or sweep left "
+            "RUNNING is ended KILLED by the next start-up",
+            file=sys.stderr,
+            flush=True,
+        )
         os._exit(code)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)

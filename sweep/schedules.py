@@ -12,6 +12,7 @@ the learning rate of step s is lr * warm(s) * main(s):
     step     main = gamma ** floor(epoch / step_size), epoch = s // steps_per_epoch (0-based, counted from
              the start of training, as torch's StepLR): lr * gamma after `step_size` epochs, and so on
 """
+
 from __future__ import annotations
 
 import math
@@ -22,8 +23,9 @@ import torch
 SCHEDULES = ("none", "cosine", "step")  # the allowed values of optimizer.schedule (sweep/config.py checks them)
 
 
-def lr_factor(name: str, *, epochs: int, steps_per_epoch: int, warmup_epochs: int = 0, step_size: int = 1,
-              gamma: float = 0.1) -> Callable[[int], float]:
+def lr_factor(
+    name: str, *, epochs: int, steps_per_epoch: int, warmup_epochs: int = 0, step_size: int = 1, gamma: float = 0.1
+) -> Callable[[int], float]:
     """The multiplier of the base learning rate for optimizer step s (0-based); see the module docstring."""
     if name not in SCHEDULES:
         raise ValueError(f"optimizer.schedule={name!r} is unknown; allowed: {', '.join(SCHEDULES)}")
@@ -44,10 +46,26 @@ def lr_factor(name: str, *, epochs: int, steps_per_epoch: int, warmup_epochs: in
     return factor
 
 
-def make_scheduler(name: str, optimizer: torch.optim.Optimizer, *, epochs: int, steps_per_epoch: int,
-                   warmup_epochs: int = 0, step_size: int = 1, gamma: float = 0.1) -> torch.optim.lr_scheduler.LambdaLR:
+def make_scheduler(
+    name: str,
+    optimizer: torch.optim.Optimizer,
+    *,
+    epochs: int,
+    steps_per_epoch: int,
+    warmup_epochs: int = 0,
+    step_size: int = 1,
+    gamma: float = 0.1,
+) -> torch.optim.lr_scheduler.LambdaLR:
     """A LambdaLR over `optimizer`: call `.step()` after every `optimizer.step()`. On creation it sets the
     optimizer's rate to that of step 0 (with warm-up, lr / W)."""
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_factor(name, epochs=epochs, steps_per_epoch=steps_per_epoch, warmup_epochs=warmup_epochs,
-                             step_size=step_size, gamma=gamma))
+        optimizer,
+        lr_factor(
+            name,
+            epochs=epochs,
+            steps_per_epoch=steps_per_epoch,
+            warmup_epochs=warmup_epochs,
+            step_size=step_size,
+            gamma=gamma,
+        ),
+    )

@@ -11,6 +11,7 @@ Every process of a sweep installs the handler: the main one (sweep/run.py) and e
 `Terminated` travels back to the sweep like any job's exception and stops the whole sweep the same
 way: a scheduler's SIGTERM to any process of the sweep means "stop", never "skip this point".
 """
+
 from __future__ import annotations
 
 import logging
@@ -24,7 +25,7 @@ from sweep import procid
 log = logging.getLogger("sweep")
 
 EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT), the shell's 128 + 2
-EXIT_TERMINATED = 143   # SIGTERM, the shell's 128 + 15
+EXIT_TERMINATED = 143  # SIGTERM, the shell's 128 + 15
 
 
 class Terminated(KeyboardInterrupt):
@@ -96,6 +97,7 @@ def die_with_the_sweep(interval: float = 1.0) -> None:
                 log.error("the sweep's process %d is gone: stopping this job (its run ends KILLED)", sweep)
                 os.kill(me, signal.SIGTERM)
                 return
+
     threading.Thread(target=watch, name="die-with-the-sweep", daemon=True).start()
     die_with_the_sweep._on = True
 

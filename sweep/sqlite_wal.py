@@ -6,6 +6,7 @@ fail with "database is locked". In WAL mode readers never block the writer. The 
 file, so it is set once, when the sweep first opens it. (WAL needs a local filesystem; for a store on NFS
 or shared by several machines use a database server: `tracking=server`.)
 """
+
 from __future__ import annotations
 
 import sqlite3

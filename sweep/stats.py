@@ -33,6 +33,7 @@ the smallest effect of interest, and the minimum detectable effect of a design.
 Pure pandas/numpy/scipy (no MLflow, no plotting): the notebook, `python -m sweep.report`, the
 study sweeper and the parent-run summary all call this module and re-implement none of it.
 """
+
 from __future__ import annotations
 
 import ast
@@ -51,26 +52,28 @@ from scipy import stats
 from sweep import protocol as P
 
 SEED = "seed"
-SETTING = "setting"            # column added by add_setting_column: the exact key (JSON of the setting's params)
+SETTING = "setting"  # column added by add_setting_column: the exact key (JSON of the setting's params)
 NO_PARAMS, NO_PARAMS_LABEL = "{}", "(no params: failed before logging its configuration)"
-LABEL = "setting_label"        # column added by add_setting_column: short, names only what varies
-MIN_SEEDS = P.MIN_REPLICATES   # fewer paired replicates: no interval, no test (the verdict is inconclusive)
-MAX_NAMED = 5                  # a sentence names at most this many tied settings, then "and N more"
+LABEL = "setting_label"  # column added by add_setting_column: short, names only what varies
+MIN_SEEDS = P.MIN_REPLICATES  # fewer paired replicates: no interval, no test (the verdict is inconclusive)
+MAX_NAMED = 5  # a sentence names at most this many tied settings, then "and N more"
 
 # Keys (fnmatch patterns) that are not part of a setting: the seed, and what never changes what is trained.
 NOT_SETTING = (
-    "seed",              # the replicate axis itself
-    "study.*",           # the verdict protocol (phase, smallest effects, alpha, power): how results are read
-    "objective",         # what a search optimises; a completed, unpruned run trains the same whatever it is
-    "tracking.*",        # where results are written
-    "optuna.*",          # search plumbing: storage, study, trial number
-    "hydra.*",           # output folders, launcher
-    "data.root", "data.download", "data.verify",  # where the files are and whether they are checked
+    "seed",  # the replicate axis itself
+    "study.*",  # the verdict protocol (phase, smallest effects, alpha, power): how results are read
+    "objective",  # what a search optimises; a completed, unpruned run trains the same whatever it is
+    "tracking.*",  # where results are written
+    "optuna.*",  # search plumbing: storage, study, trial number
+    "hydra.*",  # output folders, launcher
+    "data.root",
+    "data.download",
+    "data.verify",  # where the files are and whether they are checked
     "trainer.progress",  # a progress bar
-    "trainer.threads",   # CPU threads: changes only the order of floating-point sums
+    "trainer.threads",  # CPU threads: changes only the order of floating-point sums
     "trainer.cpu_matmul",  # oneDNN or BLAS for fp32 products on the CPU: the same, summed in another order
-    "trainer.device",    # where it runs ('auto' names no device); trainer.precision, which does matter, stays
-    "layer*_width",      # the widths as built: model.hidden_sizes, model.constant_capacity and the rates, all kept
+    "trainer.device",  # where it runs ('auto' names no device); trainer.precision, which does matter, stays
+    "layer*_width",  # the widths as built: model.hidden_sizes, model.constant_capacity and the rates, all kept
 )
 
 # Dropout keys: the baseline of a setting differs from it only in these, all set to 0.
@@ -98,6 +101,7 @@ METRIC_TEXT = {
 
 
 # ---------------------------------------------------------------- settings and replicates
+
 
 def canonical(value: Any) -> str:
     """One exact spelling per value, so '0.3', 0.3 and 3e-1 are one value, 15 and 15.0 are one value, and
@@ -131,7 +135,7 @@ def canonical(value: Any) -> str:
         f = float(value)
         if math.isnan(f):
             return "None"
-        return str(int(f)) if f.is_integer() and abs(f) < 2 ** 53 else repr(f)
+        return str(int(f)) if f.is_integer() and abs(f) < 2**53 else repr(f)
     return str(value)
 
 
@@ -171,18 +175,21 @@ def _label_columns(settings: pd.DataFrame) -> list[str]:
     """Columns that vary between settings, minus the dropout columns that say nothing new: layerN_drop_prob
     where it equals drop_prob in every setting (a drop_prob sweep), and layer_drop_probs when the effective
     layerN rates are there."""
+
     def says_something(c: str) -> bool:
         if _LAYER_RATE.match(c) and "drop_prob" in settings:
             return bool((settings[c] != settings["drop_prob"]).any())
         if c == "layer_drop_probs":
             return not any(_LAYER_RATE.match(k) for k in settings.columns)
         return True
+
     varying = [c for c in settings.columns if settings[c].nunique() > 1 and says_something(c)]
     return sorted(varying, key=_label_order)
 
 
-def add_setting_column(df: pd.DataFrame, param_cols: Iterable[str],
-                       ignore: Sequence[str] = NOT_SETTING) -> pd.DataFrame:
+def add_setting_column(
+    df: pd.DataFrame, param_cols: Iterable[str], ignore: Sequence[str] = NOT_SETTING
+) -> pd.DataFrame:
     """A copy of `df` (one row per run) with SETTING (exact key from every param column not in `ignore`) and
     LABEL (e.g. "p=0.5, p_in=0.2": only the params that vary between the settings in `df`)."""
     cols = [c for c in param_cols if is_setting_key(c, ignore)]
@@ -197,8 +204,10 @@ def add_setting_column(df: pd.DataFrame, param_cols: Iterable[str],
     if not label_cols:  # one setting: name its dropout rates
         label_cols = [c for c in ("drop_prob", "input_drop_prob") if c in cols]
     if label_cols:
-        out[LABEL] = [", ".join(f"{_short(c)}={v}" for c, v in zip(label_cols, row))
-                      for row in canon[label_cols].itertuples(index=False)]
+        out[LABEL] = [
+            ", ".join(f"{_short(c)}={v}" for c, v in zip(label_cols, row))
+            for row in canon[label_cols].itertuples(index=False)
+        ]
     else:
         out[LABEL] = "all runs"
     out.loc[blank, LABEL] = NO_PARAMS_LABEL
@@ -238,13 +247,19 @@ def labels(df: pd.DataFrame) -> dict[str, str]:
 
 # ---------------------------------------------------------------- intervals and tests
 
+
 def mean_interval(values: Iterable[float], confidence: float = 0.95) -> dict[str, float]:
     """n, mean, sd (n-1 denominator) and the t-interval mean -/+ t(1-a/2, n-1) * sd/sqrt(n); the interval is
     NaN below MIN_SEEDS values."""
     x = np.asarray(list(values), dtype=float)
     n = len(x)
-    out = {"n": n, "mean": float(x.mean()) if n else math.nan, "sd": float(x.std(ddof=1)) if n > 1 else math.nan,
-           "ci_low": math.nan, "ci_high": math.nan}
+    out = {
+        "n": n,
+        "mean": float(x.mean()) if n else math.nan,
+        "sd": float(x.std(ddof=1)) if n > 1 else math.nan,
+        "ci_low": math.nan,
+        "ci_high": math.nan,
+    }
     if n >= MIN_SEEDS:
         half = stats.t.ppf(0.5 + confidence / 2, n - 1) * out["sd"] / math.sqrt(n)
         out["ci_low"], out["ci_high"] = out["mean"] - half, out["mean"] + half
@@ -262,7 +277,7 @@ def tost_p(diffs: Iterable[float], margin: float) -> float:
     if sd == 0:
         return 0.0 if abs(d.mean()) < margin else 1.0
     se, df = sd / math.sqrt(len(d)), len(d) - 1
-    p_low = stats.t.sf((d.mean() + margin) / se, df)   # H0: mean <= -margin
+    p_low = stats.t.sf((d.mean() + margin) / se, df)  # H0: mean <= -margin
     p_high = stats.t.cdf((d.mean() - margin) / se, df)  # H0: mean >= +margin
     return float(max(p_low, p_high))
 
@@ -275,8 +290,13 @@ def paired_test(diffs: Iterable[float], confidence: float = 0.95, margin: float 
     two-sided, n-1 df), the effect size d_z = mean / sd, and with `margin` the TOST p (tost_p). Identical
     differences (sd 0) give p = 1 when they are 0, else p = 0."""
     d = np.asarray(list(diffs), dtype=float)
-    out = {**mean_interval(d, confidence), "t": math.nan, "p": math.nan, "d_z": math.nan,
-           "p_tost": tost_p(d, margin) if margin is not None else math.nan}
+    out = {
+        **mean_interval(d, confidence),
+        "t": math.nan,
+        "p": math.nan,
+        "d_z": math.nan,
+        "p_tost": tost_p(d, margin) if margin is not None else math.nan,
+    }
     if out["n"] >= MIN_SEEDS:
         if out["sd"] <= SD_ROUNDING * max(1.0, abs(out["mean"])):  # identical up to float rounding (0.95 - 0.9)
             out["t"] = 0.0 if out["mean"] == 0 else math.copysign(math.inf, out["mean"])
@@ -320,8 +340,14 @@ def holm_levels(pvalues: Iterable[float], alpha: float = P.ALPHA) -> np.ndarray:
     return out
 
 
-def verdict(n: int, ci_low: float, ci_high: float, margin: float | None = None,
-            family_low: float | None = None, family_high: float | None = None) -> str:
+def verdict(
+    n: int,
+    ci_low: float,
+    ci_high: float,
+    margin: float | None = None,
+    family_low: float | None = None,
+    family_high: float | None = None,
+) -> str:
     """The rule (module docstring): fewer than MIN_SEEDS pairs -> inconclusive; the family-level interval
     (`family_low`, `family_high`, at alpha / m; the step interval when not given) inside +/- `margin` (the
     smallest effect of interest, same unit) -> equivalent; else the step-level interval (`ci_low`, `ci_high`)
@@ -340,6 +366,7 @@ def verdict(n: int, ci_low: float, ci_high: float, margin: float | None = None,
 
 # ---------------------------------------------------------------- design: power, replicates, detectable effect
 
+
 def power(effect: float, sd: float, n: int, level: float) -> float:
     """Power of the two-sided paired t-test at `level` with n pairs when the true mean difference is `effect`
     and the differences' sd is `sd`: P(|T| > t(1 - level/2, n-1)) with T noncentral t (n-1 df, effect/sd*sqrt(n))."""
@@ -357,6 +384,7 @@ def power(effect: float, sd: float, n: int, level: float) -> float:
     def given(v: float) -> float:
         c = crit * math.sqrt(v / df)
         return (stats.norm.sf(c - nc) + stats.norm.cdf(-c - nc)) * stats.chi2.pdf(v, df)
+
     return float(min(1.0, quad(given, 0, math.inf, limit=200)[0]))
 
 
@@ -386,6 +414,7 @@ def detectable_effect(sd: float, n: int, level: float, target: float = P.POWER) 
 
 # ---------------------------------------------------------------- paired comparisons
 
+
 def margin_of(metric: str, smallest_effect: Mapping[str, float] | None = None) -> float | None:
     """The smallest effect of interest of `metric` in its stored unit (a fraction for accuracies), from
     `smallest_effect` (in the unit tables print; protocol.SMALLEST_EFFECT when None); None when not set."""
@@ -396,14 +425,46 @@ def margin_of(metric: str, smallest_effect: Mapping[str, float] | None = None) -
     return float(value) / _text(metric)[1]
 
 
-COMPARE_COLUMNS = ["setting", "label", "baseline", "baseline_label", "metric", "seeds", "mean_setting",
-                   "mean_baseline", "n", "mean_diff", "sd_diff", "d_z", "t", "p", "p_tost", "p_holm", "p_equiv",
-                   "level", "confidence", "ci_low", "ci_high", "margin", "mde", "power", "n_tests", "alpha", "verdict"]
+COMPARE_COLUMNS = [
+    "setting",
+    "label",
+    "baseline",
+    "baseline_label",
+    "metric",
+    "seeds",
+    "mean_setting",
+    "mean_baseline",
+    "n",
+    "mean_diff",
+    "sd_diff",
+    "d_z",
+    "t",
+    "p",
+    "p_tost",
+    "p_holm",
+    "p_equiv",
+    "level",
+    "confidence",
+    "ci_low",
+    "ci_high",
+    "margin",
+    "mde",
+    "power",
+    "n_tests",
+    "alpha",
+    "verdict",
+]
 
 
-def compare(df: pd.DataFrame, pairs: Iterable[tuple[str, str]], metric: str, alpha: float = P.ALPHA,
-            smallest_effect: Mapping[str, float] | None = None, seed_col: str = SEED,
-            target_power: float = P.POWER) -> pd.DataFrame:
+def compare(
+    df: pd.DataFrame,
+    pairs: Iterable[tuple[str, str]],
+    metric: str,
+    alpha: float = P.ALPHA,
+    smallest_effect: Mapping[str, float] | None = None,
+    seed_col: str = SEED,
+    target_power: float = P.POWER,
+) -> pd.DataFrame:
     """One row per (setting, reference) pair, one family: per-replicate differences setting minus reference on
     `metric`, paired by replicate (only replicates completed on both sides): mean/sd/n, d_z, paired t p, TOST p
     against the metric's smallest effect of interest (`margin`, stored unit), Holm-adjusted p, the row's Holm
@@ -418,12 +479,25 @@ def compare(df: pd.DataFrame, pairs: Iterable[tuple[str, str]], metric: str, alp
         both = table[[setting, ref]].dropna() if {setting, ref} <= set(table.columns) else pd.DataFrame()
         diffs = (both[setting] - both[ref]) if len(both) else pd.Series(dtype=float)
         res = paired_test(diffs, margin=margin if margin is not None else math.nan)
-        rows.append({"setting": setting, "label": names.get(setting, setting), "baseline": ref,
-                     "baseline_label": names.get(ref, ref), "metric": metric,
-                     "seeds": tuple(both.index), "mean_setting": both[setting].mean() if len(both) else math.nan,
-                     "mean_baseline": both[ref].mean() if len(both) else math.nan, "n": res["n"],
-                     "mean_diff": res["mean"], "sd_diff": res["sd"], "d_z": res["d_z"], "t": res["t"],
-                     "p": res["p"], "p_tost": res["p_tost"]})
+        rows.append(
+            {
+                "setting": setting,
+                "label": names.get(setting, setting),
+                "baseline": ref,
+                "baseline_label": names.get(ref, ref),
+                "metric": metric,
+                "seeds": tuple(both.index),
+                "mean_setting": both[setting].mean() if len(both) else math.nan,
+                "mean_baseline": both[ref].mean() if len(both) else math.nan,
+                "n": res["n"],
+                "mean_diff": res["mean"],
+                "sd_diff": res["sd"],
+                "d_z": res["d_z"],
+                "t": res["t"],
+                "p": res["p"],
+                "p_tost": res["p_tost"],
+            }
+        )
     out = pd.DataFrame(rows, columns=COMPARE_COLUMNS[:15])
     m = int(out["p"].notna().sum())
     out["p_holm"] = holm(out["p"])
@@ -435,6 +509,7 @@ def compare(df: pd.DataFrame, pairs: Iterable[tuple[str, str]], metric: str, alp
             return math.nan, math.nan
         half = 0.0 if r.sd_diff == 0 else stats.t.ppf(1 - level / 2, r.n - 1) * r.sd_diff / math.sqrt(r.n)
         return r.mean_diff - half, r.mean_diff + half
+
     levels, lows, highs, verdicts = [], [], [], []
     for r, step in zip(out.itertuples(), steps):
         family = alpha / m if m else math.nan
@@ -482,8 +557,10 @@ def dropout_free(params: Mapping[str, str]) -> bool:
             entries = []
         rates += [base] + [base if e is None else str(e) for e in entries]
     else:
-        raise ValueError("no dropout keys (drop_prob, input_drop_prob, layer_drop_probs, layerN_drop_prob) "
-                         "among the setting's params; pass the baseline explicitly")
+        raise ValueError(
+            "no dropout keys (drop_prob, input_drop_prob, layer_drop_probs, layerN_drop_prob) "
+            "among the setting's params; pass the baseline explicitly"
+        )
     return all(_is_zero(r) for r in rates)
 
 
@@ -495,8 +572,9 @@ def find_baselines(df: pd.DataFrame) -> dict[str, str]:
     groups: dict[str, list[str]] = {}
     for key in pd.unique(df[SETTING]):
         params = setting_params(key)
-        rest = json.dumps({k: v for k, v in params.items() if k not in DROPOUT_KEYS and not _LAYER_RATE.match(k)},
-                          sort_keys=True)
+        rest = json.dumps(
+            {k: v for k, v in params.items() if k not in DROPOUT_KEYS and not _LAYER_RATE.match(k)}, sort_keys=True
+        )
         groups.setdefault(rest, []).append(key)
     out = {}
     for keys in groups.values():
@@ -525,9 +603,15 @@ def resolve_setting(df: pd.DataFrame, name: str) -> str:
     return hits.pop()
 
 
-def compare_to_baseline(df: pd.DataFrame, metrics: Sequence[str] = ("test_acc", "gap"), baseline: str | None = None,
-                        alpha: float = P.ALPHA, smallest_effect: Mapping[str, float] | None = None,
-                        seed_col: str = SEED, target_power: float = P.POWER) -> pd.DataFrame:
+def compare_to_baseline(
+    df: pd.DataFrame,
+    metrics: Sequence[str] = ("test_acc", "gap"),
+    baseline: str | None = None,
+    alpha: float = P.ALPHA,
+    smallest_effect: Mapping[str, float] | None = None,
+    seed_col: str = SEED,
+    target_power: float = P.POWER,
+) -> pd.DataFrame:
     """Every setting against its baseline (find_baselines, or `baseline` given as a key or label), one block
     of rows per metric; each metric's comparisons are one family (Holm, compare())."""
     if baseline is None:
@@ -537,8 +621,9 @@ def compare_to_baseline(df: pd.DataFrame, metrics: Sequence[str] = ("test_acc", 
         pairs = [(k, ref) for k in pd.unique(df[SETTING]) if k != ref]
     order = {k: i for i, k in enumerate(settings_order(df))}
     pairs.sort(key=lambda kv: order[kv[0]])
-    return pd.concat([compare(df, pairs, m, alpha, smallest_effect, seed_col, target_power) for m in metrics],
-                     ignore_index=True)
+    return pd.concat(
+        [compare(df, pairs, m, alpha, smallest_effect, seed_col, target_power) for m in metrics], ignore_index=True
+    )
 
 
 def _sort_value(v: str) -> tuple:
@@ -555,16 +640,23 @@ def settings_order(df: pd.DataFrame) -> list[str]:
     def sort_key(k: str) -> tuple:
         params = setting_params(k)
         return tuple(_sort_value(params[c]) for c in sorted(params, key=_label_order))
+
     return sorted(keys, key=sort_key)
 
 
 # ---------------------------------------------------------------- per-setting summaries
 
-def summarize(df: pd.DataFrame, metrics: Sequence[str] = ("val_acc", "test_acc", "gap"), confidence: float = 0.95,
-              keep: Sequence[str] = (), seed_col: str = SEED) -> pd.DataFrame:
+
+def summarize(
+    df: pd.DataFrame,
+    metrics: Sequence[str] = ("val_acc", "test_acc", "gap"),
+    confidence: float = 0.95,
+    keep: Sequence[str] = (),
+    seed_col: str = SEED,
+) -> pd.DataFrame:
     """One row per setting (every setting seen, ordered by its params): label, completed seeds, pruned runs
-    and unfinished ones (FAILED, KILLED, RUNNING) counted separately, and per metric the unpaired mean, sd, n and t-interval over seeds (no
-    interval below MIN_SEEDS). `keep` carries param columns (e.g. drop_prob) for plotting."""
+    and unfinished ones (FAILED, KILLED, RUNNING) counted separately, and per metric the unpaired mean, sd, n and
+    t-interval over seeds (no interval below MIN_SEEDS). `keep` carries param columns (e.g. drop_prob) for plotting."""
     done = completed(df)
     pruned = df[is_pruned(df)]
     unfinished = df[(df["status"] != "FINISHED") & ~is_pruned(df)]
@@ -573,9 +665,14 @@ def summarize(df: pd.DataFrame, metrics: Sequence[str] = ("val_acc", "test_acc",
     first = df.drop_duplicates(SETTING).set_index(SETTING)
     rows = []
     for key in settings_order(df):
-        row = {"setting": key, "label": names[key], **{c: first.at[key, c] for c in keep},
-               "seeds": int(done.loc[done[SETTING] == key, seed_col].map(canonical).nunique()),
-               "pruned": int((pruned[SETTING] == key).sum()), "unfinished": int((unfinished[SETTING] == key).sum())}
+        row = {
+            "setting": key,
+            "label": names[key],
+            **{c: first.at[key, c] for c in keep},
+            "seeds": int(done.loc[done[SETTING] == key, seed_col].map(canonical).nunique()),
+            "pruned": int((pruned[SETTING] == key).sum()),
+            "unfinished": int((unfinished[SETTING] == key).sum()),
+        }
         for m, table in tables.items():
             s = mean_interval(table[key].dropna() if key in table else [], confidence)
             row.update({f"{m}_{k}": v for k, v in s.items()})
@@ -585,14 +682,21 @@ def summarize(df: pd.DataFrame, metrics: Sequence[str] = ("val_acc", "test_acc",
 
 # ---------------------------------------------------------------- ranking with ties
 
+
 def reads_test_set(metric: str) -> bool:
     """A metric computed on the test set: test_* and the reported gap (train - test); never used to select."""
     m = metric.lower()
     return "test" in m or (re.search(r"(^|[_.])gap($|[_.])", m) is not None and "val_gap" not in m)
 
 
-def rank(df: pd.DataFrame, metric: str = "val_acc", higher_is_better: bool | None = None, alpha: float = P.ALPHA,
-         smallest_effect: Mapping[str, float] | None = None, seed_col: str = SEED) -> pd.DataFrame:
+def rank(
+    df: pd.DataFrame,
+    metric: str = "val_acc",
+    higher_is_better: bool | None = None,
+    alpha: float = P.ALPHA,
+    smallest_effect: Mapping[str, float] | None = None,
+    seed_col: str = SEED,
+) -> pd.DataFrame:
     """Settings best-first by their mean `metric` over completed replicates (a validation metric; a test metric
     is refused). Only settings with at least MIN_SEEDS replicates are ranked (`ranked`, `rank` 1, 2, ...); the
     others come last, unranked. Every other ranked setting is compared with the top one, paired by replicate,
@@ -602,12 +706,31 @@ def rank(df: pd.DataFrame, metric: str = "val_acc", higher_is_better: bool | Non
     tied itself. Accuracies are better higher, losses
     and gaps lower, unless told."""
     if reads_test_set(metric):
-        raise ValueError(f"rank by a validation metric (val_acc, val_loss, val_gap), not {metric!r}: "
-                         "choosing by the test set makes the test estimate optimistic")
+        raise ValueError(
+            f"rank by a validation metric (val_acc, val_loss, val_gap), not {metric!r}: "
+            "choosing by the test set makes the test estimate optimistic"
+        )
     if higher_is_better is None:
         higher_is_better = "acc" in metric
-    columns = ["setting", "label", "metric", "seeds", "mean", "sd", "ranked", "rank", "n", "mean_diff", "ci_low",
-               "ci_high", "confidence", "p", "p_holm", "verdict", "tied"]
+    columns = [
+        "setting",
+        "label",
+        "metric",
+        "seeds",
+        "mean",
+        "sd",
+        "ranked",
+        "rank",
+        "n",
+        "mean_diff",
+        "ci_low",
+        "ci_high",
+        "confidence",
+        "p",
+        "p_holm",
+        "verdict",
+        "tied",
+    ]
     table = per_seed(df, metric, seed_col)
     if table.empty:
         return pd.DataFrame(columns=columns)
@@ -624,28 +747,57 @@ def rank(df: pd.DataFrame, metric: str = "val_acc", higher_is_better: bool | Non
         still_tied = True
         for place, key in enumerate(ranked, start=1):
             own = table[key].dropna()
-            row = {"setting": key, "label": names[key], "metric": metric, "seeds": len(own), "mean": own.mean(),
-                   "sd": own.std(ddof=1) if len(own) > 1 else math.nan, "ranked": True, "rank": place}
+            row = {
+                "setting": key,
+                "label": names[key],
+                "metric": metric,
+                "seeds": len(own),
+                "mean": own.mean(),
+                "sd": own.std(ddof=1) if len(own) > 1 else math.nan,
+                "ranked": True,
+                "rank": place,
+            }
             if key == top:
                 row.update(n=len(own), verdict="top", tied=True)
             else:
                 r = vs.loc[key]
                 below = r.ci_high < 0 if higher_is_better else r.ci_low > 0  # its interval on the worse side of 0
                 still_tied = still_tied and r.verdict != worse and not below
-                row.update(n=r.n, mean_diff=r.mean_diff, ci_low=r.ci_low, ci_high=r.ci_high, confidence=r.confidence,
-                           p=r.p, p_holm=r.p_holm, verdict=r.verdict, tied=still_tied)
+                row.update(
+                    n=r.n,
+                    mean_diff=r.mean_diff,
+                    ci_low=r.ci_low,
+                    ci_high=r.ci_high,
+                    confidence=r.confidence,
+                    p=r.p,
+                    p_holm=r.p_holm,
+                    verdict=r.verdict,
+                    tied=still_tied,
+                )
             rows.append(row)
     for key in unranked:
         own = table[key].dropna()
-        rows.append({"setting": key, "label": names[key], "metric": metric, "seeds": len(own), "mean": own.mean(),
-                     "sd": own.std(ddof=1) if len(own) > 1 else math.nan, "ranked": False, "rank": math.nan,
-                     "verdict": "not ranked", "tied": False})
+        rows.append(
+            {
+                "setting": key,
+                "label": names[key],
+                "metric": metric,
+                "seeds": len(own),
+                "mean": own.mean(),
+                "sd": own.std(ddof=1) if len(own) > 1 else math.nan,
+                "ranked": False,
+                "rank": math.nan,
+                "verdict": "not ranked",
+                "tied": False,
+            }
+        )
     out = pd.DataFrame(rows, columns=columns)
     out["higher_is_better"], out["alpha"] = higher_is_better, alpha
     return out
 
 
 # ---------------------------------------------------------------- sentences
+
 
 def _text(metric: str) -> tuple[str, float, str]:
     return METRIC_TEXT.get(metric, (metric, 1.0, ""))
@@ -684,8 +836,12 @@ def verdict_reason(r: Mapping[str, Any]) -> str:
     metric = r["metric"]
     if r["verdict"] in (HIGHER, LOWER):
         inside = has_margin and -margin < r["ci_low"] and r["ci_high"] < margin
-        return "the interval excludes 0" + (f" (it lies inside {margin_text(margin, metric)} at its step level, but "
-                                            "not at the family's level an equivalence claim needs)" if inside else "")
+        return "the interval excludes 0" + (
+            f" (it lies inside {margin_text(margin, metric)} at its step level, but "
+            "not at the family's level an equivalence claim needs)"
+            if inside
+            else ""
+        )
     if r["verdict"] == EQUIVALENT:
         side = "" if r["ci_low"] <= 0 <= r["ci_high"] else "; it also excludes 0: a real difference, but a smaller one"
         return f"the interval lies inside {margin_text(margin, metric)}, the smallest effect of interest{side}"
@@ -706,12 +862,17 @@ def comparison_sentence(row: Mapping[str, Any] | Any) -> str:
     unit = f" {unit}" if unit else ""
     dz = f", d_z={r['d_z']:+.2f}" if "d_z" in r and math.isfinite(r["d_z"]) else ""
     mde = r.get("mde")
-    detect = (f", detects {_num(mde, scale, signed=False)}{unit} with {r.get('power', P.POWER):.0%} power"
-              if mde is not None and math.isfinite(mde) else "")
-    return (f"{head}: {words} {_num(r['mean_diff'], scale)}{unit} ({confidence_text(r['confidence'])} CI "
-            f"[{_num(r['ci_low'], scale)}, {_num(r['ci_high'], scale)}] at "
-            f"{'the family' if r['verdict'] == EQUIVALENT else 'its Holm step'} level, "
-            f"n={int(r['n'])} replicates{dz}{detect}): {r['verdict']}, {verdict_reason(r)}.")
+    detect = (
+        f", detects {_num(mde, scale, signed=False)}{unit} with {r.get('power', P.POWER):.0%} power"
+        if mde is not None and math.isfinite(mde)
+        else ""
+    )
+    return (
+        f"{head}: {words} {_num(r['mean_diff'], scale)}{unit} ({confidence_text(r['confidence'])} CI "
+        f"[{_num(r['ci_low'], scale)}, {_num(r['ci_high'], scale)}] at "
+        f"{'the family' if r['verdict'] == EQUIVALENT else 'its Holm step'} level, "
+        f"n={int(r['n'])} replicates{dz}{detect}): {r['verdict']}, {verdict_reason(r)}."
+    )
 
 
 def comparison_sentences(table: pd.DataFrame) -> list[str]:
@@ -730,31 +891,45 @@ def ranking_sentence(ranking: pd.DataFrame) -> str:
     unranked = ranking[~ranking["ranked"].astype(bool)]
     if ranked.empty:
         most = int(ranking["seeds"].max())
-        return (f"Best: not chosen; no setting has {MIN_SEEDS} replicates yet (the most is {most}), and fewer "
-                f"cannot be ranked: run each setting with at least {MIN_SEEDS} seeds (seed=1,2,3).")
+        return (
+            f"Best: not chosen; no setting has {MIN_SEEDS} replicates yet (the most is {most}), and fewer "
+            f"cannot be ranked: run each setting with at least {MIN_SEEDS} seeds (seed=1,2,3)."
+        )
     top = ranked.iloc[0]
     value = f"{_num(top['mean'], scale, signed=False)}{' %' if unit == 'points' else ''}"
-    left_out = (f" Not ranked ({len(unranked)}, fewer than {MIN_SEEDS} replicates): "
-                f"{_listing(list(unranked['label']))}." if len(unranked) else "")
+    left_out = (
+        f" Not ranked ({len(unranked)}, fewer than {MIN_SEEDS} replicates): {_listing(list(unranked['label']))}."
+        if len(unranked)
+        else ""
+    )
     if len(ranked) == 1:
-        return f"Best by {words}: {top['label']} ({value}, n={int(top['seeds'])} replicates), the only ranked setting." \
+        return (
+            f"Best by {words}: {top['label']} ({value}, n={int(top['seeds'])} replicates), the only ranked setting."
             + left_out
+        )
     tied = ranked[ranked["tied"].astype(bool)]
     nxt = ranked[~ranked["tied"].astype(bool)]
     after = ""
     if len(nxt):
         r = nxt.iloc[0]
-        after = (f"; the next by mean, {r['label']}, is {r['verdict']} than the best "
-                 f"({confidence_text(r['confidence'])} CI [{_num(r['ci_low'], scale)}, {_num(r['ci_high'], scale)}])")
+        after = (
+            f"; the next by mean, {r['label']}, is {r['verdict']} than the best "
+            f"({confidence_text(r['confidence'])} CI [{_num(r['ci_low'], scale)}, {_num(r['ci_high'], scale)}])"
+        )
     if len(tied) == 1:
-        return (f"Best by {words}: {top['label']} ({value}, n={int(top['seeds'])} replicates){after}." + left_out)
+        return f"Best by {words}: {top['label']} ({value}, n={int(top['seeds'])} replicates){after}." + left_out
     names = [f"{r['label']} ({'best' if r['verdict'] == 'top' else r['verdict']})" for _, r in tied.iterrows()]
     seeds = _seed_count(tied["n"].iloc[1:])
-    return (f"Best by {words}: tied between {_listing(names)}, which {seeds} paired replicates cannot separate from "
-            f"the best ({value}){after}." + left_out)
+    return (
+        f"Best by {words}: tied between {_listing(names)}, which {seeds} paired replicates cannot separate from "
+        f"the best ({value}){after}." + left_out
+    )
 
 
 def _listing(names: list[str]) -> str:
     sep = "; " if any(", " in n for n in names) else ", "  # labels such as "p=0.5, p_in=0.2" need ";"
-    return sep.join(names) if len(names) <= MAX_NAMED else (
-        sep.join(names[:MAX_NAMED]) + f" and {len(names) - MAX_NAMED} more")
+    return (
+        sep.join(names)
+        if len(names) <= MAX_NAMED
+        else (sep.join(names[:MAX_NAMED]) + f" and {len(names) - MAX_NAMED} more")
+    )

@@ -23,6 +23,7 @@ The plan is written into the sweep folder (study_plan.json, logged onto the pare
 finished job (grid resume) and the plan already fixed, never a new one computed from re-run jobs. A job that
 fails stops the sweep after its phase, as Hydra's basic sweeper does; rerunning the command resumes it.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -59,8 +60,9 @@ def override_value(value: Any) -> str:
     return str(value)
 
 
-def grid(params: dict[str, Any] | None, arguments: list[str],
-         settings: list[dict[str, Any]] | None = None) -> list[list[str]]:
+def grid(
+    params: dict[str, Any] | None, arguments: list[str], settings: list[dict[str, Any]] | None = None
+) -> list[list[str]]:
     """The settings of a study as override lists. `params` (a config's hydra.sweeper.params) and the command
     line's overrides expand as Hydra's basic sweeper expands them, the command line winning per key: sweep
     overrides (a,b / range / choice) multiply, plain ones go to every setting. `settings` (a list of {key:
@@ -73,18 +75,24 @@ def grid(params: dict[str, Any] | None, arguments: list[str],
     overrides = [o for o in parser.parse_overrides(lines) if o.key_or_group not in keys] + list(given)
     for o in overrides:
         if o.key_or_group == REPLICATE_KEY:
-            raise StudyError(f"{o.input_line} is invalid under hydra/sweeper=study: the study draws its replicates "
-                             f"itself (seed=1..study.exploratory, then study.first_confirmatory_seed, +1, ...); "
-                             "drop the seed override")
-    axes = [[f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()] if o.is_sweep_override()
-            else [o.input_line] for o in overrides]
+            raise StudyError(
+                f"{o.input_line} is invalid under hydra/sweeper=study: the study draws its replicates "
+                f"itself (seed=1..study.exploratory, then study.first_confirmatory_seed, +1, ...); "
+                "drop the seed override"
+            )
+    axes = [
+        [f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()] if o.is_sweep_override() else [o.input_line]
+        for o in overrides
+    ]
     points = [list(combo) for combo in itertools.product(*axes)]
     if not settings:
         return points
     for entry in settings:
         if REPLICATE_KEY in entry:
-            raise StudyError(f"hydra.sweeper.settings: {REPLICATE_KEY} is the replicate index the study draws itself; "
-                             "drop it from the settings")
+            raise StudyError(
+                f"hydra.sweeper.settings: {REPLICATE_KEY} is the replicate index the study draws itself; "
+                "drop it from the settings"
+            )
     extra = [[f"{k}={override_value(v)}" for k, v in entry.items() if k not in keys] for entry in settings]
     return [[*point, *more] for more in extra for point in points]
 
@@ -108,8 +116,9 @@ def design(exp, settings: list[list[str]], study: DictConfig) -> dict[str, Any]:
     from sweep import analysis as A
     from sweep import stats as S
 
-    proto = A.Protocol(alpha=study.alpha, power=study.power, smallest_effect=dict(study.smallest_effect),
-                       metrics=tuple(study.metrics))
+    proto = A.Protocol(
+        alpha=study.alpha, power=study.power, smallest_effect=dict(study.smallest_effect), metrics=tuple(study.metrics)
+    )
     done = S.completed(exp)
     lines: list[str] = []
     chosen = list(settings)
@@ -118,17 +127,21 @@ def design(exp, settings: list[list[str]], study: DictConfig) -> dict[str, Any]:
         ranked = S.rank(exp, "val_acc", alpha=proto.alpha, smallest_effect=proto.smallest_effect)
         ranked = ranked[ranked["ranked"].astype(bool) & ranked["setting"].isin(baselines)]
         if ranked.empty:
-            raise StudyError("study.confirm=best needs a setting with dropout and its baseline (every rate 0, all "
-                             f"else equal), each with {S.MIN_SEEDS} exploratory replicates; the exploratory phase has "
-                             "none")
+            raise StudyError(
+                "study.confirm=best needs a setting with dropout and its baseline (every rate 0, all "
+                f"else equal), each with {S.MIN_SEEDS} exploratory replicates; the exploratory phase has "
+                "none"
+            )
         top = ranked["setting"].iloc[0]
         keep = {top, baselines[top]}
         runs = exp[exp[S.SETTING].isin(keep)]
         chosen = [s for s in settings if any(_same(o, s) for o in runs["overrides"])]
         label = ranked["label"].iloc[0]
-        lines.append(f"Chosen on validation accuracy (study.confirm=best): {label} "
-                     f"({100 * ranked['mean'].iloc[0]:.2f} % over {int(ranked['seeds'].iloc[0])} replicates), "
-                     f"confirmed against its baseline.")
+        lines.append(
+            f"Chosen on validation accuracy (study.confirm=best): {label} "
+            f"({100 * ranked['mean'].iloc[0]:.2f} % over {int(ranked['seeds'].iloc[0])} replicates), "
+            f"confirmed against its baseline."
+        )
         exp = exp[exp[S.SETTING].isin(keep)]
     comparisons = A.paired_comparisons(exp, proto, proto.metrics)
     fam = comparisons.groupby("metric")["setting"].nunique() if len(comparisons) else {}
@@ -144,8 +157,14 @@ def design(exp, settings: list[list[str]], study: DictConfig) -> dict[str, Any]:
         level = proto.alpha / k
         n = S.replicates_for(margin, float(r["sd_diff"]), level, proto.power, cap=10_000)
         needed.append(n)
-        worst[metric] = {"sd": float(r["sd_diff"]), "label": r["label"], "comparisons": k, "level": level,
-                         "needed": n, "margin": margin}
+        worst[metric] = {
+            "sd": float(r["sd_diff"]),
+            "label": r["label"],
+            "comparisons": k,
+            "level": level,
+            "needed": n,
+            "margin": margin,
+        }
     if study.confirmatory is not None:
         n, why = int(study.confirmatory), "fixed by study.confirmatory"
     elif not worst:
@@ -153,23 +172,36 @@ def design(exp, settings: list[list[str]], study: DictConfig) -> dict[str, Any]:
     else:
         most = None if any(x is None for x in needed) else max(needed)
         n = int(study.max_replicates) if most is None or most > study.max_replicates else max(most, S.MIN_SEEDS)
-        why = "designed" if most is not None and most <= study.max_replicates else \
-            f"capped at study.max_replicates={study.max_replicates}"
+        why = (
+            "designed"
+            if most is not None and most <= study.max_replicates
+            else f"capped at study.max_replicates={study.max_replicates}"
+        )
     for metric, w in worst.items():
         words, scale, unit = S.METRIC_TEXT.get(metric, (metric, 1.0, ""))
         w["mde"] = S.detectable_effect(w["sd"], n, w["level"], proto.power)
-        lines.append(f"{words}: widest paired spread sd={w['sd'] * scale:.3g} {unit} ({w['label']}); "
-                     f"{proto.power:.0%} power at {S.margin_text(w['margin'], metric)} with {w['comparisons']} "
-                     f"comparison{'s' if w['comparisons'] != 1 else ''} (Holm's hardest step, alpha "
-                     f"{w['level']:.3g}) needs {w['needed'] if w['needed'] is not None else 'over 10,000'} "
-                     f"replicates; with {n} it detects {w['mde'] * scale:.2f} {unit}.")
+        lines.append(
+            f"{words}: widest paired spread sd={w['sd'] * scale:.3g} {unit} ({w['label']}); "
+            f"{proto.power:.0%} power at {S.margin_text(w['margin'], metric)} with {w['comparisons']} "
+            f"comparison{'s' if w['comparisons'] != 1 else ''} (Holm's hardest step, alpha "
+            f"{w['level']:.3g}) needs {w['needed'] if w['needed'] is not None else 'over 10,000'} "
+            f"replicates; with {n} it detects {w['mde'] * scale:.2f} {unit}."
+        )
     seeds = list(range(int(study.first_confirmatory_seed), int(study.first_confirmatory_seed) + n))
-    lines.append(f"Confirmatory phase: {len(chosen)} settings x {n} fresh replicates ({why}), seeds "
-                 f"{seeds[0]}-{seeds[-1]}; smallest effects of interest: "
-                 + ", ".join(f"{m} ±{proto.smallest_effect[m]:g}" for m in proto.metrics if m in proto.smallest_effect)
-                 + f"; alpha {proto.alpha:g} per metric (Holm).")
-    return {"settings": chosen, "replicates": n, "seeds": [seeds[0], seeds[-1]], "why": why, "worst": worst,
-            "lines": lines}
+    lines.append(
+        f"Confirmatory phase: {len(chosen)} settings x {n} fresh replicates ({why}), seeds "
+        f"{seeds[0]}-{seeds[-1]}; smallest effects of interest: "
+        + ", ".join(f"{m} ±{proto.smallest_effect[m]:g}" for m in proto.metrics if m in proto.smallest_effect)
+        + f"; alpha {proto.alpha:g} per metric (Holm)."
+    )
+    return {
+        "settings": chosen,
+        "replicates": n,
+        "seeds": [seeds[0], seeds[-1]],
+        "why": why,
+        "worst": worst,
+        "lines": lines,
+    }
 
 
 def _canonical(settings: list[list[str]]) -> list[list[str]]:
@@ -186,9 +218,16 @@ def plan_tag(plan: dict[str, Any], settings: list[list[str]]) -> str:
     """The plan as the parent's `study_plan` tag: short (MLflow caps tags), settings as positions in the grid's
     canonical order."""
     order = _canonical(settings)
-    return json.dumps({"grid": grid_id(settings), "chosen": [order.index(sorted(s)) for s in plan["settings"]],
-                       "replicates": plan["replicates"], "seeds": plan["seeds"], "why": plan["why"],
-                       "lines": plan["lines"]})
+    return json.dumps(
+        {
+            "grid": grid_id(settings),
+            "chosen": [order.index(sorted(s)) for s in plan["settings"]],
+            "replicates": plan["replicates"],
+            "seeds": plan["seeds"],
+            "why": plan["why"],
+            "lines": plan["lines"],
+        }
+    )
 
 
 def frozen(tag: str | None, settings: list[list[str]]) -> dict[str, Any] | None:
@@ -198,12 +237,17 @@ def frozen(tag: str | None, settings: list[list[str]]) -> dict[str, Any] | None:
         return None
     plan = json.loads(tag)
     if plan.get("grid") != grid_id(settings):
-        raise StudyError("this study's plan was fixed for another grid; a changed study is a new study: use "
-                         "another tracking.sweep_id")
+        raise StudyError(
+            "this study's plan was fixed for another grid; a changed study is a new study: use "
+            "another tracking.sweep_id"
+        )
     by_key = {tuple(sorted(s)): s for s in settings}
     order = _canonical(settings)
-    return {**plan, "settings": [by_key[tuple(order[i])] for i in plan["chosen"]],
-            "lines": ["(fixed by an earlier run of this study; reused)", *plan["lines"]]}
+    return {
+        **plan,
+        "settings": [by_key[tuple(order[i])] for i in plan["chosen"]],
+        "lines": ["(fixed by an earlier run of this study; reused)", *plan["lines"]],
+    }
 
 
 class StudySweeperImpl:
@@ -217,8 +261,9 @@ class StudySweeperImpl:
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config = config
-        self.launcher = Plugins.instance().instantiate_launcher(config=config, hydra_context=hydra_context,
-                                                               task_function=task_function)
+        self.launcher = Plugins.instance().instantiate_launcher(
+            config=config, hydra_context=hydra_context, task_function=task_function
+        )
 
     def sweep(self, arguments: list[str]) -> list[Any]:
         from sweep import track
@@ -226,16 +271,22 @@ class StudySweeperImpl:
         cfg = self.config
         study = cfg.study
         if not cfg.tracking.enabled:
-            raise StudyError("hydra/sweeper=study reads its exploratory phase from the MLflow store: set "
-                             "tracking.enabled=true")
-        settings = grid(OmegaConf.to_container(OmegaConf.create(self.params), resolve=False), arguments,
-                        OmegaConf.to_container(OmegaConf.create(self.settings), resolve=False))
+            raise StudyError(
+                "hydra/sweeper=study reads its exploratory phase from the MLflow store: set tracking.enabled=true"
+            )
+        settings = grid(
+            OmegaConf.to_container(OmegaConf.create(self.params), resolve=False),
+            arguments,
+            OmegaConf.to_container(OmegaConf.create(self.settings), resolve=False),
+        )
         sweep_dir = Path(str(cfg.hydra.sweep.dir))
         parent_id, _ = track.find_parent(sweep_dir)
         client = track.open_store(cfg.tracking.uri)
         explored = jobs(settings, list(range(1, int(study.exploratory) + 1)), P.EXPLORATORY)
-        _say(f"Study: {len(settings)} settings; exploratory phase: {len(explored)} jobs "
-             f"(replicates 1-{study.exploratory}).")
+        _say(
+            f"Study: {len(settings)} settings; exploratory phase: {len(explored)} jobs "
+            f"(replicates 1-{study.exploratory})."
+        )
         first = self._launch(explored, 0)
         plan = frozen(client.get_run(parent_id).data.tags.get(PLAN_TAG) if parent_id else None, settings)
         if plan is None:

@@ -16,6 +16,7 @@ one `mlflow_parent.json` (all runs under one parent), one `.hydra/`, one `sweep_
   started together in one explicit `hydra.sweep.dir` cannot both pass it.
   A rerun in the same `hydra.sweep.dir` after the first one ended is fine (the Optuna resume).
 """
+
 from __future__ import annotations
 
 import datetime

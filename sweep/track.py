@@ -8,10 +8,12 @@ artifact-location checks, opening a store (its tables created once, whatever the
 `open_store`), stale-run cleanup, a FAILED run for a job that died before its own run began, and the
 parent-run file jobs read to find their parent.
 """
+
 from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import socket
 import subprocess
@@ -23,14 +25,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Iterator
 
-import json
-
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 
 from sweep import atomic, procid
-from sweep.paths import PROJECT_ROOT
 from sweep.dblock import db_lock, lockable
+from sweep.paths import PROJECT_ROOT
 from sweep.redact import learn, redact, redact_obj
 from sweep.sqlite_wal import sqlite_path, use_wal
 
@@ -63,8 +63,9 @@ def _lost(tracking, what: str, e: BaseException | None, sweep_dir) -> TrackingLo
     except TrackingError:
         pass
     why = redact(str(e)).strip().splitlines()[0][:300] if e is not None and str(e).strip() else type(e).__name__
-    return TrackingLost(f"tracking.uri={redact(tracking.uri)} stopped answering {what} ({why})", tracking.uri,
-                        sweep_dir)
+    return TrackingLost(
+        f"tracking.uri={redact(tracking.uri)} stopped answering {what} ({why})", tracking.uri, sweep_dir
+    )
 
 
 def end_unended(wait: float | None = None) -> list[str]:
@@ -77,8 +78,12 @@ def end_unended(wait: float | None = None) -> list[str]:
             wait = 60.0
     deadline = time.monotonic() + wait
     if _UNENDED:
-        print(f"waiting up to {wait:g} s for tracking.uri={redact(_UNENDED[0][0])} to answer, to end the runs "
-              f"it left RUNNING ({WAIT_ENV})", file=sys.stderr, flush=True)
+        print(
+            f"waiting up to {wait:g} s for tracking.uri={redact(_UNENDED[0][0])} to answer, to end the runs "
+            f"it left RUNNING ({WAIT_ENV})",
+            file=sys.stderr,
+            flush=True,
+        )
     while _UNENDED:
         uri, run_id, status, error = _UNENDED[0]
         try:
@@ -96,27 +101,34 @@ def check_reachable(uri: str) -> None:
     """Fail fast, before any training, when the store cannot be reached or written."""
     if uri.startswith(("http://", "https://")):
         parts = urllib.parse.urlsplit(uri)  # credentials, if any, go in a header, never in the URL we print
-        health = parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else ""),
-                                path=parts.path.rstrip("/") + "/health").geturl()
+        health = parts._replace(
+            netloc=parts.hostname + (f":{parts.port}" if parts.port else ""), path=parts.path.rstrip("/") + "/health"
+        ).geturl()
         try:
             urllib.request.urlopen(health, timeout=10).read()
         except Exception as e:  # noqa: BLE001 - any failure means the same thing to the user
-            raise TrackingError(f"tracking.uri={redact(uri)} does not answer ({type(e).__name__}: {redact(str(e))}); "
-                                "start the server or fix tracking.uri") from None
+            raise TrackingError(
+                f"tracking.uri={redact(uri)} does not answer ({type(e).__name__}: {redact(str(e))}); "
+                "start the server or fix tracking.uri"
+            ) from None
     elif uri.startswith("sqlite:///"):
         check_writable("tracking.uri", Path(uri.removeprefix("sqlite:///")).parent, shown=redact(uri))
     elif "://" in uri and not uri.startswith(("file:", "databricks")):  # a database: postgresql://, mysql://
         import sqlalchemy
 
         try:
-            engine = sqlalchemy.create_engine(uri, connect_args={"connect_timeout": 10} if uri.startswith("postgres") else {})
+            engine = sqlalchemy.create_engine(
+                uri, connect_args={"connect_timeout": 10} if uri.startswith("postgres") else {}
+            )
             with engine.connect():
                 pass
             engine.dispose()
         except Exception as e:  # noqa: BLE001
             first = redact(str(getattr(e, "orig", e) or e)).strip().splitlines()
-            raise TrackingError(f"tracking.uri={redact(uri)} cannot be reached ({type(e).__name__}: "
-                                f"{first[0] if first else ''}); check the server, user and password") from None
+            raise TrackingError(
+                f"tracking.uri={redact(uri)} cannot be reached ({type(e).__name__}: "
+                f"{first[0] if first else ''}); check the server, user and password"
+            ) from None
 
 
 def check_writable(key: str, folder: Path, shown: str | None = None) -> None:
@@ -131,8 +143,9 @@ def check_writable(key: str, folder: Path, shown: str | None = None) -> None:
             os.close(fd)
             os.unlink(probe)
     except OSError as e:
-        raise TrackingError(f"{key}={shown or folder}: cannot write to {folder} ({e.strerror or e}); "
-                            "choose a writable folder") from None
+        raise TrackingError(
+            f"{key}={shown or folder}: cannot write to {folder} ({e.strerror or e}); choose a writable folder"
+        ) from None
 
 
 def check_artifact_location(tracking) -> None:
@@ -173,7 +186,9 @@ def open_store(uri: str) -> MlflowClient:
     except TrackingError:
         raise
     except Exception as e:  # noqa: BLE001
-        raise TrackingError(f"tracking.uri={redact(uri)} cannot be used: {type(e).__name__}: {_first_line(e)}") from None
+        raise TrackingError(
+            f"tracking.uri={redact(uri)} cannot be used: {type(e).__name__}: {_first_line(e)}"
+        ) from None
     _READY.add(uri)
     return client
 
@@ -201,15 +216,17 @@ def _tables(uri: str) -> set[str]:
 def _refuse_half_made(uri: str) -> None:
     """Some of MLflow's tables but not all: an earlier set-up was cut off (full disk, kill). MLflow would
     re-run its migrations over them and fail for good (`duplicate column name`); stop before touching it."""
-    from mlflow.store.db.base_sql_model import Base
     import mlflow.store.tracking.dbmodels.models  # noqa: F401  (registers the tables in Base.metadata)
+    from mlflow.store.db.base_sql_model import Base
 
     have = _tables(uri)
     want = set(Base.metadata.tables)
     if have and not want <= have:
-        raise TrackingError(f"tracking.uri={redact(uri)} holds a half-made MLflow schema ({len(have & want)} of "
-                            f"{len(want)} tables: its set-up was cut off, e.g. by a full disk); it was left as it "
-                            "is: restore it from a backup, or point tracking.uri at a new database")
+        raise TrackingError(
+            f"tracking.uri={redact(uri)} holds a half-made MLflow schema ({len(have & want)} of "
+            f"{len(want)} tables: its set-up was cut off, e.g. by a full disk); it was left as it "
+            "is: restore it from a backup, or point tracking.uri at a new database"
+        )
 
 
 def _build_sqlite_store(uri: str, path: Path) -> None:
@@ -217,14 +234,25 @@ def _build_sqlite_store(uri: str, path: Path) -> None:
     stays open here), then rename it into place: the store appears whole or not at all."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.new")
     try:
-        out = subprocess.run([sys.executable, "-c", "import sys; from mlflow.tracking import MlflowClient; "
-                              "MlflowClient(tracking_uri='sqlite:///' + sys.argv[1]).search_experiments(max_results=1)",
-                              str(tmp)], capture_output=True, text=True, timeout=600,
-                             env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import sys; from mlflow.tracking import MlflowClient; "
+                "MlflowClient(tracking_uri='sqlite:///' + sys.argv[1]).search_experiments(max_results=1)",
+                str(tmp),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"},
+        )
         if out.returncode != 0:
             lines = [x for x in redact(out.stderr).strip().splitlines() if x.strip()]
-            raise TrackingError(f"tracking.uri={redact(uri)}: could not create the MLflow tables in {path.parent} "
-                                f"({lines[-1] if lines else f'exit {out.returncode}'}); nothing was written there")
+            raise TrackingError(
+                f"tracking.uri={redact(uri)}: could not create the MLflow tables in {path.parent} "
+                f"({lines[-1] if lines else f'exit {out.returncode}'}); nothing was written there"
+            )
         use_wal(f"sqlite:///{tmp}")
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
@@ -249,7 +277,11 @@ def connect(tracking) -> tuple[MlflowClient, str]:
         if location and "://" not in location:
             Path(location).mkdir(parents=True, exist_ok=True)
             location = Path(location).resolve().as_uri()
-        with db_lock(tracking.uri, f"experiment:{tracking.experiment}") if lockable(tracking.uri) else contextlib.nullcontext():
+        with (
+            db_lock(tracking.uri, f"experiment:{tracking.experiment}")
+            if lockable(tracking.uri)
+            else contextlib.nullcontext()
+        ):
             exp = client.get_experiment_by_name(tracking.experiment)  # created meanwhile by a parallel worker?
             if exp is not None:
                 return client, exp.experiment_id
@@ -263,8 +295,9 @@ def connect(tracking) -> tuple[MlflowClient, str]:
     except TrackingError:
         raise
     except Exception as e:  # noqa: BLE001
-        raise TrackingError(f"tracking.uri={redact(tracking.uri)} cannot be used: {type(e).__name__}: "
-                            f"{_first_line(e)}") from None
+        raise TrackingError(
+            f"tracking.uri={redact(tracking.uri)} cannot be used: {type(e).__name__}: {_first_line(e)}"
+        ) from None
 
 
 @functools.cache
@@ -300,7 +333,7 @@ def params_from_config(cfg: dict) -> dict[str, str]:
 def log_params(client: MlflowClient, run_id: str, params: dict[str, str]) -> None:
     items = [Param(k, v) for k, v in params.items()]
     for i in range(0, len(items), 100):  # MLflow caps a batch at 100 params
-        client.log_batch(run_id, params=items[i:i + 100])
+        client.log_batch(run_id, params=items[i : i + 100])
 
 
 def log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float], step: int) -> None:
@@ -316,7 +349,7 @@ def log_steps(client: MlflowClient, run_id: str, rows: dict[int, dict[str, float
     now = int(time.time() * 1000)
     metrics = [Metric(k, float(v), now, step) for step, m in rows.items() for k, v in m.items()]
     for i in range(0, len(metrics), MAX_BATCH_METRICS):
-        client.log_batch(run_id, metrics=metrics[i:i + MAX_BATCH_METRICS])
+        client.log_batch(run_id, metrics=metrics[i : i + MAX_BATCH_METRICS])
 
 
 def log_text(client: MlflowClient, run_id: str, text: str, path: str) -> None:
@@ -329,9 +362,19 @@ DATASET_CONTEXT = "mlflow.data.context"  # the input tag `mlflow.log_input(..., 
 def dataset_inputs(records) -> list[DatasetInput]:
     """data.load.SplitRecord -> MLflow dataset inputs: name and digest, the raw files' SHA-256s as the
     source, sizes and split seed as the profile, the split's use as context (the UI's Dataset column)."""
-    return [DatasetInput(Dataset(name=r.name, digest=r.digest, source_type="local",
-                                 source=redact(json.dumps(r.source)), profile=redact(json.dumps(r.profile))),
-                         tags=[InputTag(DATASET_CONTEXT, r.context)]) for r in records]
+    return [
+        DatasetInput(
+            Dataset(
+                name=r.name,
+                digest=r.digest,
+                source_type="local",
+                source=redact(json.dumps(r.source)),
+                profile=redact(json.dumps(r.profile)),
+            ),
+            tags=[InputTag(DATASET_CONTEXT, r.context)],
+        )
+        for r in records
+    ]
 
 
 TAG_LIMIT = 5000  # MLflow refuses longer tag values (8000 on its server); an error text can be longer
@@ -353,8 +396,9 @@ def terminate(client: MlflowClient, run_id: str, status: str, error: str | None 
         client.set_terminated(run_id, status=status)
 
 
-def start_run(client: MlflowClient, experiment_id: str, name: str, tags: dict[str, Any],
-              parent_run_id: str | None = None):
+def start_run(
+    client: MlflowClient, experiment_id: str, name: str, tags: dict[str, Any], parent_run_id: str | None = None
+):
     tags = {k: redact(str(v)) for k, v in tags.items() if v is not None}
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id
@@ -369,11 +413,14 @@ def close_stale_runs(client: MlflowClient, experiment_id: str) -> list[str]:
     a reused PID does not pass for the run's process (sweep/procid.py)."""
     host = socket.gethostname()
     stale = []
-    for r in client.search_runs([experiment_id], f"attributes.status = 'RUNNING' and tags.host = '{host}'",
-                                max_results=1000):
+    for r in client.search_runs(
+        [experiment_id], f"attributes.status = 'RUNNING' and tags.host = '{host}'", max_results=1000
+    ):
         pid = r.data.tags.get("pid", "")
         if procid.gone(r.data.tags):
-            terminate(client, r.info.run_id, "KILLED", error=f"process {pid} on {host} died while the run was in progress")
+            terminate(
+                client, r.info.run_id, "KILLED", error=f"process {pid} on {host} died while the run was in progress"
+            )
             stale.append(r.info.run_id)
     return stale
 
@@ -463,8 +510,16 @@ def job_run(tracking, name: str, tags: dict[str, Any], sweep_dir: str | Path | N
         raise TrackingLost(str(e), tracking.uri, sweep_dir) from None
     parent_id, sweep_id = find_parent(sweep_dir)
     try:
-        run = Run(client, start_run(client, experiment_id, name, {"sweep_id": tracking.sweep_id or sweep_id, **tags},
-                                    parent_run_id=parent_id).info.run_id)
+        run = Run(
+            client,
+            start_run(
+                client,
+                experiment_id,
+                name,
+                {"sweep_id": tracking.sweep_id or sweep_id, **tags},
+                parent_run_id=parent_id,
+            ).info.run_id,
+        )
     except Exception as e:
         raise (_lost(tracking, "before the run could start", e, sweep_dir) or e) from None
     _STARTED += 1
@@ -486,8 +541,14 @@ def job_run(tracking, name: str, tags: dict[str, Any], sweep_dir: str | Path | N
             if lost is None:  # it answers again: end the run now (what was raising goes on)
                 terminate(client, run.id, status, error)
             else:  # ended with the reason once the store answers (sweep/run.py), else KILLED by the next start-up
-                _UNENDED.append((tracking.uri, run.id, status if status != "FINISHED" else "FAILED",
-                                 error or f"TrackingLost: {lost}"))
+                _UNENDED.append(
+                    (
+                        tracking.uri,
+                        run.id,
+                        status if status != "FINISHED" else "FAILED",
+                        error or f"TrackingLost: {lost}",
+                    )
+                )
                 if status != "KILLED":  # an interrupt stays an interrupt
                     raise lost from None
 
@@ -500,14 +561,21 @@ def runs_started() -> int:
     return _STARTED
 
 
-def record_failed_run(tracking, name: str, tags: dict[str, Any], sweep_dir: str | Path | None, error: str,
-                      params: dict[str, str] | None = None) -> str:
+def record_failed_run(
+    tracking,
+    name: str,
+    tags: dict[str, Any],
+    sweep_dir: str | Path | None,
+    error: str,
+    params: dict[str, str] | None = None,
+) -> str:
     """A FAILED run for a job that raised before `job_run` began (e.g. out of memory building its model), child
     of the sweep's parent like the job's own run would have been; returns its id."""
     client, experiment_id = connect(tracking)
     parent_id, sweep_id = find_parent(sweep_dir)
-    run_id = start_run(client, experiment_id, name, {"sweep_id": tracking.sweep_id or sweep_id, **tags},
-                       parent_run_id=parent_id).info.run_id
+    run_id = start_run(
+        client, experiment_id, name, {"sweep_id": tracking.sweep_id or sweep_id, **tags}, parent_run_id=parent_id
+    ).info.run_id
     try:
         log_params(client, run_id, params or {})
     finally:
@@ -519,5 +587,29 @@ def status_name(status: int) -> str:
     return RunStatus.to_string(status)
 
 
-__all__ = ["Run", "job_run", "TrackingLost", "end_unended", "connect", "open_store", "check_artifact_location", "record_failed_run", "runs_started", "start_run", "log_metrics", "log_steps", "log_text", "set_tags", "terminate", "params_from_config",
-           "find_parent", "write_parent", "log_params", "TrackingError", "PARENT_FILE", "redact_obj", "git_commit", "status_name"]
+__all__ = [
+    "Run",
+    "job_run",
+    "TrackingLost",
+    "end_unended",
+    "connect",
+    "open_store",
+    "check_artifact_location",
+    "record_failed_run",
+    "runs_started",
+    "start_run",
+    "log_metrics",
+    "log_steps",
+    "log_text",
+    "set_tags",
+    "terminate",
+    "params_from_config",
+    "find_parent",
+    "write_parent",
+    "log_params",
+    "TrackingError",
+    "PARENT_FILE",
+    "redact_obj",
+    "git_commit",
+    "status_name",
+]

@@ -5,6 +5,7 @@ record and when to stop (divergence, pruning) without the loop knowing about eit
 Speed comes from keeping every split on the device as one tensor: a batch is an index slice,
 and nothing forces a device->host sync until the epoch's metrics are read.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -32,9 +33,16 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 # on), measured with dropout off; any of them can be a run's objective. gap = train_acc - test_acc is what a
 # run *reports*; val_gap = train_acc - val_acc is the gap a search may select on. Each with what it means to
 # a search: accuracies are maximised; losses and gaps (overfitting) minimised.
-METRIC_DIRECTIONS = {"val_acc": "maximize", "val_loss": "minimize", "test_acc": "maximize",
-                     "test_loss": "minimize", "train_acc": "maximize", "train_loss": "minimize", "gap": "minimize",
-                     "val_gap": "minimize"}
+METRIC_DIRECTIONS = {
+    "val_acc": "maximize",
+    "val_loss": "minimize",
+    "test_acc": "maximize",
+    "test_loss": "minimize",
+    "train_acc": "maximize",
+    "train_loss": "minimize",
+    "gap": "minimize",
+    "val_gap": "minimize",
+}
 METRICS = tuple(METRIC_DIRECTIONS)
 # The metrics that read the test set. They are reported, never used to select: an Optuna search may not
 # optimise or prune on them (see `selection_error`); a single run or a grid may still return them.
@@ -52,8 +60,10 @@ def selection_error(objective: list[str]) -> str | None:
     allowed = [m for m in METRICS if m.startswith("val_")]
     shown = bad[0] if len(objective) == 1 else "[" + ",".join(objective) + "]"
     reads = f"{bad[0]} reads" if len(bad) == 1 else f"{', '.join(bad[:-1])} and {bad[-1]} read"
-    return (f"objective={shown} is refused for a search: {reads} the test set, and the test set must not select; "
-            f"use {allowed[0]} (or {', '.join(allowed[1:])}); test metrics are still recorded for every run")
+    return (
+        f"objective={shown} is refused for a search: {reads} the test set, and the test set must not select; "
+        f"use {allowed[0]} (or {', '.join(allowed[1:])}); test metrics are still recorded for every run"
+    )
 
 
 class Diverged(RuntimeError):
@@ -71,8 +81,9 @@ def pick_device(name: str = "auto") -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("trainer.device=cuda but no CUDA device is visible; use trainer.device=auto or cpu")
     if name == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
-        raise RuntimeError("trainer.device=mps but this machine has no usable Apple MPS device; "
-                           "use trainer.device=auto or cpu")
+        raise RuntimeError(
+            "trainer.device=mps but this machine has no usable Apple MPS device; use trainer.device=auto or cpu"
+        )
     return torch.device(name)
 
 
@@ -143,8 +154,14 @@ def _sgd(params, lr, momentum, weight_decay, betas) -> torch.optim.Optimizer:
 OPTIMIZERS = {"adam": _adam, "sgd": _sgd}  # optimizer.name -> factory(params, lr, momentum, weight_decay, betas)
 
 
-def make_optimizer(name: str, params, lr: float, momentum: float = 0.0, weight_decay: float = 0.0,
-                   betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Optimizer:
+def make_optimizer(
+    name: str,
+    params,
+    lr: float,
+    momentum: float = 0.0,
+    weight_decay: float = 0.0,
+    betas: tuple[float, float] = (0.9, 0.999),
+) -> torch.optim.Optimizer:
     if name not in OPTIMIZERS:
         raise ValueError(f"optimizer={name!r} is unknown; allowed: {', '.join(OPTIMIZERS)}")
     return OPTIMIZERS[name](list(params), lr, momentum, weight_decay, betas)
@@ -161,7 +178,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.
     correct = torch.zeros((), device=x.device, dtype=torch.long)
     with torch.autocast(device_type=x.device.type, enabled=False):
         for i in range(0, len(x), EVAL_BATCH):
-            xb, yb = x[i:i + EVAL_BATCH], y[i:i + EVAL_BATCH]
+            xb, yb = x[i : i + EVAL_BATCH], y[i : i + EVAL_BATCH]
             logits = model(xb)
             loss_sum += F.cross_entropy(logits.float(), yb, reduction="sum")
             correct += (logits.argmax(1) == yb).sum()
@@ -201,10 +218,22 @@ class BestEpoch:
         return True
 
 
-def fit(model: nn.Module, optimizer: torch.optim.Optimizer, splits, *, epochs: int, batch_size: int, seed: int,
-        split_seed: int = 0, precision: str = "fp32", train_eval_size: int = 10_000, drop_last: bool = True,
-        eval_every: int = 1, max_norm: float | None = None,
-        make_sched: Callable[[torch.optim.Optimizer, int], LRScheduler] | None = None) -> Iterator[dict[str, float]]:
+def fit(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    splits,
+    *,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    split_seed: int = 0,
+    precision: str = "fp32",
+    train_eval_size: int = 10_000,
+    drop_last: bool = True,
+    eval_every: int = 1,
+    max_norm: float | None = None,
+    make_sched: Callable[[torch.optim.Optimizer, int], LRScheduler] | None = None,
+) -> Iterator[dict[str, float]]:
     """Train for `epochs`, yielding the metrics of every evaluated epoch (see `eval_epochs`).
 
     `seed` draws the batch order (initialisation and dropout masks come from the global RNG that
@@ -213,8 +242,8 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, splits, *, epochs: i
     the last epoch, so it is comparable with test_*. `fit_loss` is the mean minibatch loss of the evaluated
     epoch (dropout on). Every epoch checks the loss for divergence, evaluated or not.
 
-    The paper's tools (Srivastava et al. 2014), both per optimizer step: `max_norm` projects every hidden unit's incoming
-    weights onto the ball of that radius right after the step (models/maxnorm.py); `make_sched(optimizer,
+    The paper's tools (Srivastava et al. 2014), both per optimizer step: `max_norm` projects every hidden unit's
+    incoming weights onto the ball of that radius right after the step (models/maxnorm.py); `make_sched(optimizer,
     steps_per_epoch)` builds a scheduler (sweep/schedules.py) stepped right after it. `lr` is the rate the
     evaluated epoch's last step used.
     """
@@ -236,7 +265,7 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, splits, *, epochs: i
         perm = torch.randperm(n, generator=shuffle).to(device)
         loss_sum = torch.zeros((), device=device)
         for i in range(steps):
-            idx = perm[i * batch_size:(i + 1) * batch_size]
+            idx = perm[i * batch_size : (i + 1) * batch_size]
             with autocast(device, precision):
                 logits = model(x[idx])
             loss = F.cross_entropy(logits.float(), y[idx])

@@ -1,4 +1,5 @@
 """Shared fixtures: tiny IDX datasets read by the real loaders, and the real CLI as a subprocess."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,9 +21,11 @@ def tiny_root(tmp_path_factory) -> Path:
 @pytest.fixture
 def cli(tiny_root, tmp_path):
     """cli(*overrides, epochs=2) -> CompletedProcess, with tiny data and a store under tmp_path."""
+
     def _run(*args: str, epochs: int = 2, timeout: float = 300, env: dict | None = None):
         flags, rest = split_flags(args)  # Hydra's argparse wants flags (and their values) before overrides
         return run_cli([*flags, *tiny_overrides(tiny_root, tmp_path, epochs), *rest], timeout=timeout, env=env)
+
     _run.out = tmp_path
     return _run
 

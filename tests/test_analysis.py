@@ -1,6 +1,7 @@
 """sweep.analysis: the frame (any depth: one column per hidden layer), counts, the per-setting table with
 paired differences, "best", the console table and the figures (unit, on hand-made frames and a real SQLite
 store); then the parent-run summary of real CLI sweeps."""
+
 from __future__ import annotations
 
 import csv
@@ -21,17 +22,28 @@ from sweep.config import TrackingConf
 
 # ---------------------------------------------------------------- any depth (a real SQLite store)
 
+
 def _sweep(tmp_path, rates_per_child: list[list[float]]) -> tuple[MlflowClient, str]:
     """A parent run and one FINISHED child per entry, logged the way sweep/job.py logs them."""
-    tracking = TrackingConf(uri=f"sqlite:///{tmp_path}/mlflow.db", artifact_location=str(tmp_path / "art"),
-                            experiment="depth", optuna_storage=None)
+    tracking = TrackingConf(
+        uri=f"sqlite:///{tmp_path}/mlflow.db",
+        artifact_location=str(tmp_path / "art"),
+        experiment="depth",
+        optuna_storage=None,
+    )
     client, exp_id = track.connect(tracking)
     parent = track.start_run(client, exp_id, "sweep", {"sweep_role": "parent"}).info.run_id
     track.write_parent(tmp_path / "sweep", parent, "s")
     for i, rates in enumerate(rates_per_child):
         with track.job_run(tracking, f"child {i}", {"job_num": i}, sweep_dir=tmp_path / "sweep") as run:
-            run.log_params({"drop_prob": str(rates[0]), "input_drop_prob": "0.0", "seed": str(i),
-                            **{f"layer{j}_drop_prob": str(p) for j, p in enumerate(rates, start=1)}})
+            run.log_params(
+                {
+                    "drop_prob": str(rates[0]),
+                    "input_drop_prob": "0.0",
+                    "seed": str(i),
+                    **{f"layer{j}_drop_prob": str(p) for j, p in enumerate(rates, start=1)},
+                }
+            )
             run.log_metrics({"train_acc": 0.9 + i / 100, "test_acc": 0.8, "gap": 0.1 + i / 100}, step=1)
     return client, parent
 
@@ -47,7 +59,9 @@ def test_summary_has_one_column_per_hidden_layer(tmp_path, depth):
     assert df[f"layer{depth}_drop_prob"].tolist() == pytest.approx([0.1, 0.2, 0.3])
     assert (df[layers[:-1]] == 0).all().all()
     csv = pd.read_csv(tmp_path / "sweep" / "sweep_results.csv")
-    assert list(csv.columns) == list(df.columns) and csv[f"layer{depth}_drop_prob"].tolist() == pytest.approx([0.1, 0.2, 0.3])
+    assert list(csv.columns) == list(df.columns) and csv[f"layer{depth}_drop_prob"].tolist() == pytest.approx(
+        [0.1, 0.2, 0.3]
+    )
     assert client.get_run(parent).data.tags["children"] == "3 finished / 3"
     assert (tmp_path / "sweep" / "gap_vs_dropout.png").stat().st_size > 0
 
@@ -70,7 +84,9 @@ def test_cli_sweep_of_another_depth_summarises(cli, hidden):
     children = [r for r in runs if r.data.tags.get("sweep_role") != "parent"]
     assert {r.info.status for r in runs} == {"FINISHED"} and len(children) == 2
     for r in children:
-        assert {k for k in r.data.params if LAYER_PARAM.fullmatch(k)} == {f"layer{j}_drop_prob" for j in range(1, len(hidden) + 1)}
+        assert {k for k in r.data.params if LAYER_PARAM.fullmatch(k)} == {
+            f"layer{j}_drop_prob" for j in range(1, len(hidden) + 1)
+        }
         assert r.data.params["model.hidden_sizes"] == sizes.replace(",", ", ")
     csv = pd.read_csv(cli.out / "sweep" / "sweep_results.csv")
     layers = [f"layer{j}_drop_prob" for j in range(1, len(hidden) + 1)]
@@ -81,37 +97,60 @@ def test_cli_sweep_of_another_depth_summarises(cli, hidden):
 
 # ---------------------------------------------------------------- settings, pairs, best, console, figures
 
-T2 = math.sqrt(2 * 0.95 ** 2 / (1 - 0.95 ** 2))  # t(0.975, 2 df), closed form (see test_stats.py)
+T2 = math.sqrt(2 * 0.95**2 / (1 - 0.95**2))  # t(0.975, 2 df), closed form (see test_stats.py)
 
 
 def search_frame(rows: list[dict]) -> pd.DataFrame:
     """Rows as mlflow.search_runs hands them over (params.*, metrics.*, tags.* columns; strings for params)."""
     out = []
     for i, r in enumerate(rows):
-        row = {"run_id": r.get("run_id", f"r{i}"), "status": r.get("status", "FINISHED"),
-               "tags.mlflow.runName": f"run {i}", "tags.pruned": r.get("pruned")}
+        row = {
+            "run_id": r.get("run_id", f"r{i}"),
+            "status": r.get("status", "FINISHED"),
+            "tags.mlflow.runName": f"run {i}",
+            "tags.pruned": r.get("pruned"),
+        }
         row.update({f"params.{k}": str(v) for k, v in r.items() if k in PARAMS})
         row.update({f"metrics.{k}": v for k, v in r.items() if k in A.METRICS})
         out.append(row)
     return pd.DataFrame(out)
 
 
-PARAMS = ("drop_prob", "input_drop_prob", "layer1_drop_prob", "layer2_drop_prob", "layer3_drop_prob", "seed",
-          "optimizer.lr", "data.root", "tracking.uri")
+PARAMS = (
+    "drop_prob",
+    "input_drop_prob",
+    "layer1_drop_prob",
+    "layer2_drop_prob",
+    "layer3_drop_prob",
+    "seed",
+    "optimizer.lr",
+    "data.root",
+    "tracking.uri",
+)
 
 
 def run(p=0.0, seed=1, test=0.95, val=None, train=0.99, lr=0.001, layers=None, inp=0.0, **extra):
     layers = layers or [p, p, p]
-    return {"drop_prob": p, "input_drop_prob": inp, "seed": seed, "optimizer.lr": lr,
-            **{f"layer{i}_drop_prob": x for i, x in enumerate(layers, start=1)},
-            "data.root": f"/data/{seed}", "tracking.uri": "sqlite:///x.db",  # not part of a setting
-            "train_acc": train, "test_acc": test, "val_acc": test if val is None else val, "gap": train - test,
-            **extra}
+    return {
+        "drop_prob": p,
+        "input_drop_prob": inp,
+        "seed": seed,
+        "optimizer.lr": lr,
+        **{f"layer{i}_drop_prob": x for i, x in enumerate(layers, start=1)},
+        "data.root": f"/data/{seed}",
+        "tracking.uri": "sqlite:///x.db",  # not part of a setting
+        "train_acc": train,
+        "test_acc": test,
+        "val_acc": test if val is None else val,
+        "gap": train - test,
+        **extra,
+    }
 
 
 # p=0.5 minus p=0 per seed, test accuracy: [+0.01, +0.02, +0.03] -> mean 0.02, sd 0.01, half 0.01*T2/sqrt(3)
-GRID = [run(0.0, s, test=0.90 + 0.01 * s) for s in (1, 2, 3)] + \
-       [run(0.5, s, test=0.90 + 0.02 * s, train=0.98) for s in (1, 2, 3)]
+GRID = [run(0.0, s, test=0.90 + 0.01 * s) for s in (1, 2, 3)] + [
+    run(0.5, s, test=0.90 + 0.02 * s, train=0.98) for s in (1, 2, 3)
+]
 
 
 def test_frame_has_every_param_settings_rates_and_order():
@@ -171,14 +210,16 @@ def test_two_replicates_are_inconclusive_have_no_interval_and_are_not_ranked():
     assert "inconclusive (2 replicates)" in console
     row = next(line for line in console.splitlines() if line.startswith("p=0.5 "))
     assert row.split()[:3] == ["p=0.5", "2", "-"]  # not ranked
-    assert A.headline(df) == ("Best: not chosen; no setting has 3 replicates yet (the most is 2), and fewer cannot "
-                              "be ranked: run each setting with at least 3 seeds (seed=1,2,3).")
+    assert A.headline(df) == (
+        "Best: not chosen; no setting has 3 replicates yet (the most is 2), and fewer cannot "
+        "be ranked: run each setting with at least 3 seeds (seed=1,2,3)."
+    )
     assert A.best(df) is None
 
 
 def test_best_is_by_validation_among_completed_runs_never_test_or_pruned():
     rows = [run(0.0, s, test=0.90, val=0.95) for s in (1, 2, 3)]
-    rows += [run(0.3, s, test=0.99, val=0.90) for s in (1, 2, 3)]             # best test, worse validation
+    rows += [run(0.3, s, test=0.99, val=0.90) for s in (1, 2, 3)]  # best test, worse validation
     rows += [run(0.5, s, test=0.99, val=0.99, pruned="true") for s in (1, 2, 3)]  # pruned: not a result
     df = A.frame_from_search(search_frame(rows))
     top = A.best(df)
@@ -205,8 +246,10 @@ def test_the_headline_reports_the_holm_p_of_the_whole_family_not_of_one_comparis
     assert family.loc[("p=0.5", "test_acc"), "confidence"] == pytest.approx(0.975)
     sentence = A.headline(df)
     assert "test accuracy +3.00 points (97.5 % CI [" in sentence, sentence
-    assert ("n=3 replicates, d_z=+3.00, detects 4.62 points with 80% power): inconclusive, the interval holds 0 and "
-            "reaches beyond ±0.30 points.") in sentence
+    assert (
+        "n=3 replicates, d_z=+3.00, detects 4.62 points with 80% power): inconclusive, the interval holds 0 and "
+        "reaches beyond ±0.30 points."
+    ) in sentence
 
 
 def test_no_validation_split_chooses_no_best():
@@ -235,7 +278,8 @@ def test_console_table_and_end_of_sweep_text():
 
 def test_long_labels_are_shortened_for_display_only_when_unambiguous():
     assert A.display_labels(["p1=0.324876732149455, p_in=0.1"]) == {
-        "p1=0.324876732149455, p_in=0.1": "p1=0.3249, p_in=0.1"}
+        "p1=0.324876732149455, p_in=0.1": "p1=0.3249, p_in=0.1"
+    }
     clash = ["p1=0.1234567", "p1=0.1234568"]
     assert A.display_labels(clash) == {c: c for c in clash}
 
@@ -245,8 +289,11 @@ def test_figures_draw_for_grids_searches_and_nothing(tmp_path):
 
     matplotlib.use("Agg")
     grid = A.frame_from_search(search_frame(GRID + [run(0.5, s, inp=0.2) for s in (1, 2)]))
-    search = A.frame_from_search(search_frame(
-        [run(0.3, 777, layers=[i / 40, 0.5 - i / 40, 0.2], inp=i / 50, test=0.9 + i / 1000) for i in range(10)]))
+    search = A.frame_from_search(
+        search_frame(
+            [run(0.3, 777, layers=[i / 40, 0.5 - i / 40, 0.2], inp=i / 50, test=0.9 + i / 1000) for i in range(10)]
+        )
+    )
     empty = A.frame_from_search(search_frame([run(0.5, 1, status="FAILED")]))
     import matplotlib.pyplot as plt
 
@@ -263,6 +310,7 @@ def test_figures_draw_for_grids_searches_and_nothing(tmp_path):
 
 
 # ---------------------------------------------------------------- the parent run's summary, real CLI sweeps
+
 
 def _parent(runs):
     (parent,) = [r for r in runs if r.data.tags.get("sweep_role") == "parent"]
@@ -328,10 +376,18 @@ def test_parent_summary_two_learning_rates_are_two_settings(cli):
 
 @pytest.mark.slow
 def test_parent_summary_excludes_and_counts_a_pruned_run(cli):
-    res = cli("-m", "hydra/sweeper=optuna", f"hydra.sweeper.storage=sqlite:///{cli.out}/optuna.db",
-              "hydra.sweeper.study_name=t", "hydra.sweeper.sampler=grid", "optimizer.lr=choice(0.001,0.0000001)",
-              "hydra.sweeper.pruner=median", "hydra.sweeper.pruner_args.n_startup_trials=1",
-              "hydra.sweeper.pruner_args.n_warmup_steps=0", epochs=4)
+    res = cli(
+        "-m",
+        "hydra/sweeper=optuna",
+        f"hydra.sweeper.storage=sqlite:///{cli.out}/optuna.db",
+        "hydra.sweeper.study_name=t",
+        "hydra.sweeper.sampler=grid",
+        "optimizer.lr=choice(0.001,0.0000001)",
+        "hydra.sweeper.pruner=median",
+        "hydra.sweeper.pruner_args.n_startup_trials=1",
+        "hydra.sweeper.pruner_args.n_warmup_steps=0",
+        epochs=4,
+    )
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     client, runs = mlflow_runs(cli.out)
     parent, children = _parent(runs)

@@ -1,4 +1,5 @@
 """sweep/atomic.py (a failed write leaves the old file whole) and sweep/dblock.py's bounded, visible wait."""
+
 from __future__ import annotations
 
 import logging

@@ -1,5 +1,6 @@
 """Bad input through the real CLI: exit code 2, one line naming the key or file and what is allowed,
 no traceback, and no MLflow run recorded."""
+
 import shutil
 
 import pytest
@@ -10,7 +11,6 @@ from helpers.net import free_port
 
 pytestmark = pytest.mark.slow
 SECRET = "hunter2-s3cret"
-
 
 
 def _assert_one_line_error(res, *words):
@@ -37,29 +37,45 @@ def own_data(tmp_path):
     return root
 
 
-@pytest.mark.parametrize("arg, words", [
-    ("drop_prob=nan", ["drop_prob=nan", "[0, 1)"]),
-    ("input_drop_prob=abc", ["input_drop_prob", "abc"]),
-    ("layer_drop_probs=[0.1,0.2,0.3]", ["layer_drop_probs", "one entry per hidden layer"]),
-    ("trainer.batch_size=0", ["trainer.batch_size=0", ">= 1"]),
-    ("optimizer=rmsprop", ["optimizer=rmsprop", "adam, sgd"]),
-    ("unknown_key=1", ["unknown_key"]),
-    ("drop_prob=interval(0.5,0.1)", ["interval(0.5,0.1)", "lower < upper"]),
-])
+@pytest.mark.parametrize(
+    "arg, words",
+    [
+        ("drop_prob=nan", ["drop_prob=nan", "[0, 1)"]),
+        ("input_drop_prob=abc", ["input_drop_prob", "abc"]),
+        ("layer_drop_probs=[0.1,0.2,0.3]", ["layer_drop_probs", "one entry per hidden layer"]),
+        ("trainer.batch_size=0", ["trainer.batch_size=0", ">= 1"]),
+        ("optimizer=rmsprop", ["optimizer=rmsprop", "adam, sgd"]),
+        ("unknown_key=1", ["unknown_key"]),
+        ("drop_prob=interval(0.5,0.1)", ["interval(0.5,0.1)", "lower < upper"]),
+    ],
+)
 def test_bad_values(cli, arg, words):
     args = ("-m", arg) if "interval" in arg else (arg,)
     _assert_one_line_error(cli(*args), *words)
     _assert_nothing_recorded(cli.out)
 
 
-@pytest.mark.parametrize("damage, words", [
-    (lambda raw: (raw / "train-images-idx3-ubyte").write_bytes((raw / "train-images-idx3-ubyte").read_bytes()[:5000]),
-     ["train-images-idx3-ubyte", "truncated"]),
-    (lambda raw: (raw / "t10k-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x03" + (raw / "t10k-labels-idx1-ubyte").read_bytes()[4:]),
-     ["t10k-labels-idx1-ubyte", "magic"]),
-    (lambda raw: shutil.copy(raw / "t10k-images-idx3-ubyte", raw / "train-labels-idx1-ubyte"),
-     ["train-labels-idx1-ubyte"]),
-])
+@pytest.mark.parametrize(
+    "damage, words",
+    [
+        (
+            lambda raw: (raw / "train-images-idx3-ubyte").write_bytes(
+                (raw / "train-images-idx3-ubyte").read_bytes()[:5000]
+            ),
+            ["train-images-idx3-ubyte", "truncated"],
+        ),
+        (
+            lambda raw: (raw / "t10k-labels-idx1-ubyte").write_bytes(
+                b"\x00\x00\x08\x03" + (raw / "t10k-labels-idx1-ubyte").read_bytes()[4:]
+            ),
+            ["t10k-labels-idx1-ubyte", "magic"],
+        ),
+        (
+            lambda raw: shutil.copy(raw / "t10k-images-idx3-ubyte", raw / "train-labels-idx1-ubyte"),
+            ["train-labels-idx1-ubyte"],
+        ),
+    ],
+)
 def test_damaged_idx_files(cli, own_data, damage, words):
     damage(own_data / "MNIST" / "raw")
     _assert_one_line_error(cli(f"data.root={own_data}"), *words)
@@ -81,7 +97,9 @@ def test_data_root_that_is_a_file(cli, tmp_path):
 def test_output_folder_that_cannot_be_written(cli, tmp_path):
     blocker = tmp_path / "blocker"
     blocker.write_text("x")
-    _assert_one_line_error(cli("-m", "drop_prob=0,0.3", f"hydra.sweep.dir={blocker}/sweep"), "hydra.sweep.dir", "cannot write")
+    _assert_one_line_error(
+        cli("-m", "drop_prob=0,0.3", f"hydra.sweep.dir={blocker}/sweep"), "hydra.sweep.dir", "cannot write"
+    )
     _assert_one_line_error(cli(f"tracking.uri=sqlite:///{blocker}/mlflow.db"), "tracking.uri", "cannot write")
 
 
@@ -92,11 +110,14 @@ def test_tracking_server_that_does_not_answer_shows_uri_without_password(cli, sc
     assert SECRET not in line
 
 
-@pytest.mark.parametrize("arg, words", [
-    ("hydra.sweeper.n_trials=0", ["hydra.sweeper.n_trials=0", ">= 1"]),
-    ("hydra.sweeper.direction=up", ["hydra.sweeper.direction", "maximize, minimize"]),
-    ("hydra.sweeper.pruner=sometimes", ["hydra.sweeper.pruner", "median"]),
-])
+@pytest.mark.parametrize(
+    "arg, words",
+    [
+        ("hydra.sweeper.n_trials=0", ["hydra.sweeper.n_trials=0", ">= 1"]),
+        ("hydra.sweeper.direction=up", ["hydra.sweeper.direction", "maximize, minimize"]),
+        ("hydra.sweeper.pruner=sometimes", ["hydra.sweeper.pruner", "median"]),
+    ],
+)
 def test_bad_sweeper_options_stop_before_any_run(cli, arg, words):
     _assert_one_line_error(cli("-m", "+search=dropout", arg), *words)
     _assert_nothing_recorded(cli.out)

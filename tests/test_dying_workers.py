@@ -8,6 +8,7 @@
   sweeper runs each job of that batch again on its own, so a one-off kill costs no trial and a job whose
   process dies again costs its own trial only; the lost attempts' runs end KILLED, the search goes on.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,11 +18,9 @@ import optuna
 import pytest
 
 from helpers.cli import mlflow_runs
-from helpers.proc import (CATCHABLE_EPOCHS, LONG_EPOCHS, end, log_tail, optuna_args, runs_with_metrics, start,
-                          wait_for)
+from helpers.proc import CATCHABLE_EPOCHS, LONG_EPOCHS, end, log_tail, optuna_args, runs_with_metrics, start, wait_for
 
 pytestmark = pytest.mark.slow
-
 
 
 def _log(out) -> str:
@@ -42,13 +41,26 @@ def _trials(out):
 
 def _both_training(out):
     ready = out / "sweep" / "mlflow_parent.json"
-    return wait_for(lambda: len(runs_with_metrics(out, ready)) >= 2 and runs_with_metrics(out, ready), out,
-                    what="an epoch in both workers")
+    return wait_for(
+        lambda: len(runs_with_metrics(out, ready)) >= 2 and runs_with_metrics(out, ready),
+        out,
+        what="an epoch in both workers",
+    )
 
 
 def test_ctrl_c_under_joblib_leaves_no_run_running(tiny_root, tmp_path):
-    proc = start(_optuna(tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweeper.n_jobs=2",
-                         "hydra.sweeper.n_trials=4"), tmp_path, tiny_root, epochs=LONG_EPOCHS)
+    proc = start(
+        _optuna(
+            tmp_path,
+            "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2",
+            "hydra.sweeper.n_jobs=2",
+            "hydra.sweeper.n_trials=4",
+        ),
+        tmp_path,
+        tiny_root,
+        epochs=LONG_EPOCHS,
+    )
     runs = _both_training(tmp_path)
     workers = {int(r.data.tags["pid"]) for r in runs}
     for pid in [proc.pid, *workers]:  # a terminal's Ctrl-C: SIGINT to every process of the foreground group
@@ -60,9 +72,19 @@ def test_ctrl_c_under_joblib_leaves_no_run_running(tiny_root, tmp_path):
 
 
 def test_kill_9_of_one_isolated_job_costs_one_trial(tiny_root, tmp_path):
-    proc = start(_optuna(tmp_path, "hydra/launcher=isolated", "hydra.launcher.n_jobs=2", "hydra.sweeper.n_jobs=2",
-                         "hydra.sweeper.n_trials=3", "hydra.sweeper.max_failure_rate=0.5"),
-                 tmp_path, tiny_root, epochs=CATCHABLE_EPOCHS)
+    proc = start(
+        _optuna(
+            tmp_path,
+            "hydra/launcher=isolated",
+            "hydra.launcher.n_jobs=2",
+            "hydra.sweeper.n_jobs=2",
+            "hydra.sweeper.n_trials=3",
+            "hydra.sweeper.max_failure_rate=0.5",
+        ),
+        tmp_path,
+        tiny_root,
+        epochs=CATCHABLE_EPOCHS,
+    )
     runs = _both_training(tmp_path)
     victim, sibling = runs[0], runs[1]
     assert int(victim.data.tags["pid"]) != proc.pid  # it trains in a process of its own
@@ -88,17 +110,33 @@ def _trial_of(run) -> int:
 
 
 def test_kill_9_of_one_joblib_worker_costs_at_most_its_own_trial(tiny_root, tmp_path):
-    proc = start(_optuna(tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweeper.n_jobs=2",
-                         "hydra.sweeper.n_trials=3", "hydra.sweeper.max_failure_rate=0.5"),
-                 tmp_path, tiny_root, epochs=CATCHABLE_EPOCHS)
+    proc = start(
+        _optuna(
+            tmp_path,
+            "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2",
+            "hydra.sweeper.n_jobs=2",
+            "hydra.sweeper.n_trials=3",
+            "hydra.sweeper.max_failure_rate=0.5",
+        ),
+        tmp_path,
+        tiny_root,
+        epochs=CATCHABLE_EPOCHS,
+    )
     runs = _both_training(tmp_path)
     victim, sibling = runs[0], runs[1]
     os.kill(int(victim.data.tags["pid"]), signal.SIGKILL)  # loky's pool breaks: both jobs are lost
     # the victim's job runs again on its own, under the same trial; it dies again: now it costs its trial
     ready = tmp_path / "sweep" / "mlflow_parent.json"
-    again = wait_for(lambda: [r for r in runs_with_metrics(tmp_path, ready)
-                              if _trial_of(r) == _trial_of(victim) and r.info.run_id != victim.info.run_id],
-                     tmp_path, what="the victim's job running again")
+    again = wait_for(
+        lambda: [
+            r
+            for r in runs_with_metrics(tmp_path, ready)
+            if _trial_of(r) == _trial_of(victim) and r.info.run_id != victim.info.run_id
+        ],
+        tmp_path,
+        what="the victim's job running again",
+    )
     os.kill(int(again[0].data.tags["pid"]), signal.SIGKILL)
     assert _end(proc) == 0, _log(tmp_path)
 

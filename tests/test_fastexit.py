@@ -1,5 +1,6 @@
 """sweep/fastexit.py: a finished process skips module teardown, but its exit handlers run, its output is
 flushed, its exit code is kept, and a thread an ordinary exit would wait for is still waited for."""
+
 from __future__ import annotations
 
 import subprocess
@@ -26,12 +27,15 @@ def _run(body: str, tmp_path: Path) -> subprocess.CompletedProcess:
 
 
 def test_exit_handlers_run_output_is_flushed_code_kept_and_teardown_skipped(tmp_path):
-    p = _run("""
+    p = _run(
+        """
         print("unflushed", end="")
         sys.stderr.write("err")
         fastexit.exit_now(3)
         print("never")
-    """, tmp_path)
+    """,
+        tmp_path,
+    )
     assert p.returncode == 3
     assert p.stdout == "unflushed" and p.stderr == "err"
     assert (tmp_path / "atexit").read_text() == "ran"
@@ -39,21 +43,27 @@ def test_exit_handlers_run_output_is_flushed_code_kept_and_teardown_skipped(tmp_
 
 
 def test_a_running_non_daemon_thread_gets_the_ordinary_exit(tmp_path):
-    p = _run("""
+    p = _run(
+        """
         def work():
             time.sleep(0.5)
             open(out + "/thread", "w").write("done")
         threading.Thread(target=work).start()
         fastexit.exit_now(4)
-    """, tmp_path)
+    """,
+        tmp_path,
+    )
     assert p.returncode == 4
     assert (tmp_path / "thread").read_text() == "done"  # waited for, as an ordinary exit does
     assert (tmp_path / "atexit").read_text() == "ran"
 
 
 def test_a_daemon_thread_does_not_hold_the_process(tmp_path):
-    p = _run("""
+    p = _run(
+        """
         threading.Thread(target=time.sleep, args=(30,), daemon=True).start()
         fastexit.exit_now(0)
-    """, tmp_path)
+    """,
+        tmp_path,
+    )
     assert p.returncode == 0 and (tmp_path / "atexit").exists() and not (tmp_path / "teardown").exists()

@@ -1,4 +1,5 @@
 """Faults: Ctrl-C and kill -9 in the middle of a run leave nothing RUNNING and lose nothing done."""
+
 import os
 import signal
 import subprocess
@@ -16,9 +17,14 @@ pytestmark = pytest.mark.slow
 def _start(args, out, tiny_root, epochs):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     log = open(out / "cli.log", "w")  # a file, not a pipe: a full pipe would stall the child
-    return subprocess.Popen([sys.executable, str(ROOT / "sweep" / "run.py"), "-m",
-                             *tiny_overrides(tiny_root, out, epochs), *args],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "sweep" / "run.py"), "-m", *tiny_overrides(tiny_root, out, epochs), *args],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def _wait_for_epoch(out, n_runs_with_metrics=1, timeout=300):
@@ -63,8 +69,13 @@ def test_kill_9_then_next_start_closes_the_orphaned_runs(tiny_root, tmp_path, cl
     assert {r.info.status for r in runs} == {"RUNNING"}
     killed_ids = {r.info.run_id for r in runs}
     # any later start-up against the same store notices the dead process and closes its runs
-    res = subprocess.run([sys.executable, str(ROOT / "sweep" / "run.py"), *tiny_overrides(tiny_root, tmp_path, 1)],
-                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "sweep" / "run.py"), *tiny_overrides(tiny_root, tmp_path, 1)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     _, runs = mlflow_runs(tmp_path)
     by_id = {r.info.run_id: r for r in runs}

@@ -1,6 +1,7 @@
 """Who may import whom: every import of the project's own modules, the ones inside functions included, read
 from the source. A circle of imports, a leaf utility that reaches up, or the Optuna sweeper (sweep/search/)
 importing more of the project than its leaf utilities fails here, naming the arrow."""
+
 from __future__ import annotations
 
 import ast
@@ -9,8 +10,18 @@ from helpers.cli import ROOT
 
 PACKAGES = ("sweep", "models", "data", "hydra_plugins")
 # Leaves: they import nothing of the project but each other, so any module may use them (sweep/search/ too).
-LEAVES = {"sweep.paths", "sweep.atomic", "sweep.dblock", "sweep.redact", "sweep.sqlite_wal", "sweep.procid",
-          "sweep.signals", "sweep.fastexit", "sweep.logs", "sweep.protocol"}
+LEAVES = {
+    "sweep.paths",
+    "sweep.atomic",
+    "sweep.dblock",
+    "sweep.redact",
+    "sweep.sqlite_wal",
+    "sweep.procid",
+    "sweep.signals",
+    "sweep.fastexit",
+    "sweep.logs",
+    "sweep.protocol",
+}
 
 
 def _modules() -> dict[str, ast.Module]:
@@ -66,7 +77,7 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
             if w not in graph:
                 continue
             if state.get(w) == 1:
-                return path[path.index(w):] + [w]
+                return path[path.index(w) :] + [w]
             if w not in state and (found := visit(w)):
                 return found
         path.pop()
@@ -95,8 +106,12 @@ def test_the_optuna_sweeper_imports_only_itself_and_the_leaves():
     graph = _graph()
     search = [m for m in graph if m == "sweep.search" or m.startswith("sweep.search.")]
     assert search
-    bad = sorted(f"{m} -> {d}" for m in search for d in graph[m]
-                 if not (d == "sweep.search" or d.startswith("sweep.search.") or d in LEAVES))
+    bad = sorted(
+        f"{m} -> {d}"
+        for m in search
+        for d in graph[m]
+        if not (d == "sweep.search" or d.startswith("sweep.search.") or d in LEAVES)
+    )
     assert not bad, bad
 
 

@@ -1,4 +1,5 @@
 """models/linear.py: fp32 CPU products on oneDNN agree with torch's own to float rounding, in both passes."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -103,6 +104,7 @@ def test_blas_builds_torchs_own_network_bit_for_bit():
 @needs_onednn
 def test_a_training_step_matches_torchs_closely_and_repeats_exactly():
     """Two identical seeded fits on oneDNN give identical weights; against BLAS they agree to rounding."""
+
     def train(cpu_matmul):
         torch.manual_seed(0)
         m = build_mlp(hidden_sizes=(64, 64), drop_prob=0.3, cpu_matmul=cpu_matmul)

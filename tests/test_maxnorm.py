@@ -1,4 +1,5 @@
 """Max-norm (Srivastava et al. 2014, sec. 5.1): every hidden unit's incoming weight row has norm <= c after a step."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -31,7 +32,9 @@ def test_every_hidden_row_is_inside_the_ball_after_a_step_and_rows_inside_are_un
         inside = norms0 <= c
         assert torch.equal(l.weight[inside], w0[inside])  # bit for bit
         outside = ~inside
-        assert torch.allclose(norms[outside], torch.full_like(norms[outside], c), rtol=1e-5)  # projected onto the sphere
+        assert torch.allclose(
+            norms[outside], torch.full_like(norms[outside], c), rtol=1e-5
+        )  # projected onto the sphere
         # a projection: the direction is kept (row = w0 * c / |w0|)
         assert torch.allclose(l.weight[outside], w0[outside] * (c / norms0[outside])[:, None], rtol=1e-5)
         assert torch.equal(l.bias, b0)  # the bias is not part of the incoming weight vector

@@ -12,7 +12,13 @@ def dropouts(model):
 def test_lab_architecture():
     m = build_mlp(drop_prob=0.3)
     linears = [l for l in m if isinstance(l, nn.Linear)]
-    assert [(l.in_features, l.out_features) for l in linears] == [(784, 512), (512, 512), (512, 512), (512, 512), (512, 10)]
+    assert [(l.in_features, l.out_features) for l in linears] == [
+        (784, 512),
+        (512, 512),
+        (512, 512),
+        (512, 512),
+        (512, 10),
+    ]
     kinds = [type(x).__name__ for x in m]
     assert kinds == ["Linear", "ReLU", "Dropout"] * 4 + ["Linear"]
     assert [d.p for d in dropouts(m)] == [0.3] * 4
@@ -31,8 +37,10 @@ def test_zero_rate_adds_no_dropout_module():
     assert dropouts(build_mlp(drop_prob=0.0)) == []
 
 
-@pytest.mark.parametrize("kwargs", [dict(drop_prob=1.0), dict(drop_prob=-0.1), dict(input_drop_prob=float("nan")),
-                                    dict(layer_drop_probs=[0.1, 0.2])])
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(drop_prob=1.0), dict(drop_prob=-0.1), dict(input_drop_prob=float("nan")), dict(layer_drop_probs=[0.1, 0.2])],
+)
 def test_bad_rates_are_refused(kwargs):
     with pytest.raises(ValueError):
         build_mlp(**kwargs)
@@ -77,8 +85,13 @@ def test_constant_capacity_widens_each_hidden_layer_by_one_over_keep(p, expected
 
 
 def test_constant_capacity_uses_each_layers_own_rate_and_never_widens_the_input():
-    m = build_mlp(hidden_sizes=[100, 200, 300], drop_prob=0.5, input_drop_prob=0.2,
-                  layer_drop_probs=[0.0, None, 0.75], constant_capacity=True)
+    m = build_mlp(
+        hidden_sizes=[100, 200, 300],
+        drop_prob=0.5,
+        input_drop_prob=0.2,
+        layer_drop_probs=[0.0, None, 0.75],
+        constant_capacity=True,
+    )
     assert widths(m) == [100, 400, 1200]
     linears = [l for l in m if isinstance(l, nn.Linear)]
     assert [(l.in_features, l.out_features) for l in linears] == [(784, 100), (100, 400), (400, 1200), (1200, 10)]
@@ -122,7 +135,7 @@ def test_keep_mask_units_are_uncorrelated():
     m = keep_mask(torch.Size((250_000, 8)), 0.7, torch.device("cpu")).float()
     r = torch.corrcoef(m.T)
     off = r[~torch.eye(8, dtype=torch.bool)]
-    assert off.abs().max().item() < 5 / 250_000 ** 0.5
+    assert off.abs().max().item() < 5 / 250_000**0.5
 
 
 def test_keep_mask_ties_with_the_threshold_are_kept_with_the_fractional_probability():

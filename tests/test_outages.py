@@ -3,6 +3,7 @@
 The retry policy (sweep/search/retry.py) is tested with a fake clock; then the real CLI searches with
 its study on a real PostgreSQL server that the test stops for a while (pg_ctl stop, then start on the
 same port and data): the search rides it out, or stops with one line when the budget runs out."""
+
 from __future__ import annotations
 
 import os
@@ -33,8 +34,9 @@ class _Clock:
 
 
 def _refused():
-    return sa.OperationalError("SELECT 1", {}, Exception('connection to server at "127.0.0.1", port 5 failed: '
-                                                         "Connection refused"))
+    return sa.OperationalError(
+        "SELECT 1", {}, Exception('connection to server at "127.0.0.1", port 5 failed: Connection refused')
+    )
 
 
 def _flaky(fails: int, error=_refused):
@@ -45,6 +47,7 @@ def _flaky(fails: int, error=_refused):
         if len(calls) <= fails:
             raise error()
         return x * 2
+
     return fn, calls
 
 
@@ -128,9 +131,23 @@ def test_storage_retry_seconds_is_checked():
     from sweep.search.loop import OptunaSweeperImpl
     from sweep.search.space import SweeperError
 
-    base = dict(sampler="tpe", seed=1, sampler_args={}, direction="maximize", n_trials=2, n_jobs=1, storage=None,
-                study_name="s", pruner="none", pruner_args={}, max_failure_rate=0.2, heartbeat_interval=5,
-                grace_period=30, params=None, enqueue=[])
+    base = dict(
+        sampler="tpe",
+        seed=1,
+        sampler_args={},
+        direction="maximize",
+        n_trials=2,
+        n_jobs=1,
+        storage=None,
+        study_name="s",
+        pruner="none",
+        pruner_args={},
+        max_failure_rate=0.2,
+        heartbeat_interval=5,
+        grace_period=30,
+        params=None,
+        enqueue=[],
+    )
     with pytest.raises(SweeperError, match=r"storage_retry_seconds=-1 is invalid"):
         OptunaSweeperImpl(**base, storage_retry_seconds=-1)
     assert OptunaSweeperImpl(**base).storage_retry_seconds == 60
@@ -149,8 +166,15 @@ def own_postgres():
 
 
 def _search(out, url, *extra):
-    return ["hydra/sweeper=optuna", "+search=dropout", f"hydra.sweeper.storage={url}", "hydra.sweeper.study_name=t",
-            "hydra.sweeper.pruner=none", "hydra.sweeper.n_trials=3", *extra]
+    return [
+        "hydra/sweeper=optuna",
+        "+search=dropout",
+        f"hydra.sweeper.storage={url}",
+        "hydra.sweeper.study_name=t",
+        "hydra.sweeper.pruner=none",
+        "hydra.sweeper.n_trials=3",
+        *extra,
+    ]
 
 
 def _trials(url):
@@ -185,8 +209,9 @@ def test_a_postgres_outage_during_a_search_is_ridden_out(tiny_root, tmp_path, ow
 @pytest.mark.slow
 def test_an_outage_longer_than_the_budget_stops_the_search_with_one_line(tiny_root, tmp_path, own_postgres):
     url = own_postgres.url(own_postgres.create_database())
-    proc = start(_search(tmp_path, url, "hydra.sweeper.storage_retry_seconds=3"), tmp_path, tiny_root,
-                 epochs=LONG_EPOCHS)
+    proc = start(
+        _search(tmp_path, url, "hydra.sweeper.storage_retry_seconds=3"), tmp_path, tiny_root, epochs=LONG_EPOCHS
+    )
     try:
         wait_for(lambda: runs_with_metrics(tmp_path), tmp_path, what="an epoch")
         own_postgres.pause()
@@ -212,8 +237,7 @@ from helpers.pg import postgres_server  # noqa: E402,F401 - pytest fixture
 
 
 @pytest.mark.slow
-def test_mlflow_server_down_mid_grid_stops_the_sweep_and_records_why(tiny_root, tmp_path, mlflow_server,
-                                                                   monkeypatch):
+def test_mlflow_server_down_mid_grid_stops_the_sweep_and_records_why(tiny_root, tmp_path, mlflow_server, monkeypatch):
     """Decision (README, Reliability): the server stopping for longer than MLflow's HTTP retries stops the
     sweep (no later point starts against a dead server and leaves no record); when it answers again the
     interrupted run and the parent end FAILED with the reason, and nothing stays RUNNING."""
@@ -221,14 +245,28 @@ def test_mlflow_server_down_mid_grid_stops_the_sweep_and_records_why(tiny_root, 
 
     from mlflow.tracking import MlflowClient
 
-    for key, value in {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0",
-                       "MLFLOW_HTTP_REQUEST_TIMEOUT": "2", "DROPOUT_TRACKING_WAIT_SECONDS": "120"}.items():
+    for key, value in {
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": "2",
+        "DROPOUT_TRACKING_WAIT_SECONDS": "120",
+    }.items():
         monkeypatch.setenv(key, value)
     experiment = f"outage_{tmp_path.name}"
-    args = [f"data.root={tiny_root}", "data.verify=false", "data.download=false", "data.val_size=100",
-            "data.train_eval_size=200", f"trainer.epochs={LONG_EPOCHS}", "trainer.progress=false", "trainer.threads=1",
-            f"tracking.uri={mlflow_server.url}", f"tracking.experiment={experiment}",
-            f"hydra.sweep.dir={tmp_path}/sweep", "drop_prob=0,0.1,0.2,0.3"]
+    args = [
+        f"data.root={tiny_root}",
+        "data.verify=false",
+        "data.download=false",
+        "data.val_size=100",
+        "data.train_eval_size=200",
+        f"trainer.epochs={LONG_EPOCHS}",
+        "trainer.progress=false",
+        "trainer.threads=1",
+        f"tracking.uri={mlflow_server.url}",
+        f"tracking.experiment={experiment}",
+        f"hydra.sweep.dir={tmp_path}/sweep",
+        "drop_prob=0,0.1,0.2,0.3",
+    ]
     proc = start(args, tmp_path, tiny_root, epochs=LONG_EPOCHS, tiny=False)
     client = MlflowClient(tracking_uri=mlflow_server.url)
 
@@ -240,8 +278,12 @@ def test_mlflow_server_down_mid_grid_stops_the_sweep_and_records_why(tiny_root, 
     try:
         wait_for(training, tmp_path, what="an epoch on the server")
         os.killpg(mlflow_server.proc.pid, sig.SIGSTOP)  # the server stops answering (requests time out)
-        wait_for(lambda: "waiting up to 120 s for tracking.uri" in (tmp_path / "cli.log").read_text(), tmp_path,
-                 timeout=200, what="the sweep stopping")  # longer than the client's retries: the sweep gave up
+        wait_for(
+            lambda: "waiting up to 120 s for tracking.uri" in (tmp_path / "cli.log").read_text(),
+            tmp_path,
+            timeout=200,
+            what="the sweep stopping",
+        )  # longer than the client's retries: the sweep gave up
         time.sleep(5)
         os.killpg(mlflow_server.proc.pid, sig.SIGCONT)
         rc = proc.wait(timeout=300)

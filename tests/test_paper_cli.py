@@ -1,5 +1,6 @@
 """End to end (issue 12): the real CLI on tiny data records the final evaluation (weight scaling's calibration,
 MC dropout and its curve), applies max-norm, logs the scheduled learning rate, and runs the paper's preset."""
+
 import json
 
 import pytest

@@ -1,5 +1,6 @@
 """Issue 12 wired into training: fit's max-norm and per-batch schedule, the final evaluation a run records,
 and MLflow's curve logging (track.log_steps)."""
+
 import math
 
 import pytest
@@ -22,8 +23,19 @@ def _fit(root, epochs=3, max_norm=None, make_sched=None, lr=0.5, optimizer="sgd"
     splits = data.load_splits("mnist", root, val_size=100, split_seed=0, verify=False, download=False)
     model = build_mlp(hidden_sizes=[64, 64, 64], drop_prob=0.5, input_drop_prob=0.2)
     opt = make_optimizer(optimizer, model.parameters(), lr, momentum=0.9)
-    hist = list(fit(model, opt, splits, epochs=epochs, batch_size=50, seed=0, train_eval_size=200,
-                    max_norm=max_norm, make_sched=make_sched))
+    hist = list(
+        fit(
+            model,
+            opt,
+            splits,
+            epochs=epochs,
+            batch_size=50,
+            seed=0,
+            train_eval_size=200,
+            max_norm=max_norm,
+            make_sched=make_sched,
+        )
+    )
     return model, hist, splits
 
 
@@ -80,8 +92,16 @@ def test_without_a_schedule_lr_is_the_constant_rate(tiny_root):
 
 def test_the_final_evaluation_names_stay_out_of_the_per_epoch_metrics_and_objectives(tiny_root):
     _, hist, _ = _fit(tiny_root, epochs=1)
-    final = {"test_nll", "test_ece", "test_brier", "mc_test_acc", "mc_test_nll", "mc_test_ece", "mc_test_brier",
-             "max_row_norm"}
+    final = {
+        "test_nll",
+        "test_ece",
+        "test_brier",
+        "mc_test_acc",
+        "mc_test_nll",
+        "mc_test_ece",
+        "mc_test_brier",
+        "max_row_norm",
+    }
     assert not final & set(hist[0]) and not final & set(METRICS)
 
 
@@ -98,15 +118,20 @@ def test_final_evaluation_weight_scaling_and_mc(tiny_root):
     assert metrics == again  # a seeded generator: the same figures every time
     assert [row["t"] for row in curve] == [1, 2, 3, 4]
     explicit, _ = cal.mc_curve(model, x, y, 4, generator=torch.Generator().manual_seed(7))
-    assert {k: metrics[f"mc_test_{k}"] for k in ("acc", "nll", "ece", "brier")} == \
-        {k: v for k, v in explicit[-1].items() if k != "t"}
+    assert {k: metrics[f"mc_test_{k}"] for k in ("acc", "nll", "ece", "brier")} == {
+        k: v for k, v in explicit[-1].items() if k != "t"
+    }
     assert metrics["test_nll"] == ws["nll"] and metrics["mc_test_nll"] != ws["nll"]  # dropout on: not weight scaling
     assert list(bins) == ["weight_scaling", "mc"] and sum(bins["mc"]["count"]) == len(y)
 
 
 def test_log_steps_writes_a_curve_longer_than_one_mlflow_batch(tmp_path):
-    tracking = TrackingConf(uri=f"sqlite:///{tmp_path}/mlflow.db", artifact_location=str(tmp_path / "a"),
-                            experiment="curve", optuna_storage=None)
+    tracking = TrackingConf(
+        uri=f"sqlite:///{tmp_path}/mlflow.db",
+        artifact_location=str(tmp_path / "a"),
+        experiment="curve",
+        optuna_storage=None,
+    )
     rows = {t: {"mc_curve.test_acc": t / 1000, "mc_curve.test_nll": 1 / t} for t in range(1, 601)}  # 1200 metrics
     with track.job_run(tracking, "curve", {}) as run:
         run.log_steps(rows)

@@ -1,6 +1,7 @@
 """The sweeper as a generic Hydra plugin: a plain app (tests/helpers/plain_app, not this project's)
 swept with `hydra/sweeper=optuna`, hydra-optuna-sweeper's example config loaded as it is, and the
 gp/qmc samplers in-process."""
+
 from __future__ import annotations
 
 import os
@@ -25,8 +26,14 @@ def plain(out: Path, *args: str, ok: bool = True) -> subprocess.CompletedProcess
     cwd = out / "cwd"
     cwd.mkdir(parents=True, exist_ok=True)
     flags, rest = split_flags(args)
-    res = subprocess.run([sys.executable, str(APP), *flags, f"hydra.sweep.dir={out}/sweep", *rest], cwd=cwd, env=env,
-                         capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [sys.executable, str(APP), *flags, f"hydra.sweep.dir={out}/sweep", *rest],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     if ok:
         assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
     return res
@@ -39,8 +46,16 @@ def results(out: Path) -> dict:
 @pytest.mark.slow
 def test_a_plain_app_is_swept_with_a_persistent_study(tmp_path):
     url = f"sqlite:///{tmp_path}/optuna.db"
-    res = plain(tmp_path, "-m", "hydra/sweeper=optuna", "x=interval(-2,2)", "y=choice(-1,0,1)",
-                "hydra.sweeper.n_trials=6", f"hydra.sweeper.storage={url}", "hydra.sweeper.study_name=plain")
+    res = plain(
+        tmp_path,
+        "-m",
+        "hydra/sweeper=optuna",
+        "x=interval(-2,2)",
+        "y=choice(-1,0,1)",
+        "hydra.sweeper.n_trials=6",
+        f"hydra.sweeper.storage={url}",
+        "hydra.sweeper.study_name=plain",
+    )
     study = optuna.load_study(study_name="plain", storage=url)
     trials = study.get_trials(deepcopy=False)
     assert [t.state.name for t in trials] == ["COMPLETE"] * 6
@@ -57,19 +72,39 @@ def test_a_plain_app_is_swept_with_a_persistent_study(tmp_path):
     assert sorted(o.split("=")[0] for o in job) == ["x", "y"]
     assert "jobs cannot report to their trials" in res.stdout + res.stderr
     # a rerun resumes the study: n_trials is the study's total
-    plain(tmp_path, "-m", "hydra/sweeper=optuna", "x=interval(-2,2)", "y=choice(-1,0,1)",
-          "hydra.sweeper.n_trials=8", f"hydra.sweeper.storage={url}", "hydra.sweeper.study_name=plain",
-          f"hydra.sweep.dir={tmp_path}/sweep2")
+    plain(
+        tmp_path,
+        "-m",
+        "hydra/sweeper=optuna",
+        "x=interval(-2,2)",
+        "y=choice(-1,0,1)",
+        "hydra.sweeper.n_trials=8",
+        f"hydra.sweeper.storage={url}",
+        "hydra.sweeper.study_name=plain",
+        f"hydra.sweep.dir={tmp_path}/sweep2",
+    )
     assert len(optuna.load_study(study_name="plain", storage=url).trials) == 8
 
 
 @pytest.mark.slow
 def test_a_plain_app_defaults_to_an_in_memory_study_and_reports_a_failing_job(tmp_path):
-    res = plain(tmp_path, "-m", "hydra/sweeper=optuna", "x=choice(1,2)", "error=choice(false,true)",
-                "hydra.sweeper.sampler=grid", "hydra.sweeper.max_failure_rate=1")
+    res = plain(
+        tmp_path,
+        "-m",
+        "hydra/sweeper=optuna",
+        "x=choice(1,2)",
+        "error=choice(false,true)",
+        "hydra.sweeper.sampler=grid",
+        "hydra.sweeper.max_failure_rate=1",
+    )
     r = results(tmp_path)
-    assert r["storage"] == "in-memory" and r["trials"] == {"COMPLETE": 2, "PRUNED": 0, "FAIL": 2, "RUNNING": 0,
-                                                           "WAITING": 0}
+    assert r["storage"] == "in-memory" and r["trials"] == {
+        "COMPLETE": 2,
+        "PRUNED": 0,
+        "FAIL": 2,
+        "RUNNING": 0,
+        "WAITING": 0,
+    }
     assert r["best_value"] == 2.0 and r["best_params"] == {"x": 1, "error": False}  # x² + y², y = 1
     assert not list((tmp_path / "cwd").iterdir())  # no database, no folder made where it ran
     out = res.stdout + res.stderr
@@ -81,10 +116,18 @@ def test_a_plain_app_defaults_to_an_in_memory_study_and_reports_a_failing_job(tm
 def test_hydra_optuna_sweepers_example_config_loads_as_it_is(tmp_path):
     """hydra-optuna-sweeper's example/conf/config.yaml, unchanged: the sampler group default, sampler.seed,
     direction, study_name, storage: null (in memory), n_trials, n_jobs, max_failure_rate, params."""
+
     def run(out):
         res = plain(out, "-m", "--config-path=hydra_optuna_example")
-        return res, results(out), [line for line in res.stdout.splitlines() + res.stderr.splitlines()
-                                   if "] trial " in line and ":" in line and "finished" not in line]
+        return (
+            res,
+            results(out),
+            [
+                line
+                for line in res.stdout.splitlines() + res.stderr.splitlines()
+                if "] trial " in line and ":" in line and "finished" not in line
+            ],
+        )
 
     res, r, asked = run(tmp_path / "a")
     assert r["study_name"] == "sphere" and r["storage"] == "in-memory" and r["sampler"] == "tpe"
@@ -100,15 +143,24 @@ def test_hydra_optuna_sweepers_example_config_loads_as_it_is(tmp_path):
     assert [a.split("] ", 1)[1] for a in asked2] == [a.split("] ", 1)[1] for a in asked]
 
 
-@pytest.mark.parametrize("args, words", [
-    (["hydra/sweeper/sampler=tpe", "+hydra.sweeper.sampler.n_ei=3"],
-     ["hydra.sweeper.sampler.n_ei is not an option of sampler tpe", "n_ei_candidates"]),
-    (["hydra.sweeper.sampler=gp", "+hydra.sweeper.sampler.n_startup_trials=2"],
-     ["names no sampler", "hydra/sweeper/sampler=<name>", "sampler_args"]),
-    (["+hydra.sweeper.sampler._target_=optuna.samplers.BruteForceSampler"],
-     ["hydra.sweeper.sampler._target_=optuna.samplers.BruteForceSampler", "gp, qmc"]),
-    (["hydra.sweeper.sampler=bayes"], ["hydra.sweeper.sampler=bayes", "tpe, random, grid, cmaes, nsgaii, gp, qmc"]),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (
+            ["hydra/sweeper/sampler=tpe", "+hydra.sweeper.sampler.n_ei=3"],
+            ["hydra.sweeper.sampler.n_ei is not an option of sampler tpe", "n_ei_candidates"],
+        ),
+        (
+            ["hydra.sweeper.sampler=gp", "+hydra.sweeper.sampler.n_startup_trials=2"],
+            ["names no sampler", "hydra/sweeper/sampler=<name>", "sampler_args"],
+        ),
+        (
+            ["+hydra.sweeper.sampler._target_=optuna.samplers.BruteForceSampler"],
+            ["hydra.sweeper.sampler._target_=optuna.samplers.BruteForceSampler", "gp, qmc"],
+        ),
+        (["hydra.sweeper.sampler=bayes"], ["hydra.sweeper.sampler=bayes", "tpe, random, grid, cmaes, nsgaii, gp, qmc"]),
+    ],
+)
 def test_refused_sampler_settings_are_one_line_each(tmp_path, args, words):
     res = plain(tmp_path, "-m", "hydra/sweeper=optuna", "x=interval(-2,2)", *args, ok=False)
     assert res.returncode != 0 and "Traceback" not in res.stderr
@@ -119,9 +171,16 @@ def test_refused_sampler_settings_are_one_line_each(tmp_path, args, words):
 
 
 def test_custom_search_space_adds_parameters_as_in_hydra_optuna_sweeper(tmp_path):
-    plain(tmp_path, "-m", "hydra/sweeper=optuna", "x=interval(-2,2)", "hydra.sweeper.n_trials=3",
-          "hydra.sweeper.custom_search_space=app.configure", "hydra/sweeper/sampler=random",
-          "hydra.sweeper.sampler.seed=5")
+    plain(
+        tmp_path,
+        "-m",
+        "hydra/sweeper=optuna",
+        "x=interval(-2,2)",
+        "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.custom_search_space=app.configure",
+        "hydra/sweeper/sampler=random",
+        "hydra.sweeper.sampler.seed=5",
+    )
     r = results(tmp_path)
     p = r["best_params"]
     assert set(p) == {"x", "z", "+w"} and abs(p["z"] - p["x"]) <= 0.5 and 0 <= p["+w"] <= 1
@@ -133,20 +192,45 @@ def test_custom_search_space_adds_parameters_as_in_hydra_optuna_sweeper(tmp_path
 def _sweeper(**kw):
     from sweep.search.loop import OptunaSweeperImpl
 
-    base = dict(sampler="tpe", seed=777, sampler_args={}, direction="maximize", n_trials=5, n_jobs=1, storage=None,
-                study_name="s", pruner="none", pruner_args={}, max_failure_rate=0.2, heartbeat_interval=5,
-                grace_period=30, params={}, enqueue=[])
+    base = dict(
+        sampler="tpe",
+        seed=777,
+        sampler_args={},
+        direction="maximize",
+        n_trials=5,
+        n_jobs=1,
+        storage=None,
+        study_name="s",
+        pruner="none",
+        pruner_args={},
+        max_failure_rate=0.2,
+        heartbeat_interval=5,
+        grace_period=30,
+        params={},
+        enqueue=[],
+    )
     return OptunaSweeperImpl(**{**base, **kw})
 
 
-@pytest.mark.parametrize("node, cls, seed, kw", [
-    ("gp", optuna.samplers.GPSampler, None, {}),
-    ("qmc", optuna.samplers.QMCSampler, None, {}),
-    ({"name": "gp", "seed": 5, "n_startup_trials": 3, "deterministic_objective": True}, optuna.samplers.GPSampler, 5,
-     {"deterministic_objective": True}),
-    ({"_target_": "optuna.samplers.QMCSampler", "seed": 9, "scramble": True, "qmc_type": "halton"},
-     optuna.samplers.QMCSampler, 9, {"scramble": True, "qmc_type": "halton"}),
-])
+@pytest.mark.parametrize(
+    "node, cls, seed, kw",
+    [
+        ("gp", optuna.samplers.GPSampler, None, {}),
+        ("qmc", optuna.samplers.QMCSampler, None, {}),
+        (
+            {"name": "gp", "seed": 5, "n_startup_trials": 3, "deterministic_objective": True},
+            optuna.samplers.GPSampler,
+            5,
+            {"deterministic_objective": True},
+        ),
+        (
+            {"_target_": "optuna.samplers.QMCSampler", "seed": 9, "scramble": True, "qmc_type": "halton"},
+            optuna.samplers.QMCSampler,
+            9,
+            {"scramble": True, "qmc_type": "halton"},
+        ),
+    ],
+)
 def test_gp_and_qmc_samplers_from_a_name_or_a_node(node, cls, seed, kw):
     s = _sweeper(sampler=node, sampler_args={"n_startup_trials": None})
     assert isinstance(s.make_sampler(_space.parse({"x": "interval(0,1)"}, []), 3), cls)

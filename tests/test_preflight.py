@@ -1,6 +1,7 @@
 """Pre-flight through the real CLI: each mistake is one `error: ` line naming the key, the bad value and
 what is allowed, exit code 2, no traceback -- before any data is loaded, any Hydra job starts or any
 MLflow run (or sweep parent) exists. A store that is refused is never written to."""
+
 from __future__ import annotations
 
 import os
@@ -12,12 +13,11 @@ import pytest
 import torch
 
 from helpers.cli import ROOT, mlflow_runs
-from helpers.pg import PASSWORD, PostgresServer, require_bindir
 from helpers.net import free_port
+from helpers.pg import PASSWORD, PostgresServer, require_bindir
 
 pytestmark = pytest.mark.slow
 SECRET = "hunter2-s3cret"
-
 
 
 def refused(res, out, *words, store_readable: bool = True) -> str:
@@ -41,37 +41,51 @@ def sweep(*args: str) -> tuple[str, ...]:
 
 
 # ------------------------------------------------------------------------------------------ job values
-@pytest.mark.parametrize("args, words", [
-    (["trainer.batch_size=1000000"], ["trainer.batch_size=1000000", "500 training images", "drop_last"]),
-    # data.train_subset and data.val_size decide the split
-    (["data.train_subset=40", "trainer.batch_size=64"], ["trainer.batch_size=64", "40 training images"]),
-    (["data.val_size=590", "trainer.batch_size=11"], ["trainer.batch_size=11", "10 training images"]),
-    (["-m", "trainer.batch_size=10,1000"], ["trainer.batch_size=1000", "500 training images"]),
-    (["optimizer.betas=[2,3]"], ["optimizer.betas=[2.0, 3.0]", "[0, 1)"]),
-    (["optimizer.betas=[0.9]"], ["optimizer.betas=[0.9]", "two"]),
-    (["optimizer.betas=[0.9,0.99,0.5]"], ["optimizer.betas", "two"]),
-    (["optimizer.betas=[0.9,-0.1]"], ["optimizer.betas", "[0, 1)"]),
-    (["seed=99999999999999999999"], ["seed=99999999999999999999", "18446744073709551614"]),
-    (["seed=18446744073709551615"], ["seed=18446744073709551615", "18446744073709551614"]),
-    (["-m", "seed=1,18446744073709551615"], ["seed=18446744073709551615"]),
-    (["trainer.threads=100000"], ["trainer.threads=100000", f"at most {4 * os.cpu_count()}"]),
-    (["trainer.cpu_matmul=mkl"], ["trainer.cpu_matmul='mkl'", "allowed: auto, onednn, blas"]),
-    # hardening round four: bounds and values that used to pass pre-flight and fail in the job (or not at all)
-    (["data.split_seed=18446744073709551615"], ["data.split_seed=18446744073709551615", "18446744073709551614"]),
-    (["data.split_seed=18446744073709551616"], ["data.split_seed=18446744073709551616", "18446744073709551614"]),
-    (["objective=[]"], ["objective=[]", "name at least one metric"]),
-    (["-m", "objective=[]", "drop_prob=0,0.5"], ["objective=[]", "name at least one metric"]),
-    ([f"tracking.experiment={'x' * 600}"], ["tracking.experiment=", "600 characters", "at most 256"]),
-    (["-m", "drop_prob=0,-0.0,0.5"], ["drop_prob=0,-0.0,0.5", "0 and -0.0 are one value"]),
-    (["-m", "drop_prob=0.5,5e-1"], ["0.5 and 5e-1 are one value"]),
-    (["data.resample=all"], ["data.resample='all'", "allowed: none, subset, split"]),
-    # every combination of a grid, not each axis against the others' first values
-    (["-m", "trainer.batch_size=100,300", "data.train_subset=400,200"], ["trainer.batch_size=300", "200 training images"]),
-    (["-m", "optimizer.warmup_epochs=0,2", "trainer.epochs=3,2"],
-     ["optimizer.warmup_epochs=2", "less than trainer.epochs (2)", "grid point optimizer.warmup_epochs=2 trainer.epochs=2"]),
-    (["-m", "optimizer=adam,sgd", "optimizer.warmup_epochs=0,2", "trainer.epochs=2"],
-     ["optimizer.warmup_epochs=2", "less than trainer.epochs (2)"]),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["trainer.batch_size=1000000"], ["trainer.batch_size=1000000", "500 training images", "drop_last"]),
+        # data.train_subset and data.val_size decide the split
+        (["data.train_subset=40", "trainer.batch_size=64"], ["trainer.batch_size=64", "40 training images"]),
+        (["data.val_size=590", "trainer.batch_size=11"], ["trainer.batch_size=11", "10 training images"]),
+        (["-m", "trainer.batch_size=10,1000"], ["trainer.batch_size=1000", "500 training images"]),
+        (["optimizer.betas=[2,3]"], ["optimizer.betas=[2.0, 3.0]", "[0, 1)"]),
+        (["optimizer.betas=[0.9]"], ["optimizer.betas=[0.9]", "two"]),
+        (["optimizer.betas=[0.9,0.99,0.5]"], ["optimizer.betas", "two"]),
+        (["optimizer.betas=[0.9,-0.1]"], ["optimizer.betas", "[0, 1)"]),
+        (["seed=99999999999999999999"], ["seed=99999999999999999999", "18446744073709551614"]),
+        (["seed=18446744073709551615"], ["seed=18446744073709551615", "18446744073709551614"]),
+        (["-m", "seed=1,18446744073709551615"], ["seed=18446744073709551615"]),
+        (["trainer.threads=100000"], ["trainer.threads=100000", f"at most {4 * os.cpu_count()}"]),
+        (["trainer.cpu_matmul=mkl"], ["trainer.cpu_matmul='mkl'", "allowed: auto, onednn, blas"]),
+        # hardening round four: bounds and values that used to pass pre-flight and fail in the job (or not at all)
+        (["data.split_seed=18446744073709551615"], ["data.split_seed=18446744073709551615", "18446744073709551614"]),
+        (["data.split_seed=18446744073709551616"], ["data.split_seed=18446744073709551616", "18446744073709551614"]),
+        (["objective=[]"], ["objective=[]", "name at least one metric"]),
+        (["-m", "objective=[]", "drop_prob=0,0.5"], ["objective=[]", "name at least one metric"]),
+        ([f"tracking.experiment={'x' * 600}"], ["tracking.experiment=", "600 characters", "at most 256"]),
+        (["-m", "drop_prob=0,-0.0,0.5"], ["drop_prob=0,-0.0,0.5", "0 and -0.0 are one value"]),
+        (["-m", "drop_prob=0.5,5e-1"], ["0.5 and 5e-1 are one value"]),
+        (["data.resample=all"], ["data.resample='all'", "allowed: none, subset, split"]),
+        # every combination of a grid, not each axis against the others' first values
+        (
+            ["-m", "trainer.batch_size=100,300", "data.train_subset=400,200"],
+            ["trainer.batch_size=300", "200 training images"],
+        ),
+        (
+            ["-m", "optimizer.warmup_epochs=0,2", "trainer.epochs=3,2"],
+            [
+                "optimizer.warmup_epochs=2",
+                "less than trainer.epochs (2)",
+                "grid point optimizer.warmup_epochs=2 trainer.epochs=2",
+            ],
+        ),
+        (
+            ["-m", "optimizer=adam,sgd", "optimizer.warmup_epochs=0,2", "trainer.epochs=2"],
+            ["optimizer.warmup_epochs=2", "less than trainer.epochs (2)"],
+        ),
+    ],
+)
 def test_bad_job_values(cli, args, words):
     refused(cli(*args), cli.out, *words)
 
@@ -127,16 +141,25 @@ def test_foreign_sqlite_file_as_mlflow_store_is_refused(cli):
 def test_corrupt_optuna_store_is_refused_and_left_alone(cli):
     db = cli.out / "optuna" / "optuna.db"
     before = _random_bytes(db)
-    refused(cli(*sweep(f"hydra.sweeper.storage=sqlite:///{db}")), cli.out, "hydra.sweeper.storage=sqlite:///",
-            "not a SQLite database")
+    refused(
+        cli(*sweep(f"hydra.sweeper.storage=sqlite:///{db}")),
+        cli.out,
+        "hydra.sweeper.storage=sqlite:///",
+        "not a SQLite database",
+    )
     assert db.read_bytes() == before
     assert sorted(p.name for p in db.parent.iterdir()) == ["optuna.db"]  # not even a lock file
 
 
 def test_unreachable_optuna_storage_hides_the_password(cli):
     url = f"postgresql://bob:{SECRET}@127.0.0.1:{free_port()}/optuna"
-    line = refused(cli(*sweep(f"hydra.sweeper.storage={url}")), cli.out, "hydra.sweeper.storage=", "bob:***@127.0.0.1",
-                   "cannot be reached")
+    line = refused(
+        cli(*sweep(f"hydra.sweeper.storage={url}")),
+        cli.out,
+        "hydra.sweeper.storage=",
+        "bob:***@127.0.0.1",
+        "cannot be reached",
+    )
     assert SECRET not in line
 
 
@@ -147,8 +170,19 @@ def password_postgres():
     pwfile = server.folder / "pw"
     pwfile.write_text(PASSWORD + "\n")
     os.chmod(pwfile, 0o644)
-    server._run("initdb", "-D", str(server.data), "-U", server.user, "-A", "scram-sha-256", f"--pwfile={pwfile}",
-                "-E", "UTF8", "--no-sync")
+    server._run(
+        "initdb",
+        "-D",
+        str(server.data),
+        "-U",
+        server.user,
+        "-A",
+        "scram-sha-256",
+        f"--pwfile={pwfile}",
+        "-E",
+        "UTF8",
+        "--no-sync",
+    )
     opts = f"-c listen_addresses=127.0.0.1 -p {server.port} -k {server.folder} -c fsync=off"
     try:
         server._run("pg_ctl", "-D", str(server.data), "-l", str(server.log), "-o", opts, "-w", "-t", "60", "start")
@@ -160,8 +194,13 @@ def password_postgres():
 def test_wrong_password_for_optuna_storage(cli, password_postgres):
     good = password_postgres.url()
     bad = good.replace(f":{PASSWORD}@", f":{SECRET}@")
-    line = refused(cli(*sweep(f"hydra.sweeper.storage={bad}")), cli.out, "hydra.sweeper.storage=",
-                   "postgres:***@127.0.0.1", "password")
+    line = refused(
+        cli(*sweep(f"hydra.sweeper.storage={bad}")),
+        cli.out,
+        "hydra.sweeper.storage=",
+        "postgres:***@127.0.0.1",
+        "password",
+    )
     assert SECRET not in line
     # the right password passes pre-flight: the same command then runs its trial
     res = cli(*sweep(f"hydra.sweeper.storage={good}", "hydra.sweeper.enqueue=[]"), epochs=1)
@@ -169,17 +208,25 @@ def test_wrong_password_for_optuna_storage(cli, password_postgres):
 
 
 # ------------------------------------------------------------------------ sweeper checks before the parent
-@pytest.mark.parametrize("args, words", [
-    (["objective=[val_acc,val_gap]", "hydra.sweeper.direction=maximize"],
-     ["hydra.sweeper.direction", "objective=['val_acc', 'val_gap']", "one direction per objective"]),
-    (["hydra.sweeper.sampler=grid"], ["hydra.sweeper.sampler=grid", "drop_prob=interval(0, 0.5)", "continuous"]),
-    (["hydra.sweeper.enqueue=[{drop_prob:0.9}]"], ["hydra.sweeper.enqueue[0]", "drop_prob=0.9", "outside"]),
-    (["hydra.sweeper.enqueue=[{dropout:0.1}]"], ["hydra.sweeper.enqueue[0]", "dropout", "drop_prob"]),
-    (["hydra.sweeper.storage=http://127.0.0.1/optuna"], ["hydra.sweeper.storage=http://127.0.0.1/optuna", "database"]),
-    (["+hydra.sweeper.trials=5"], ["hydra.sweeper.trials", "n_trials", "sampler"]),
-    (["hydra.sweeper.seed=4294967296"], ["hydra.sweeper.seed=4294967296", "4294967295"]),
-    (["hydra.sweeper.sampler=cmaes", "objective=[val_acc,val_gap]"], ["cmaes", "several objectives"]),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (
+            ["objective=[val_acc,val_gap]", "hydra.sweeper.direction=maximize"],
+            ["hydra.sweeper.direction", "objective=['val_acc', 'val_gap']", "one direction per objective"],
+        ),
+        (["hydra.sweeper.sampler=grid"], ["hydra.sweeper.sampler=grid", "drop_prob=interval(0, 0.5)", "continuous"]),
+        (["hydra.sweeper.enqueue=[{drop_prob:0.9}]"], ["hydra.sweeper.enqueue[0]", "drop_prob=0.9", "outside"]),
+        (["hydra.sweeper.enqueue=[{dropout:0.1}]"], ["hydra.sweeper.enqueue[0]", "dropout", "drop_prob"]),
+        (
+            ["hydra.sweeper.storage=http://127.0.0.1/optuna"],
+            ["hydra.sweeper.storage=http://127.0.0.1/optuna", "database"],
+        ),
+        (["+hydra.sweeper.trials=5"], ["hydra.sweeper.trials", "n_trials", "sampler"]),
+        (["hydra.sweeper.seed=4294967296"], ["hydra.sweeper.seed=4294967296", "4294967295"]),
+        (["hydra.sweeper.sampler=cmaes", "objective=[val_acc,val_gap]"], ["cmaes", "several objectives"]),
+    ],
+)
 def test_sweeper_mistakes_stop_before_the_parent_run(cli, args, words):
     refused(cli(*sweep(*args)), cli.out, *words)
 
@@ -197,16 +244,21 @@ def search_dir(tmp_path):
     def write(name: str, body: str) -> str:
         (folder / "search" / f"{name}.yaml").write_text(
             "# @package _global_\ndefaults:\n  - override /hydra/sweeper: optuna\nhydra:\n  sweeper:\n"
-            "    params:\n      drop_prob: interval(0, 0.5)\n" + body)
+            "    params:\n      drop_prob: interval(0, 0.5)\n" + body
+        )
         return f"hydra.searchpath=[file://{folder}]"
+
     return write
 
 
-@pytest.mark.parametrize("body, words", [
-    ("    max_failure_rate: lots\n", ["In 'search/bad'", "hydra.sweeper.max_failure_rate", "'lots'", "Float"]),
-    ("    n_trials: many\n", ["In 'search/bad'", "hydra.sweeper.n_trials", "'many'", "Integer"]),
-    ("    sampler: bayes\n", ["hydra.sweeper.sampler=bayes", "allowed", "tpe"]),  # the sweeper's check
-])
+@pytest.mark.parametrize(
+    "body, words",
+    [
+        ("    max_failure_rate: lots\n", ["In 'search/bad'", "hydra.sweeper.max_failure_rate", "'lots'", "Float"]),
+        ("    n_trials: many\n", ["In 'search/bad'", "hydra.sweeper.n_trials", "'many'", "Integer"]),
+        ("    sampler: bayes\n", ["hydra.sweeper.sampler=bayes", "allowed", "tpe"]),  # the sweeper's check
+    ],
+)
 def test_bad_value_in_a_search_file_names_its_cause(cli, search_dir, body, words):
     where = search_dir("bad", body)
     refused(cli("-m", where, "+search=bad"), cli.out, *words)
@@ -220,11 +272,14 @@ def _study_directions(out) -> list[str]:
     return [d.name for d in study.directions]
 
 
-@pytest.mark.parametrize("objective, expected", [
-    ("val_loss", ["MINIMIZE"]),
-    ("val_gap", ["MINIMIZE"]),
-    ("[val_loss,val_acc]", ["MINIMIZE", "MAXIMIZE"]),
-])
+@pytest.mark.parametrize(
+    "objective, expected",
+    [
+        ("val_loss", ["MINIMIZE"]),
+        ("val_gap", ["MINIMIZE"]),
+        ("[val_loss,val_acc]", ["MINIMIZE", "MAXIMIZE"]),
+    ],
+)
 def test_direction_follows_the_objective(cli, objective, expected):
     res = cli(*sweep(f"objective={objective}", "hydra.sweeper.enqueue=[]"), epochs=1)
     assert res.returncode == 0, res.stderr[-2000:]
@@ -239,8 +294,14 @@ def test_a_typed_direction_is_an_explicit_override(cli):
 
 def test_a_config_file_direction_that_contradicts_the_objective_is_refused(cli, search_dir):
     where = search_dir("maxloss", "    direction: maximize\n")
-    refused(cli("-m", where, "+search=maxloss", "objective=val_loss"), cli.out,
-            "hydra.sweeper.direction=maximize", "objective=val_loss", "minimize", "command line")
+    refused(
+        cli("-m", where, "+search=maxloss", "objective=val_loss"),
+        cli.out,
+        "hydra.sweeper.direction=maximize",
+        "objective=val_loss",
+        "minimize",
+        "command line",
+    )
 
 
 # ------------------------------------------------------------------------------------------ data.root
@@ -251,8 +312,12 @@ def test_relative_data_root_without_download_creates_nothing(cli):
     refused(res, cli.out, name, "data.download=false")
     assert not (ROOT / name).exists()
     assert set(cli.out.rglob("*")) == before
-    assert subprocess.run(["git", "status", "--porcelain", "--ignored", "--", name], cwd=ROOT, capture_output=True,
-                          text=True).stdout == ""
+    assert (
+        subprocess.run(
+            ["git", "status", "--porcelain", "--ignored", "--", name], cwd=ROOT, capture_output=True, text=True
+        ).stdout
+        == ""
+    )
 
 
 def test_a_config_dir_of_ones_own_is_checked_like_the_projects(cli, tmp_path):
@@ -260,10 +325,15 @@ def test_a_config_dir_of_ones_own_is_checked_like_the_projects(cli, tmp_path):
     own = tmp_path / "myconf" / "experiment"
     own.mkdir(parents=True)
     (own / "mine.yaml").write_text("# @package _global_\ndrop_prob: 0.4\n")
-    refused(cli("-m", "-cd", str(tmp_path / "myconf"), "+experiment=mine", "drop_prob=0.1,1.0"), cli.out,
-            "drop_prob=1.0", "[0, 1)")
-    refused(cli("-m", f"--config-dir={tmp_path / 'nowhere'}", "drop_prob=0.1"), cli.out, "--config-dir=",
-            "no such folder")
+    refused(
+        cli("-m", "-cd", str(tmp_path / "myconf"), "+experiment=mine", "drop_prob=0.1,1.0"),
+        cli.out,
+        "drop_prob=1.0",
+        "[0, 1)",
+    )
+    refused(
+        cli("-m", f"--config-dir={tmp_path / 'nowhere'}", "drop_prob=0.1"), cli.out, "--config-dir=", "no such folder"
+    )
     ok = cli("-cd", str(tmp_path / "myconf"), "+experiment=mine", epochs=1)
     assert ok.returncode == 0, ok.stderr[-2000:]
     _, runs = mlflow_runs(cli.out)

@@ -1,6 +1,7 @@
 """Every shipped config file composes and validates: each option of each group in conf/, each
 `+experiment=` and `+search=` preset (its sweeper options, its enqueued points and both ends of its
 search space), through Hydra's compose API -- so a broken preset fails here, not in someone's sweep."""
+
 from __future__ import annotations
 
 import math
@@ -84,9 +85,20 @@ def _server_env(monkeypatch):
 
 def test_every_group_and_preset_is_found():
     found = options()
-    for expected in ("model=mlp", "data=mnist", "data=fashion_mnist", "optimizer=adam", "optimizer=sgd",
-                     "trainer=default", "tracking=local", "tracking=server", "+experiment=lab",
-                     "+experiment=quick", "+search=dropout", "+search=per_layer"):
+    for expected in (
+        "model=mlp",
+        "data=mnist",
+        "data=fashion_mnist",
+        "optimizer=adam",
+        "optimizer=sgd",
+        "trainer=default",
+        "tracking=local",
+        "tracking=server",
+        "+experiment=lab",
+        "+experiment=quick",
+        "+search=dropout",
+        "+search=per_layer",
+    ):
         assert expected in found, found
 
 
@@ -97,17 +109,33 @@ def test_every_shipped_option_composes_and_validates(option):
         assert n > 1 + 2  # the base, three enqueued points, and the ends of the space
 
 
-@pytest.mark.parametrize("group, name, text, words", [
-    ("experiment", "broken", "# @package _global_\ntrainer:\n  precision: fp16\n",
-     ["trainer.precision='fp16'", "fp32, bf16"]),
-    ("experiment", "typo", "# @package _global_\ntrainer:\n  epoch: 3\n", ["epoch"]),
-    ("search", "bad_enqueue", "# @package _global_\ndefaults:\n  - override /hydra/sweeper: optuna\n"
-     "hydra:\n  sweeper:\n    params:\n      drop_prob: interval(0, 0.5)\n    enqueue:\n      - {drop_prob: 1.5}\n",
-     ["drop_prob=1.5", "outside drop_prob=interval(0, 0.5)"]),  # the sweeper's own check comes first
-    ("search", "bad_space", "# @package _global_\ndefaults:\n  - override /hydra/sweeper: optuna\n"
-     "hydra:\n  sweeper:\n    params:\n      input_drop_prob: interval(0.2, 1.5)\n",
-     ["input_drop_prob", "[0, 1)"]),
-])
+@pytest.mark.parametrize(
+    "group, name, text, words",
+    [
+        (
+            "experiment",
+            "broken",
+            "# @package _global_\ntrainer:\n  precision: fp16\n",
+            ["trainer.precision='fp16'", "fp32, bf16"],
+        ),
+        ("experiment", "typo", "# @package _global_\ntrainer:\n  epoch: 3\n", ["epoch"]),
+        (
+            "search",
+            "bad_enqueue",
+            "# @package _global_\ndefaults:\n  - override /hydra/sweeper: optuna\n"
+            "hydra:\n  sweeper:\n    params:\n      drop_prob: interval(0, 0.5)\n"
+            "    enqueue:\n      - {drop_prob: 1.5}\n",
+            ["drop_prob=1.5", "outside drop_prob=interval(0, 0.5)"],
+        ),  # the sweeper's own check comes first
+        (
+            "search",
+            "bad_space",
+            "# @package _global_\ndefaults:\n  - override /hydra/sweeper: optuna\n"
+            "hydra:\n  sweeper:\n    params:\n      input_drop_prob: interval(0.2, 1.5)\n",
+            ["input_drop_prob", "[0, 1)"],
+        ),
+    ],
+)
 def test_a_broken_preset_is_caught(tmp_path, group, name, text, words):
     conf = tmp_path / "conf"
     shutil.copytree(CONF, conf)

@@ -1,6 +1,7 @@
 """Stale-run clean-up cannot be fooled by a reused PID: a run is its process's PID plus that process's start
 time and the boot id (sweep/procid.py); runs of other hosts are never touched; old runs with only a pid
 tag keep the PID-only rule. Against a real SQLite MLflow store, and once through the real CLI."""
+
 from __future__ import annotations
 
 import os
@@ -16,8 +17,10 @@ from helpers.cli import ROOT, mlflow_runs, tiny_overrides
 from sweep import procid, track
 
 HOST = socket.gethostname()
-needs_proc = pytest.mark.skipif(procid.start_time(os.getpid()) is None or procid.boot_id() is None,
-                                reason="no /proc: start times and boot id cannot be read here")
+needs_proc = pytest.mark.skipif(
+    procid.start_time(os.getpid()) is None or procid.boot_id() is None,
+    reason="no /proc: start times and boot id cannot be read here",
+)
 
 
 def _dead_pid() -> int:
@@ -49,8 +52,11 @@ def test_close_stale_runs_sees_through_a_reused_pid_and_leaves_live_and_foreign_
     cases = {  # name: (host, identity tags, expected status after clean-up)
         "reused pid, other start time": (HOST, {**me, "pid_start": str(int(me["pid_start"]) + 1)}, "KILLED"),
         "reused pid, other boot": (HOST, {**me, "boot_id": "00000000-0000-0000-0000-000000000000"}, "KILLED"),
-        "pid 1 of an earlier container": (HOST, {"pid": "1", "pid_start": str(int(init_start or 0) + 7),
-                                                 "boot_id": me["boot_id"]}, "KILLED"),
+        "pid 1 of an earlier container": (
+            HOST,
+            {"pid": "1", "pid_start": str(int(init_start or 0) + 7), "boot_id": me["boot_id"]},
+            "KILLED",
+        ),
         "this very process": (HOST, me, "RUNNING"),
         "dead pid": (HOST, {**me, "pid": dead}, "KILLED"),
         "old run: live pid only": (HOST, {"pid": me["pid"]}, "RUNNING"),
@@ -86,11 +92,17 @@ def test_cli_start_up_closes_a_run_whose_pid_now_belongs_to_another_process(tiny
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
     exp = client.create_experiment("dropout", artifact_location=(tmp_path / "mlartifacts").resolve().as_uri())
     me = procid.tags()
-    orphan = client.create_run(exp, run_name="orphan", tags={
-        "host": HOST, **me, "pid_start": str(int(me["pid_start"]) - 1)}).info.run_id
+    orphan = client.create_run(
+        exp, run_name="orphan", tags={"host": HOST, **me, "pid_start": str(int(me["pid_start"]) - 1)}
+    ).info.run_id
     live = client.create_run(exp, run_name="live", tags={"host": HOST, **me}).info.run_id
-    res = subprocess.run([sys.executable, str(ROOT / "sweep" / "run.py"), *tiny_overrides(tiny_root, tmp_path, 1)],
-                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "sweep" / "run.py"), *tiny_overrides(tiny_root, tmp_path, 1)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     _, runs = mlflow_runs(tmp_path)
     by_name = {r.info.run_name: r for r in runs}

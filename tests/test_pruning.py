@@ -1,5 +1,6 @@
 """The median pruner's default warm-up: a share of a trial's epochs (README, Pruning: high dropout rates are
 behind in the first epochs), derived from the app hook's resource, and honoured by the job's reporter."""
+
 from __future__ import annotations
 
 import optuna
@@ -15,9 +16,23 @@ APP = {"optuna": {"hook": "sweep.optuna_hook.DropoutHook"}}  # this project's ho
 
 
 def sweeper(**kw) -> OptunaSweeperImpl:
-    base = dict(sampler="tpe", seed=777, sampler_args=SamplerArgs(), direction="maximize", n_trials=5, n_jobs=1,
-                storage="sqlite:////tmp/x.db", study_name="s", pruner="median", pruner_args=PrunerArgs(),
-                max_failure_rate=0.2, heartbeat_interval=5, grace_period=30, params={"x": "interval(0,1)"}, enqueue=[])
+    base = dict(
+        sampler="tpe",
+        seed=777,
+        sampler_args=SamplerArgs(),
+        direction="maximize",
+        n_trials=5,
+        n_jobs=1,
+        storage="sqlite:////tmp/x.db",
+        study_name="s",
+        pruner="median",
+        pruner_args=PrunerArgs(),
+        max_failure_rate=0.2,
+        heartbeat_interval=5,
+        grace_period=30,
+        params={"x": "interval(0,1)"},
+        enqueue=[],
+    )
     return OptunaSweeperImpl(**{**base, **kw})
 
 
@@ -33,8 +48,10 @@ def test_the_plugin_leaves_the_warmup_to_the_epochs():
 def test_pruner_description_derives_the_warmup_from_trainer_epochs():
     s = sweeper()
     s.config = OmegaConf.create({"trainer": {"epochs": 12}, **APP})
-    assert s.pruner_description() == {"name": "median",
-                                      "args": {"n_startup_trials": 5, "n_warmup_steps": 8, "interval_steps": 1}}
+    assert s.pruner_description() == {
+        "name": "median",
+        "args": {"n_startup_trials": 5, "n_warmup_steps": 8, "interval_steps": 1},
+    }
 
 
 def test_a_given_warmup_is_kept():
@@ -58,8 +75,11 @@ def test_the_default_median_never_prunes_before_the_warmup(tmp_path):
     study = optuna.create_study(storage=url, study_name="s", direction="maximize")
     study.set_user_attr(PRUNER_ATTR, s.pruner_description())
     for _ in range(5):  # n_startup_trials
-        study.add_trial(optuna.trial.create_trial(value=0.95, intermediate_values={e: 0.95 for e in range(1, 13)},
-                                                  distributions={}, params={}))
+        study.add_trial(
+            optuna.trial.create_trial(
+                value=0.95, intermediate_values={e: 0.95 for e in range(1, 13)}, distributions={}, params={}
+            )
+        )
     t = study.ask()
     t.set_user_attr(MAX_EPOCHS_ATTR, 12)
     r = TrialReporter(url, "s", t.number)
@@ -74,8 +94,11 @@ def test_the_default_median_waits_for_five_finished_trials(tmp_path):
     study = optuna.create_study(storage=url, study_name="s", direction="maximize")
     study.set_user_attr(PRUNER_ATTR, s.pruner_description())
     for _ in range(4):
-        study.add_trial(optuna.trial.create_trial(value=0.95, intermediate_values={1: 0.95, 2: 0.95, 3: 0.95},
-                                                  distributions={}, params={}))
+        study.add_trial(
+            optuna.trial.create_trial(
+                value=0.95, intermediate_values={1: 0.95, 2: 0.95, 3: 0.95}, distributions={}, params={}
+            )
+        )
     t = study.ask()
     t.set_user_attr(MAX_EPOCHS_ATTR, 3)
     r = TrialReporter(url, "s", t.number)
@@ -86,9 +109,17 @@ def test_the_default_median_waits_for_five_finished_trials(tmp_path):
 def test_the_real_cli_prunes_no_earlier_than_two_thirds_of_the_epochs(cli):
     """End to end: the sweeper stores the derived warm-up in the study and the job's reporter honours it. A
     learning rate of 1e-7 learns nothing; with 6 epochs it is stopped after epoch 4 (2/3 of 6), not before."""
-    res = cli("-m", "hydra/sweeper=optuna", f"hydra.sweeper.storage=sqlite:///{cli.out}/optuna.db",
-              "hydra.sweeper.study_name=t", "hydra.sweeper.sampler=grid", "optimizer.lr=choice(0.001,0.0000001)",
-              "hydra.sweeper.pruner=median", "hydra.sweeper.pruner_args.n_startup_trials=1", epochs=6)
+    res = cli(
+        "-m",
+        "hydra/sweeper=optuna",
+        f"hydra.sweeper.storage=sqlite:///{cli.out}/optuna.db",
+        "hydra.sweeper.study_name=t",
+        "hydra.sweeper.sampler=grid",
+        "optimizer.lr=choice(0.001,0.0000001)",
+        "hydra.sweeper.pruner=median",
+        "hydra.sweeper.pruner_args.n_startup_trials=1",
+        epochs=6,
+    )
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     study = optuna.load_study(study_name="t", storage=f"sqlite:///{cli.out}/optuna.db")
     assert study.user_attrs[PRUNER_ATTR]["args"]["n_warmup_steps"] == 4

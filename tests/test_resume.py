@@ -1,4 +1,5 @@
 """Grids resume: rerunning a killed grid with the same tracking.sweep_id trains only what is missing."""
+
 from __future__ import annotations
 
 import re
@@ -23,11 +24,25 @@ def test_config_hash_covers_what_is_trained_and_nothing_else():
 
     base = resume.config_hash(_typed())
     assert resume.config_hash(_typed()) == base  # stable
-    for same in ("tracking.sweep_id=x", "tracking.uri=sqlite:////elsewhere.db", "trainer.progress=false",
-                 "optuna.trial_number=3", "data.download=false", "data.verify=false", "trainer.cpu_matmul=blas"):
+    for same in (
+        "tracking.sweep_id=x",
+        "tracking.uri=sqlite:////elsewhere.db",
+        "trainer.progress=false",
+        "optuna.trial_number=3",
+        "data.download=false",
+        "data.verify=false",
+        "trainer.cpu_matmul=blas",
+    ):
         assert resume.config_hash(_typed(same)) == base, same
-    for other in ("seed=1", "drop_prob=0.2", "optimizer.lr=0.01", "trainer.epochs=3", "layer_drop_probs.0=0.1",
-                  "data.val_size=100", "objective=test_acc"):
+    for other in (
+        "seed=1",
+        "drop_prob=0.2",
+        "optimizer.lr=0.01",
+        "trainer.epochs=3",
+        "layer_drop_probs.0=0.1",
+        "data.val_size=100",
+        "objective=test_acc",
+    ):
         assert resume.config_hash(_typed(other)) != base, other
 
 
@@ -75,7 +90,9 @@ def test_kill_9_a_grid_then_the_same_command_trains_only_what_is_missing(tiny_ro
     assert len(new) == 1 and new[0].data.params["trainer.epochs"] == str(CATCHABLE_EPOCHS)
     hashes = {r.data.tags["config_hash"] for r in kids if r.info.status == "FINISHED"}
     assert len(hashes) == 4
-    assert parents[0].data.tags["children"] == "4 finished, 0 pruned, 0 failed, 1 killed / 5"  # the summary covers every point
+    assert (
+        parents[0].data.tags["children"] == "4 finished, 0 pruned, 0 failed, 1 killed / 5"
+    )  # the summary covers every point
 
 
 @pytest.mark.slow

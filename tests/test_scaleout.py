@@ -3,6 +3,7 @@
 tracking, selected by `tracking=server` exactly as a team would (addresses in environment variables);
 four worker processes on one study. Then Hydra's submitit launcher (the SLURM path) run locally.
 """
+
 from __future__ import annotations
 
 import csv
@@ -42,12 +43,14 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def _children(client: MlflowClient, exp_id: str, parent_id: str):
-    return client.search_runs([exp_id], f"tags.mlflow.parentRunId = '{parent_id}'", max_results=1000,
-                              run_view_type=ViewType.ALL)
+    return client.search_runs(
+        [exp_id], f"tags.mlflow.parentRunId = '{parent_id}'", max_results=1000, run_view_type=ViewType.ALL
+    )
 
 
-def test_four_workers_one_study_one_parent_through_an_mlflow_server(tiny_root, tmp_path, postgres_server,
-                                                                     mlflow_server):
+def test_four_workers_one_study_one_parent_through_an_mlflow_server(
+    tiny_root, tmp_path, postgres_server, mlflow_server
+):
     sweep_id = study_name = "team-search"
     experiment = "scaleout"
     db = postgres_server.create_database()
@@ -60,11 +63,20 @@ def test_four_workers_one_study_one_parent_through_an_mlflow_server(tiny_root, t
     for w in range(WORKERS):
         out = tmp_path / f"w{w}"
         out.mkdir()
-        args = [sys.executable, str(ROOT / "sweep" / "run.py"), "-m", *_data_overrides(tiny_root, out, epochs=1),
-                # one option moves both stores: hydra.sweeper.storage defaults to tracking.optuna_storage
-                "tracking=server", f"tracking.experiment={experiment}", f"tracking.sweep_id={sweep_id}",
-                "+search=dropout", f"hydra.sweeper.study_name={study_name}", f"hydra.sweeper.n_trials={N_TRIALS}",
-                "hydra.sweeper.pruner=none"]
+        args = [
+            sys.executable,
+            str(ROOT / "sweep" / "run.py"),
+            "-m",
+            *_data_overrides(tiny_root, out, epochs=1),
+            # one option moves both stores: hydra.sweeper.storage defaults to tracking.optuna_storage
+            "tracking=server",
+            f"tracking.experiment={experiment}",
+            f"tracking.sweep_id={sweep_id}",
+            "+search=dropout",
+            f"hydra.sweeper.study_name={study_name}",
+            f"hydra.sweeper.n_trials={N_TRIALS}",
+            "hydra.sweeper.pruner=none",
+        ]
         logs.append(out / "worker.log")
         with open(logs[-1], "w") as f:
             procs.append(subprocess.Popen(args, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT))
@@ -85,8 +97,11 @@ def test_four_workers_one_study_one_parent_through_an_mlflow_server(tiny_root, t
     trials = study.get_trials(deepcopy=False)
     assert sorted(t.number for t in trials) == list(range(N_TRIALS)), [(t.number, t.state) for t in trials]
     assert [t.state.name for t in trials] == ["COMPLETE"] * N_TRIALS
-    for fixed in ({"drop_prob": 0.3, "input_drop_prob": 0.0}, {"drop_prob": 0.0, "input_drop_prob": 0.0},
-                  {"drop_prob": 0.5, "input_drop_prob": 0.2}):
+    for fixed in (
+        {"drop_prob": 0.3, "input_drop_prob": 0.0},
+        {"drop_prob": 0.0, "input_drop_prob": 0.0},
+        {"drop_prob": 0.5, "input_drop_prob": 0.2},
+    ):
         assert sum(t.params == fixed for t in trials) == 1, fixed
 
     # MLflow, read through the server: one parent (none created and deleted either: the lock held)
@@ -123,7 +138,11 @@ def test_four_workers_one_study_one_parent_through_an_mlflow_server(tiny_root, t
     rows = list(csv.DictReader(io.StringIO(_artifact_text(client, parent.info.run_id, "sweep_results.csv"))))
     assert sorted(r["run_id"] for r in rows) == sorted(r.info.run_id for r in kids)
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {
-        "sweep_results.csv", "gap_vs_dropout.png", "optimization_results.yaml", "study_trials.csv"}
+        "sweep_results.csv",
+        "gap_vs_dropout.png",
+        "optimization_results.yaml",
+        "study_trials.csv",
+    }
     # artifacts went through the server into its --artifacts-destination, not into the workers' folders
     assert list(mlflow_server.artifacts.rglob("sweep_results.csv"))
     assert not [p for p in tmp_path.rglob("mlartifacts")]
@@ -161,8 +180,9 @@ def test_workers_starting_in_the_same_instant_create_one_parent(store, tmp_path,
     else:  # MLflow in a SQLite file: an flock beside it
         uri = f"sqlite:///{tmp_path}/mlflow.db"
         base = [f"tracking.uri={uri}", f"tracking.artifact_location={tmp_path}/mlartifacts"]
-    cfg = _compose([*base, f"tracking.experiment={experiment}", "tracking.sweep_id=same-instant",
-                    f"hydra.sweep.dir={tmp_path}/w"])
+    cfg = _compose(
+        [*base, f"tracking.experiment={experiment}", "tracking.sweep_id=same-instant", f"hydra.sweep.dir={tmp_path}/w"]
+    )
     MlflowClient(tracking_uri=uri).create_experiment(experiment)  # (a fresh SQLite store migrates once)
     barrier, cbs, errors = threading.Barrier(n), [], []
 
@@ -206,8 +226,9 @@ def _artifact_text(client: MlflowClient, run_id: str, path: str) -> str:
 
 def test_submitit_local_launcher_runs_the_sweep_in_separate_jobs(cli):
     """hydra/launcher=submitit_local: the same code path as submitit_slurm, minus the cluster."""
-    res = cli("-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5", "drop_prob=0,0.5", epochs=1,
-              timeout=600)
+    res = cli(
+        "-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5", "drop_prob=0,0.5", epochs=1, timeout=600
+    )
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
     client, runs = mlflow_runs(cli.out)
     parents = [r for r in runs if r.data.tags.get("sweep_role") == "parent"]

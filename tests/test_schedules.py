@@ -1,4 +1,5 @@
 """Learning-rate schedules: the rate of each optimizer step against hand-computed values."""
+
 import math
 
 import pytest

@@ -12,6 +12,7 @@ Passwords typed on the command line of a multirun (a grid, an Optuna search) are
 own escapes (`postgresql\\://bob\\:pw@h`), quoted, or percent-encoded as typed; the same searches cover
 them, and every file `python -m sweep.report --tracking-uri http://user:pw@host` writes.
 """
+
 from __future__ import annotations
 
 import html
@@ -41,14 +42,26 @@ def test_redact_masks_the_team_setups_credentials(monkeypatch):
     """The variables README *Secrets* names, as values anywhere in a string; URLs' passwords."""
     from sweep.redact import redact
 
-    for name in ("PGPASSWORD", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN", "MLFLOW_AUTH_ADMIN_PASSWORD",
-                 "MLFLOW_FLASK_SERVER_SECRET_KEY", "MYSQL_PWD", "DB_PW", "DROPOUT_API_TOKEN", "AWS_SECRET_ACCESS_KEY"):
+    for name in (
+        "PGPASSWORD",
+        "MLFLOW_TRACKING_PASSWORD",
+        "MLFLOW_TRACKING_TOKEN",
+        "MLFLOW_AUTH_ADMIN_PASSWORD",
+        "MLFLOW_FLASK_SERVER_SECRET_KEY",
+        "MYSQL_PWD",
+        "DB_PW",
+        "DROPOUT_API_TOKEN",
+        "AWS_SECRET_ACCESS_KEY",
+    ):
         monkeypatch.setenv(name, f"v-{name.lower()}-9")
         assert redact(f"x v-{name.lower()}-9 y") == "x *** y", name
     monkeypatch.setenv("OPTUNA_STORAGE", "postgresql://optuna:pw-in-url@db.lab/optuna")
     assert redact("postgresql://optuna:pw-in-url@db.lab/optuna") == "postgresql://optuna:***@db.lab/optuna"
     assert redact("http://alice:s3cr3t@mlflow.lab:5000") == "http://alice:***@mlflow.lab:5000"
-    assert redact("postgresql://u@h/db?password=abcd&sslmode=require") == "postgresql://u@h/db?password=***&sslmode=require"
+    assert (
+        redact("postgresql://u@h/db?password=abcd&sslmode=require")
+        == "postgresql://u@h/db?password=***&sslmode=require"
+    )
     monkeypatch.setenv("PWD", str(ROOT))  # the shell's working directory is not a secret
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.lab:5000")
     assert redact(f"{ROOT}/runs http://mlflow.lab:5000") == f"{ROOT}/runs http://mlflow.lab:5000"
@@ -69,9 +82,18 @@ def test_redact_sees_through_escapes_and_masks_known_secrets_in_any_encoding(mon
     secret = "Typed@Pw'(1) x"
     monkeypatch.setattr(sys, "argv", [*sys.argv, f"tracking.uri=postgresql://u:{urllib.parse.quote(secret)}@h/db"])
     hydra_escaped = re.sub(r"([\\()\[\]{}:=, \t])", r"\\\1", secret)
-    for form in (secret, urllib.parse.quote(secret, safe=""), urllib.parse.quote_plus(secret), hydra_escaped,
-                 json.dumps(secret), json.dumps(hydra_escaped), repr(secret), html.escape(secret), shlex.quote(secret),
-                 json.dumps(secret, ensure_ascii=True).replace("@", "\\u0040")):
+    for form in (
+        secret,
+        urllib.parse.quote(secret, safe=""),
+        urllib.parse.quote_plus(secret),
+        hydra_escaped,
+        json.dumps(secret),
+        json.dumps(hydra_escaped),
+        repr(secret),
+        html.escape(secret),
+        shlex.quote(secret),
+        json.dumps(secret, ensure_ascii=True).replace("@", "\\u0040"),
+    ):
         assert "Typed" not in redact(f"error: {form} was refused"), form
     assert redact("an ordinary sentence with Typed words") == "an ordinary sentence with Typed words"
 
@@ -80,8 +102,15 @@ def _forms(secret: str) -> set[str]:
     """The secret raw, URL-, Hydra-, JSON- and HTML-escaped, and its long alphanumeric runs (a run of 8 or
     more is unique to the secret: found in any encoding at all, it leaked)."""
     hydra_escaped = re.sub(r"([\\()\[\]{}:=, \t])", r"\\\1", secret)
-    return {secret, urllib.parse.quote(secret, safe=""), urllib.parse.quote_plus(secret), hydra_escaped,
-            json.dumps(secret)[1:-1], html.escape(secret), *re.findall(r"[A-Za-z0-9]{8,}", secret)}
+    return {
+        secret,
+        urllib.parse.quote(secret, safe=""),
+        urllib.parse.quote_plus(secret),
+        hydra_escaped,
+        json.dumps(secret)[1:-1],
+        html.escape(secret),
+        *re.findall(r"[A-Za-z0-9]{8,}", secret),
+    }
 
 
 def _find(secrets: dict[str, str], text: str) -> list[str]:
@@ -133,12 +162,24 @@ def _run(args: list[str], env_extra: dict[str, str]) -> subprocess.CompletedProc
     for k in ("MLFLOW_TRACKING_URI", "OPTUNA_STORAGE", "PGPASSWORD"):
         if k not in env_extra:
             env.pop(k, None)
-    return subprocess.run([sys.executable, str(ROOT / "sweep" / "run.py"), "-m", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "sweep" / "run.py"), "-m", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
-def _check_stores(secrets: dict[str, str], client: MlflowClient, db_url: str, artifacts: Path,
-                  min_runs: int, artifact_names=("config.yaml", "sweep_results.csv", "optimization_results.yaml")) -> None:
+def _check_stores(
+    secrets: dict[str, str],
+    client: MlflowClient,
+    db_url: str,
+    artifacts: Path,
+    min_runs: int,
+    artifact_names=("config.yaml", "sweep_results.csv", "optimization_results.yaml"),
+) -> None:
     api, n_runs, n_files = _mlflow_text(client)
     assert n_runs >= min_runs and n_files >= min_runs  # it really read something back
     assert all(name in api for name in artifact_names), artifact_names
@@ -158,18 +199,26 @@ def test_database_store_typed_password_env_password_and_token(tiny_root, tmp_pat
     secrets = {"typed": "s1Typed@Pw-8c1", "env_password": "s2EnvPw-93kd", "env_token": "s3Tok-4Lq0z"}
     pg = postgres_server
     mlflow_db, optuna_db = pg.create_database(), pg.create_database()
-    typed_url = (f"postgresql+psycopg2://postgres:{urllib.parse.quote(secrets['typed'], safe='')}"
-                 f"@127.0.0.1:{pg.port}/{mlflow_db}")
-    args = [*tiny_overrides(tiny_root, tmp_path, epochs=2),
-            f"tracking.uri='{typed_url}?application_name=${{oc.env:DROPOUT_API_TOKEN}}'",
-            f"tracking.artifact_location={tmp_path}/artifacts",
-            f"tracking.optuna_storage='postgresql+psycopg2://postgres:${{oc.env:DROPOUT_PG_PASSWORD}}"
-            f"@127.0.0.1:{pg.port}/{optuna_db}'",
-            "hydra/sweeper=optuna", "hydra.sweeper.study_name=secrets", "hydra.sweeper.sampler=grid",
-            "hydra.sweeper.max_failure_rate=1",
-            "hydra.sweeper.pruner=median", "hydra.sweeper.pruner_args.n_startup_trials=1",
-            "hydra.sweeper.pruner_args.n_warmup_steps=2",  # the default warm-up (2/3 of 2 epochs) may prune
-            "drop_prob=choice(0.1,0.3)", "model.in_features=choice(784,100)"]  # 100 inputs for 784 pixels: raises
+    typed_url = (
+        f"postgresql+psycopg2://postgres:{urllib.parse.quote(secrets['typed'], safe='')}"
+        f"@127.0.0.1:{pg.port}/{mlflow_db}"
+    )
+    args = [
+        *tiny_overrides(tiny_root, tmp_path, epochs=2),
+        f"tracking.uri='{typed_url}?application_name=${{oc.env:DROPOUT_API_TOKEN}}'",
+        f"tracking.artifact_location={tmp_path}/artifacts",
+        f"tracking.optuna_storage='postgresql+psycopg2://postgres:${{oc.env:DROPOUT_PG_PASSWORD}}"
+        f"@127.0.0.1:{pg.port}/{optuna_db}'",
+        "hydra/sweeper=optuna",
+        "hydra.sweeper.study_name=secrets",
+        "hydra.sweeper.sampler=grid",
+        "hydra.sweeper.max_failure_rate=1",
+        "hydra.sweeper.pruner=median",
+        "hydra.sweeper.pruner_args.n_startup_trials=1",
+        "hydra.sweeper.pruner_args.n_warmup_steps=2",  # the default warm-up (2/3 of 2 epochs) may prune
+        "drop_prob=choice(0.1,0.3)",
+        "model.in_features=choice(784,100)",
+    ]  # 100 inputs for 784 pixels: raises
     res = _run(args, {"DROPOUT_PG_PASSWORD": secrets["env_password"], "DROPOUT_API_TOKEN": secrets["env_token"]})
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
 
@@ -208,14 +257,24 @@ def test_tracking_server_credentials_from_the_environment(tiny_root, tmp_path, p
     secrets = {"mlflow_password": "s4MlPw-x81Q", "storage_password": "s5StPw-0pQv", "pgpassword": "s6PgPw-Rt72"}
     pg = postgres_server
     optuna_db = pg.create_database()
-    env = {"MLFLOW_TRACKING_URI": mlflow_server.url, "MLFLOW_TRACKING_USERNAME": "alice",
-           "MLFLOW_TRACKING_PASSWORD": secrets["mlflow_password"],
-           "OPTUNA_STORAGE": f"postgresql://postgres:{secrets['storage_password']}@127.0.0.1:{pg.port}/{optuna_db}",
-           "PGPASSWORD": secrets["pgpassword"]}
+    env = {
+        "MLFLOW_TRACKING_URI": mlflow_server.url,
+        "MLFLOW_TRACKING_USERNAME": "alice",
+        "MLFLOW_TRACKING_PASSWORD": secrets["mlflow_password"],
+        "OPTUNA_STORAGE": f"postgresql://postgres:{secrets['storage_password']}@127.0.0.1:{pg.port}/{optuna_db}",
+        "PGPASSWORD": secrets["pgpassword"],
+    }
     args = [a for a in tiny_overrides(tiny_root, tmp_path, epochs=1) if not a.startswith("tracking.")]
-    args += ["tracking=server", "tracking.experiment=secrets", "tracking.sweep_id=secrets-1", "+search=dropout",
-             "hydra.sweeper.study_name=secrets",
-             "hydra.sweeper.n_trials=2", "hydra.sweeper.enqueue=[]", "hydra.sweeper.pruner=none"]
+    args += [
+        "tracking=server",
+        "tracking.experiment=secrets",
+        "tracking.sweep_id=secrets-1",
+        "+search=dropout",
+        "hydra.sweeper.study_name=secrets",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.enqueue=[]",
+        "hydra.sweeper.pruner=none",
+    ]
     res = _run(args, env)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
 
@@ -234,6 +293,7 @@ def test_tracking_server_credentials_from_the_environment(tiny_root, tmp_path, p
 
 # ---------------------------------------------------------------- passwords typed on a multirun's command line
 
+
 def _hydra_folders_hold_typed_secrets_only_in_its_record(secrets: dict[str, str], folder: Path) -> None:
     files = _files_text(folder)
     assert files
@@ -247,11 +307,16 @@ def test_grid_typed_passwords_escaped_by_hydra_quoted_or_percent_encoded(tiny_ro
     escapes (postgresql\\://bob\\:pw@...) in each job's overrides, the second quoted with characters Hydra
     would escape, the third percent-encoded as typed. Nothing of any of them in MLflow."""
     secrets = {"escaped": "S3cretPw77", "quoted": "Gr1dQuoted(x)=y,z;k", "encoded": "Enc0dedPw@:/#3"}
-    storages = [f"postgresql://bob:{secrets['escaped']}@127.0.0.1:5499/x",
-                f"'mysql://eve:{secrets['quoted']}@db.lab/x'",
-                f"postgresql+psycopg2://carol:{urllib.parse.quote(secrets['encoded'], safe='')}@db.lab:5432/x"]
-    args = [*tiny_overrides(tiny_root, tmp_path, epochs=1), "tracking.optuna_storage=" + ",".join(storages),
-            "drop_prob=0,0.2"]
+    storages = [
+        f"postgresql://bob:{secrets['escaped']}@127.0.0.1:5499/x",
+        f"'mysql://eve:{secrets['quoted']}@db.lab/x'",
+        f"postgresql+psycopg2://carol:{urllib.parse.quote(secrets['encoded'], safe='')}@db.lab:5432/x",
+    ]
+    args = [
+        *tiny_overrides(tiny_root, tmp_path, epochs=1),
+        "tracking.optuna_storage=" + ",".join(storages),
+        "drop_prob=0,0.2",
+    ]
     res = _run(args, {})
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
 
@@ -264,28 +329,41 @@ def test_grid_typed_passwords_escaped_by_hydra_quoted_or_percent_encoded(tiny_ro
     assert sum(r"'mysql://eve:***@db.lab/x'" in o for o in overrides) == 2, overrides
     assert sum(r"postgresql+psycopg2\://carol\:***@db.lab\:5432/x" in o for o in overrides) == 2, overrides
     assert sorted(r.data.params["tracking.optuna_storage"] for r in kids)[::2] == [
-        "mysql://eve:***@db.lab/x", "postgresql+psycopg2://carol:***@db.lab:5432/x", "postgresql://bob:***@127.0.0.1:5499/x"]
-    _check_stores(secrets, client, f"sqlite:///{tmp_path}/mlflow.db", tmp_path / "mlartifacts", min_runs=7,
-                  artifact_names=("config.yaml", "sweep_results.csv"))
+        "mysql://eve:***@db.lab/x",
+        "postgresql+psycopg2://carol:***@db.lab:5432/x",
+        "postgresql://bob:***@127.0.0.1:5499/x",
+    ]
+    _check_stores(
+        secrets,
+        client,
+        f"sqlite:///{tmp_path}/mlflow.db",
+        tmp_path / "mlartifacts",
+        min_runs=7,
+        artifact_names=("config.yaml", "sweep_results.csv"),
+    )
     _hydra_folders_hold_typed_secrets_only_in_its_record(secrets, tmp_path / "sweep")
 
 
 @pytest.mark.slow
-def test_optuna_search_typed_passwords_raw_hydra_escaped_and_percent_encoded(tiny_root, tmp_path,
-                                                                             postgres_server):
+def test_optuna_search_typed_passwords_raw_hydra_escaped_and_percent_encoded(tiny_root, tmp_path, postgres_server):
     """`hydra/sweeper=optuna`: the study's storage typed with a password; tracking.optuna_storage typed with
     Hydra's escapes (as Hydra's log prints a job's overrides, ready to copy) and a percent-encoded password,
     which the jobs' overrides keep as typed; a failing trial too (error tag)."""
     secrets = {"storage": "0ptunaTyped-Pw1", "escaped": "EscapedStorage@Pw(2)"}
     pg = postgres_server
     db = pg.create_database()
-    args = [*tiny_overrides(tiny_root, tmp_path, epochs=1),
-            f"hydra.sweeper.storage=postgresql+psycopg2://postgres:{secrets['storage']}@127.0.0.1:{pg.port}/{db}",
-            f"tracking.optuna_storage=postgresql\\://postgres\\:{urllib.parse.quote(secrets['escaped'], safe='')}"
-            f"@127.0.0.1\\:{pg.port}/{db}",
-            "hydra/sweeper=optuna", "hydra.sweeper.study_name=typed", "hydra.sweeper.sampler=grid",
-            "hydra.sweeper.max_failure_rate=1", "drop_prob=choice(0,0.2)",
-            "model.in_features=choice(784,100)"]  # 100 inputs for 784 pixels: the job raises
+    args = [
+        *tiny_overrides(tiny_root, tmp_path, epochs=1),
+        f"hydra.sweeper.storage=postgresql+psycopg2://postgres:{secrets['storage']}@127.0.0.1:{pg.port}/{db}",
+        f"tracking.optuna_storage=postgresql\\://postgres\\:{urllib.parse.quote(secrets['escaped'], safe='')}"
+        f"@127.0.0.1\\:{pg.port}/{db}",
+        "hydra/sweeper=optuna",
+        "hydra.sweeper.study_name=typed",
+        "hydra.sweeper.sampler=grid",
+        "hydra.sweeper.max_failure_rate=1",
+        "drop_prob=choice(0,0.2)",
+        "model.in_features=choice(784,100)",
+    ]  # 100 inputs for 784 pixels: the job raises
     res = _run(args, {})
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
 
@@ -294,8 +372,9 @@ def test_optuna_search_typed_passwords_raw_hydra_escaped_and_percent_encoded(tin
     runs = client.search_runs([client.get_experiment_by_name("dropout").experiment_id], max_results=100)
     kids = [r for r in runs if "optuna_trial" in r.data.tags]
     assert sorted(r.info.status for r in kids) == ["FAILED", "FAILED", "FINISHED", "FINISHED"]
-    assert all(r"tracking.optuna_storage=postgresql\://postgres\:***@127.0.0.1\:" in r.data.tags["overrides"]
-               for r in kids), kids[0].data.tags["overrides"]
+    assert all(
+        r"tracking.optuna_storage=postgresql\://postgres\:***@127.0.0.1\:" in r.data.tags["overrides"] for r in kids
+    ), kids[0].data.tags["overrides"]
     assert kids[0].data.params["tracking.optuna_storage"].startswith("postgresql://postgres:***@127.0.0.1")
     _check_stores(secrets, client, store, tmp_path / "mlartifacts", min_runs=5)
     _hydra_folders_hold_typed_secrets_only_in_its_record(secrets, tmp_path / "sweep")
@@ -303,10 +382,17 @@ def test_optuna_search_typed_passwords_raw_hydra_escaped_and_percent_encoded(tin
 
 # ---------------------------------------------------------------- the report
 
+
 def _report(out: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
-    return subprocess.run([sys.executable, "-m", "sweep.report", *args, "--out", str(out / "report.html")],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "sweep.report", *args, "--out", str(out / "report.html")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def _report_leaks(secrets: dict[str, str], out: Path, res: subprocess.CompletedProcess) -> dict[str, list[str]]:
@@ -319,8 +405,7 @@ def _report_leaks(secrets: dict[str, str], out: Path, res: subprocess.CompletedP
 
 
 @pytest.mark.slow
-def test_report_writes_no_password_of_its_tracking_uri_or_storage(tiny_root, tmp_path, postgres_server,
-                                                                   mlflow_server):
+def test_report_writes_no_password_of_its_tracking_uri_or_storage(tiny_root, tmp_path, postgres_server, mlflow_server):
     """A grid typed with `tracking.uri=http://alice:<pw>@<server>` (Hydra escapes it in the overrides), then
     `python -m sweep.report --tracking-uri http://alice:<pw>@<server> --optuna-storage <url with a password>
     --show-code`: a full report, and nothing it writes (HTML, notebook, figures, summary, ranking) nor prints
@@ -328,17 +413,30 @@ def test_report_writes_no_password_of_its_tracking_uri_or_storage(tiny_root, tmp
     secrets = {"tracking": "Rep0rtTracking-Pw", "storage": "Rep0rtStorage@Pw"}
     uri = mlflow_server.url.replace("http://", f"http://alice:{secrets['tracking']}@")
     args = [a for a in tiny_overrides(tiny_root, tmp_path, epochs=1) if not a.startswith("tracking.")]
-    args += ["tracking=server", f"tracking.uri={uri}", "tracking.experiment=report-secrets",
-             "drop_prob=0,0.2"]
+    args += ["tracking=server", f"tracking.uri={uri}", "tracking.experiment=report-secrets", "drop_prob=0,0.2"]
     res = _run(args, {})
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
     client = MlflowClient(tracking_uri=mlflow_server.url)
-    _check_stores({"tracking": secrets["tracking"]}, client, mlflow_server.backend_store_uri, mlflow_server.artifacts,
-                  min_runs=3, artifact_names=("config.yaml", "sweep_results.csv"))
+    _check_stores(
+        {"tracking": secrets["tracking"]},
+        client,
+        mlflow_server.backend_store_uri,
+        mlflow_server.artifacts,
+        min_runs=3,
+        artifact_names=("config.yaml", "sweep_results.csv"),
+    )
 
     storage = f"postgresql://bob:{urllib.parse.quote(secrets['storage'], safe='')}@127.0.0.1:1/optuna"
-    res = _report(tmp_path / "ok", "--tracking-uri", uri, "--experiment", "report-secrets", "--optuna-storage",
-                  storage, "--show-code")
+    res = _report(
+        tmp_path / "ok",
+        "--tracking-uri",
+        uri,
+        "--experiment",
+        "report-secrets",
+        "--optuna-storage",
+        storage,
+        "--show-code",
+    )
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
     summary = json.loads((tmp_path / "ok" / "report_figures" / "summary.json").read_text())
     assert "accuracy_vs_dropout" in summary["figures"]  # it really read the runs through the URI
@@ -354,23 +452,34 @@ def test_report_writes_no_password_of_its_tracking_uri_or_storage(tiny_root, tmp
 
 # ---------------------------------------------------------------- hardening, round four
 
+
 @pytest.mark.slow
-def test_a_storage_password_in_the_query_string_from_the_environment_stays_out_of_jobs(tiny_root, tmp_path,
-                                                                                       postgres_server):
+def test_a_storage_password_in_the_query_string_from_the_environment_stays_out_of_jobs(
+    tiny_root, tmp_path, postgres_server
+):
     """OPTUNA_STORAGE=postgresql://postgres@host/db?password=PW, read by hydra.sweeper.storage: the jobs get it
     through the environment, so it is in no job's overrides, no Hydra file, no console line, no store."""
     secrets = {"query_password": "s7QueryPw-k2Lm"}
     pg = postgres_server
     db = pg.create_database()
     env = {"OPTUNA_STORAGE": f"postgresql://postgres@127.0.0.1:{pg.port}/{db}?password={secrets['query_password']}"}
-    args = [*tiny_overrides(tiny_root, tmp_path, epochs=1), "hydra/sweeper=optuna",
-            "hydra.sweeper.storage=${oc.env:OPTUNA_STORAGE}", "hydra.sweeper.study_name=query",
-            "hydra.sweeper.sampler=grid", "drop_prob=choice(0,0.5)", "hydra.sweeper.pruner=none"]
+    args = [
+        *tiny_overrides(tiny_root, tmp_path, epochs=1),
+        "hydra/sweeper=optuna",
+        "hydra.sweeper.storage=${oc.env:OPTUNA_STORAGE}",
+        "hydra.sweeper.study_name=query",
+        "hydra.sweeper.sampler=grid",
+        "drop_prob=choice(0,0.5)",
+        "hydra.sweeper.pruner=none",
+    ]
     res = _run(args, env)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
     assert _find(secrets, res.stdout + res.stderr) == []
-    leaks = {str(p): _find(secrets, t) for p, t in _files_text(tmp_path).items()
-             if _find(secrets, t) and not p.name.startswith(("mlflow.db", "optuna.db"))}
+    leaks = {
+        str(p): _find(secrets, t)
+        for p, t in _files_text(tmp_path).items()
+        if _find(secrets, t) and not p.name.startswith(("mlflow.db", "optuna.db"))
+    }
     assert leaks == {}
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
     assert _find(secrets, _mlflow_text(client)[0]) == []
@@ -384,8 +493,11 @@ def _database_text_any(url: str) -> str:
 
     engine = sqlalchemy.create_engine(url)
     with engine.connect() as conn:
-        parts = [repr(tuple(row)) for t in sqlalchemy.inspect(conn).get_table_names()
-                 for row in conn.execute(sqlalchemy.text(f'SELECT * FROM "{t}"'))]
+        parts = [
+            repr(tuple(row))
+            for t in sqlalchemy.inspect(conn).get_table_names()
+            for row in conn.execute(sqlalchemy.text(f'SELECT * FROM "{t}"'))
+        ]
     engine.dispose()
     return "\n".join(parts)
 
@@ -401,7 +513,8 @@ def test_a_weak_credential_inside_a_name_the_program_reads_back_is_refused(tiny_
     assert res.returncode == 2 and res.stderr.strip().splitlines() == [
         "error: tracking.sweep_id='***-grid-1' is invalid: it contains a password or token this process knows "
         "(typed, or in the environment); a name MLflow or Optuna is searched by cannot hold one: choose another "
-        "name"], res.stderr
+        "name"
+    ], res.stderr
     assert not (tmp_path / "mlflow.db").exists()
     res = _run([*base, "tracking.experiment=dropout"], env)  # the default experiment's name contains it too
     assert res.returncode == 2 and "tracking.experiment='***'" in res.stderr
@@ -412,15 +525,20 @@ def test_a_weak_credential_inside_a_name_the_program_reads_back_is_refused(tiny_
 
 
 @pytest.mark.slow
-def test_a_password_in_mlflow_tracking_uri_is_not_printed_after_every_run(tiny_root, tmp_path, postgres_server,
-                                                                           mlflow_server):
+def test_a_password_in_mlflow_tracking_uri_is_not_printed_after_every_run(
+    tiny_root, tmp_path, postgres_server, mlflow_server
+):
     """MLFLOW_TRACKING_URI=http://user:PW@host:port: MLflow's client printed `View run ... at: <URI>` and `View
     experiment at: <URI>` after every run, password included (stdout, SLURM .out files, CI logs)."""
     secrets = {"uri_password": "s8UriPw-Qx51"}
     url = mlflow_server.url.replace("http://", f"http://alice:{secrets['uri_password']}@")
     args = [a for a in tiny_overrides(tiny_root, tmp_path, epochs=1) if not a.startswith("tracking.")]
-    args += ["tracking=server", "tracking.experiment=uri-secrets", "drop_prob=0,0.5",
-             f"tracking.optuna_storage=sqlite:///{tmp_path}/optuna.db"]
+    args += [
+        "tracking=server",
+        "tracking.experiment=uri-secrets",
+        "drop_prob=0,0.5",
+        f"tracking.optuna_storage=sqlite:///{tmp_path}/optuna.db",
+    ]
     res = _run(args, {"MLFLOW_TRACKING_URI": url})
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
     assert "View run" not in res.stdout + res.stderr and "View experiment" not in res.stdout + res.stderr

@@ -1,6 +1,7 @@
 """SIGTERM (SLURM, `timeout`, `docker stop`, Kubernetes) is handled like Ctrl-C: the current run ends
 KILLED, the parent ends KILLED with its summary, the Optuna trial FAIL, and the program exits 143.
 Every case drives the real CLI as a subprocess and sends a real signal once an epoch is recorded."""
+
 from __future__ import annotations
 
 import os
@@ -10,11 +11,9 @@ import optuna
 import pytest
 
 from helpers.cli import mlflow_runs
-from helpers.proc import (LONG_EPOCHS, end, log_tail, optuna_args, runs_with_metrics, start, wait_for,
-                          wait_for_epoch)
+from helpers.proc import LONG_EPOCHS, end, log_tail, optuna_args, runs_with_metrics, start, wait_for, wait_for_epoch
 
 pytestmark = pytest.mark.slow
-
 
 
 def _log(out) -> str:
@@ -29,8 +28,9 @@ _optuna = optuna_args
 
 
 def _trial_states(out) -> list[str]:
-    storage = optuna.storages.RDBStorage(f"sqlite:///{out}/optuna.db", skip_table_creation=True,
-                                         skip_compatibility_check=True)
+    storage = optuna.storages.RDBStorage(
+        f"sqlite:///{out}/optuna.db", skip_table_creation=True, skip_compatibility_check=True
+    )
     study = optuna.load_study(study_name="t", storage=storage)
     return [t.state.name for t in study.get_trials(deepcopy=False)]
 
@@ -61,7 +61,9 @@ def test_sigterm_grid_ends_run_and_parent_killed_with_summary(tiny_root, tmp_pat
     parents, children = _by_role(tmp_path)
     assert [p.info.status for p in parents] == ["KILLED"]
     assert sorted(c.info.status for c in children) == ["FINISHED", "KILLED"]
-    assert parents[0].data.tags["children"] == "1 finished, 0 pruned, 0 failed, 1 killed / 2"  # what finished, and what not
+    assert (
+        parents[0].data.tags["children"] == "1 finished, 0 pruned, 0 failed, 1 killed / 2"
+    )  # what finished, and what not
     assert (tmp_path / "sweep" / "sweep_results.csv").exists()
 
 
@@ -78,11 +80,24 @@ def test_sigterm_optuna_search_fails_the_trial_and_exits_143(tiny_root, tmp_path
 
 
 def _joblib_search(tmp_path, tiny_root):
-    proc = start(_optuna(tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweeper.n_jobs=2",
-                         "hydra.sweeper.n_trials=4"), tmp_path, tiny_root, epochs=LONG_EPOCHS)
+    proc = start(
+        _optuna(
+            tmp_path,
+            "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2",
+            "hydra.sweeper.n_jobs=2",
+            "hydra.sweeper.n_trials=4",
+        ),
+        tmp_path,
+        tiny_root,
+        epochs=LONG_EPOCHS,
+    )
     ready = tmp_path / "sweep" / "mlflow_parent.json"
-    runs = wait_for(lambda: len(runs_with_metrics(tmp_path, ready)) >= 2 and runs_with_metrics(tmp_path, ready),
-                    tmp_path, what="epoch in both workers")
+    runs = wait_for(
+        lambda: len(runs_with_metrics(tmp_path, ready)) >= 2 and runs_with_metrics(tmp_path, ready),
+        tmp_path,
+        what="epoch in both workers",
+    )
     return proc, runs
 
 
@@ -129,11 +144,15 @@ def test_ctrl_c_still_exits_130_on_a_single_run(tiny_root, tmp_path):
 
 
 def test_sigterm_to_a_joblib_worker_of_a_grid_stops_the_grid_and_leaves_nothing_running(tiny_root, tmp_path):
-    proc = start(["drop_prob=0,0.2", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], tmp_path, tiny_root,
-                 epochs=LONG_EPOCHS)
+    proc = start(
+        ["drop_prob=0,0.2", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], tmp_path, tiny_root, epochs=LONG_EPOCHS
+    )
     ready = tmp_path / "sweep" / "mlflow_parent.json"
-    runs = wait_for(lambda: len(runs_with_metrics(tmp_path, ready)) >= 2 and runs_with_metrics(tmp_path, ready),
-                    tmp_path, what="epoch in both workers")
+    runs = wait_for(
+        lambda: len(runs_with_metrics(tmp_path, ready)) >= 2 and runs_with_metrics(tmp_path, ready),
+        tmp_path,
+        what="epoch in both workers",
+    )
     os.kill(int(runs[0].data.tags["pid"]), signal.SIGTERM)
     assert _end(proc) == 143, _log(tmp_path)
     parents, children = _by_role(tmp_path)
@@ -181,14 +200,17 @@ def test_sigterm_at_any_moment_of_a_grid_ends_it_in_bounded_time_with_nothing_le
         parents, children = _store_state(out)
         assert "RUNNING" not in parents + children, (frac, parents, children, log_tail(out))
         if code == 143:
-            assert "terminated (SIGTERM)" in log_tail(out) and "Traceback" not in log_tail(out, 20000), \
-                (frac, log_tail(out))
+            assert "terminated (SIGTERM)" in log_tail(out) and "Traceback" not in log_tail(out, 20000), (
+                frac,
+                log_tail(out),
+            )
             assert parents in ([], ["KILLED"]), (frac, parents)
     print(f"uninterrupted grid {whole:.1f} s; slowest end after SIGTERM {slowest:.1f} s (bound {bound:.0f} s)")
 
 
-LOSE_SIGTERM = '''"""Test-only: once the file $LOSE_SIGTERM_AFTER exists, deliver SIGTERM to this process from inside a garbage
-collector callback, where Python drops whatever the signal handler raises ("Exception ignored in ...")."""
+LOSE_SIGTERM = '''"""Test-only: once the file $LOSE_SIGTERM_AFTER exists, deliver SIGTERM to this process from
+inside a garbage collector callback, where Python drops whatever the signal handler raises
+("Exception ignored in ...")."""
 import gc, os, signal
 
 _marker = os.environ.get("LOSE_SIGTERM_AFTER")
@@ -222,8 +244,9 @@ def test_a_sigterm_whose_interrupt_python_dropped_still_ends_the_grid_143(tiny_r
         proc = start([f"trainer.epochs=1,{LONG_EPOCHS},{LONG_EPOCHS + 1}"], tmp_path, tiny_root, epochs=LONG_EPOCHS)
     finally:
         os.environ.pop("LOSE_SIGTERM_AFTER")
-        os.environ["PYTHONPATH"] = os.environ["PYTHONPATH"].split(os.pathsep, 1)[1] \
-            if os.pathsep in os.environ["PYTHONPATH"] else ""
+        os.environ["PYTHONPATH"] = (
+            os.environ["PYTHONPATH"].split(os.pathsep, 1)[1] if os.pathsep in os.environ["PYTHONPATH"] else ""
+        )
         if not os.environ["PYTHONPATH"]:
             os.environ.pop("PYTHONPATH")
     wait_for_epoch(tmp_path, n_runs=2, ready=tmp_path / "sweep" / "mlflow_parent.json")

@@ -1,5 +1,6 @@
 """Local SQLite stores: a reader (the MLflow UI, optuna-dashboard, a notebook) holding the file open in
 the middle of a read must not make the sweep's writes fail with "database is locked"."""
+
 import sqlite3
 import time
 from types import SimpleNamespace

@@ -1,4 +1,5 @@
 """sweep.stats against hand-computed values: settings and replicates, paired intervals, Holm, ties, sentences."""
+
 from __future__ import annotations
 
 import math
@@ -14,7 +15,7 @@ from sweep import stats as S
 # diffs [1, 2, 3]: mean 2, sd 1, se 1/sqrt(3) = 0.577350; t(0.975, 2 df) solves t/sqrt(2 + t^2) = 0.95, i.e.
 # t^2 = 2 * 0.95^2 / (1 - 0.95^2) = 18.51282 -> t = 4.302653; half-width 4.302653 * 0.577350 = 2.484138.
 # t statistic 2 / 0.577350 = sqrt(12); with 2 df the two-sided p is 1 - t/sqrt(2 + t^2) = 1 - sqrt(12/14).
-T2 = math.sqrt(2 * 0.95 ** 2 / (1 - 0.95 ** 2))
+T2 = math.sqrt(2 * 0.95**2 / (1 - 0.95**2))
 HALF_123 = T2 / math.sqrt(3)
 P_123 = 1 - math.sqrt(12 / 14)  # 0.0741799
 # diffs [2, 3, 4, 3]: mean 3, sd sqrt(2/3), se sqrt(2/3)/2 = 0.408248, t = 3/0.408248 = sqrt(54) = 7.348469;
@@ -25,20 +26,45 @@ TH = math.atan(T_2343 / math.sqrt(3))
 P_2343 = 1 - (2 / math.pi) * (TH + math.sin(TH) * math.cos(TH))  # 0.0052079
 HALF_2343 = 3.182446 * math.sqrt(2 / 3) / 2
 
-PARAMS = ["drop_prob", "input_drop_prob", "layer_drop_probs", "layer1_drop_prob", "layer2_drop_prob",
-          "optimizer.lr", "trainer.precision", "trainer.epochs", "data.train_subset", "tracking.uri",
-          "trainer.threads", "trainer.progress", "seed"]
+PARAMS = [
+    "drop_prob",
+    "input_drop_prob",
+    "layer_drop_probs",
+    "layer1_drop_prob",
+    "layer2_drop_prob",
+    "optimizer.lr",
+    "trainer.precision",
+    "trainer.epochs",
+    "data.train_subset",
+    "tracking.uri",
+    "trainer.threads",
+    "trainer.progress",
+    "seed",
+]
 
 
 def run(p=0.0, seed=1, status="FINISHED", pruned=None, lr="0.001", precision="fp32", layers=None, **metrics):
     """One run as MLflow hands it over: params as strings, metrics as floats."""
     layers = layers or [None, None]
     eff = [p if x is None else x for x in layers]
-    return {"drop_prob": str(p), "input_drop_prob": "0.0", "layer_drop_probs": str(layers),
-            "layer1_drop_prob": str(eff[0]), "layer2_drop_prob": str(eff[1]), "optimizer.lr": lr,
-            "trainer.precision": precision, "trainer.epochs": "15", "data.train_subset": "None",
-            "tracking.uri": "sqlite:///x.db", "trainer.threads": "None", "trainer.progress": "True",
-            "seed": str(seed), "status": status, "pruned": pruned, **metrics}
+    return {
+        "drop_prob": str(p),
+        "input_drop_prob": "0.0",
+        "layer_drop_probs": str(layers),
+        "layer1_drop_prob": str(eff[0]),
+        "layer2_drop_prob": str(eff[1]),
+        "optimizer.lr": lr,
+        "trainer.precision": precision,
+        "trainer.epochs": "15",
+        "data.train_subset": "None",
+        "tracking.uri": "sqlite:///x.db",
+        "trainer.threads": "None",
+        "trainer.progress": "True",
+        "seed": str(seed),
+        "status": status,
+        "pruned": pruned,
+        **metrics,
+    }
 
 
 def frame(rows) -> pd.DataFrame:
@@ -46,6 +72,7 @@ def frame(rows) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------- settings
+
 
 def test_exact_values_are_distinct_settings_and_spellings_are_one():
     df = frame([run(p=0.2996), run(p=0.3012), run(p="0.3"), run(p=0.3, seed=2), run(p="3e-1", seed=3)])
@@ -64,12 +91,18 @@ def test_seed_and_keys_that_do_not_change_training_are_not_part_of_a_setting():
     b.update({"tracking.uri": "http://elsewhere:5000", "trainer.threads": "2", "trainer.progress": "False"})
     df = frame([a, b])
     assert df[S.SETTING].nunique() == 1
-    assert S.setting_key({"drop_prob": "0.3", "seed": "1", "tracking.uri": "a", "trainer.device": "cpu"}) == \
-        S.setting_key({"drop_prob": 0.3, "seed": 9, "tracking.uri": "b", "trainer.device": "auto"})
+    assert S.setting_key(
+        {"drop_prob": "0.3", "seed": "1", "tracking.uri": "a", "trainer.device": "cpu"}
+    ) == S.setting_key({"drop_prob": 0.3, "seed": 9, "tracking.uri": "b", "trainer.device": "auto"})
     # oneDNN or BLAS sums the same products: one setting, also with runs logged before the key existed
-    assert S.setting_key({"drop_prob": 0.3, "trainer.cpu_matmul": "blas"}) == \
-        S.setting_key({"drop_prob": 0.3, "trainer.cpu_matmul": "auto"}) == S.setting_key({"drop_prob": 0.3})
-    assert S.setting_key({"drop_prob": 0.3, "trainer.epochs": 15}) != S.setting_key({"drop_prob": 0.3, "trainer.epochs": 60})
+    assert (
+        S.setting_key({"drop_prob": 0.3, "trainer.cpu_matmul": "blas"})
+        == S.setting_key({"drop_prob": 0.3, "trainer.cpu_matmul": "auto"})
+        == S.setting_key({"drop_prob": 0.3})
+    )
+    assert S.setting_key({"drop_prob": 0.3, "trainer.epochs": 15}) != S.setting_key(
+        {"drop_prob": 0.3, "trainer.epochs": 60}
+    )
 
 
 def test_canonical_values():
@@ -100,10 +133,17 @@ def test_labels_name_only_what_varies():
 
 
 def test_pruned_and_failed_runs_are_not_replicates():
-    df = frame([run(p=0.3, seed=1, test_acc=0.9), run(p=0.3, seed=2, pruned="true", test_acc=0.5),
-                run(p=0.3, seed=3, status="FAILED", test_acc=0.4), run(p=0.3, seed=4, pruned=True, test_acc=0.5),
-                run(p=0.3, seed=5, status="RUNNING", test_acc=0.4), run(p=0.3, seed=6, pruned="false", test_acc=0.8),
-                run(p=0.3, seed=7, pruned=pd.NA, test_acc=0.8)])
+    df = frame(
+        [
+            run(p=0.3, seed=1, test_acc=0.9),
+            run(p=0.3, seed=2, pruned="true", test_acc=0.5),
+            run(p=0.3, seed=3, status="FAILED", test_acc=0.4),
+            run(p=0.3, seed=4, pruned=True, test_acc=0.5),
+            run(p=0.3, seed=5, status="RUNNING", test_acc=0.4),
+            run(p=0.3, seed=6, pruned="false", test_acc=0.8),
+            run(p=0.3, seed=7, pruned=pd.NA, test_acc=0.8),
+        ]
+    )
     assert list(S.completed(df)["seed"]) == ["1", "6", "7"]
     assert list(S.per_seed(df, "test_acc").index) == ["1", "6", "7"]
     summary = S.summarize(df, ["test_acc"])
@@ -111,13 +151,16 @@ def test_pruned_and_failed_runs_are_not_replicates():
 
 
 def test_a_seed_run_twice_counts_once():
-    df = frame([run(p=0.3, seed=1, test_acc=0.90), run(p=0.3, seed="1", test_acc=0.92), run(p=0.3, seed=2, test_acc=0.9)])
+    df = frame(
+        [run(p=0.3, seed=1, test_acc=0.90), run(p=0.3, seed="1", test_acc=0.92), run(p=0.3, seed=2, test_acc=0.9)]
+    )
     table = S.per_seed(df, "test_acc")
     assert table.shape == (2, 1)
     assert table.iloc[0, 0] == pytest.approx(0.91)
 
 
 # ---------------------------------------------------------------- intervals, tests, Holm
+
 
 def test_mean_interval_and_paired_test_by_hand():
     r = S.paired_test([1, 2, 3])
@@ -171,9 +214,9 @@ def test_verdict_rule():
     step-level interval excluding 0 -> its side; else, or with fewer than 3 pairs, inconclusive."""
     assert S.verdict(5, 0.1, 0.5, 0.3) == S.HIGHER
     assert S.verdict(5, -0.5, -0.1, 0.3) == S.LOWER
-    assert S.verdict(5, 0.01, 0.2, 0.3) == S.EQUIVALENT     # excludes 0, but too small to matter
+    assert S.verdict(5, 0.01, 0.2, 0.3) == S.EQUIVALENT  # excludes 0, but too small to matter
     assert S.verdict(5, 0.01, 0.2, 0.3, -0.02, 0.31) == S.HIGHER  # the family-level interval reaches past 0.3
-    assert S.verdict(5, -0.2, 0.25, 0.3) == S.EQUIVALENT   # holds 0, inside +/-0.3
+    assert S.verdict(5, -0.2, 0.25, 0.3) == S.EQUIVALENT  # holds 0, inside +/-0.3
     assert S.verdict(5, -0.2, 0.35, 0.3) == S.INCONCLUSIVE  # holds 0, reaches beyond +0.3
     assert S.verdict(5, -0.2, 0.25, None) == S.INCONCLUSIVE  # no smallest effect set: never equivalent
     assert S.verdict(5, 0.01, 0.2, None) == S.HIGHER
@@ -183,23 +226,35 @@ def test_verdict_rule():
 
 # ---------------------------------------------------------------- paired comparisons on runs
 
+
 def sweep_frame():
     """Baseline p=0 on seeds 1-4; p=0.5 on seeds 1-3 (+ a pruned seed 4): diffs [1, 2, 3] points;
     p=0.2 on seeds 1-4: diffs [2, 3, 4, 3] points; p=0.8 on 2 seeds."""
     base = {1: 0.90, 2: 0.91, 3: 0.92, 4: 0.93}
     rows = [run(p=0.0, seed=s, test_acc=v, val_acc=v, gap=0.05) for s, v in base.items()]
-    rows += [run(p=0.5, seed=s, test_acc=base[s] + d / 100, val_acc=base[s], gap=0.04)
-             for s, d in {1: 1, 2: 2, 3: 3}.items()]
+    rows += [
+        run(p=0.5, seed=s, test_acc=base[s] + d / 100, val_acc=base[s], gap=0.04) for s, d in {1: 1, 2: 2, 3: 3}.items()
+    ]
     rows += [run(p=0.5, seed=4, pruned="true", test_acc=0.5, val_acc=0.5, gap=0.0)]
-    rows += [run(p=0.2, seed=s, test_acc=base[s] + d / 100, val_acc=base[s], gap=0.05)
-             for s, d in {1: 2, 2: 3, 3: 4, 4: 3}.items()]
+    rows += [
+        run(p=0.2, seed=s, test_acc=base[s] + d / 100, val_acc=base[s], gap=0.05)
+        for s, d in {1: 2, 2: 3, 3: 4, 4: 3}.items()
+    ]
     rows += [run(p=0.8, seed=s, test_acc=base[s], val_acc=base[s], gap=0.05) for s in (1, 2)]
     return frame(rows)
 
 
 def test_baselines_differ_only_in_dropout():
-    df = frame([run(p=0.0), run(p=0.5), run(p=0.0, lr="0.01"), run(p=0.5, lr="0.01"), run(p=0.5, precision="bf16"),
-                run(p=0.3, layers=[0.0, 0.0])])
+    df = frame(
+        [
+            run(p=0.0),
+            run(p=0.5),
+            run(p=0.0, lr="0.01"),
+            run(p=0.5, lr="0.01"),
+            run(p=0.5, precision="bf16"),
+            run(p=0.3, layers=[0.0, 0.0]),
+        ]
+    )
     key = dict(zip(df.index, df[S.SETTING]))
     base = S.find_baselines(df)
     assert base == {key[1]: key[0], key[3]: key[2]}  # bf16 has no p=0 twin; layers [0, 0] is itself dropout-free
@@ -210,20 +265,30 @@ def test_constant_capacity_settings_pair_with_their_own_p0_whatever_width_they_w
     """The widths a run logs (layerN_width) follow from hidden_sizes, constant_capacity and the rates, so they
     are not part of a setting: p = 0.5 at constant capacity (1,024 wide) is compared with p = 0 at constant
     capacity (512 wide, the same network as p = 0 without it)."""
+
     def cc(p, on, width, seed=1):
-        return {**run(p=p, seed=seed), "model.constant_capacity": str(on), "layer1_width": str(width),
-                "layer2_width": str(width)}
+        return {
+            **run(p=p, seed=seed),
+            "model.constant_capacity": str(on),
+            "layer1_width": str(width),
+            "layer2_width": str(width),
+        }
+
     rows = [cc(0.0, False, 512), cc(0.5, False, 512), cc(0.0, True, 512), cc(0.5, True, 1024)]
     df = S.add_setting_column(pd.DataFrame(rows), [*PARAMS, "model.constant_capacity", "layer1_width", "layer2_width"])
     key = dict(zip(df.index, df[S.SETTING]))
     assert df[S.SETTING].nunique() == 4 and "layer1_width" not in S.setting_params(key[3])
     assert S.find_baselines(df) == {key[1]: key[0], key[3]: key[2]}
-    assert list(df[S.LABEL]) == ["p=0, model.constant_capacity=False", "p=0.5, model.constant_capacity=False",
-                                 "p=0, model.constant_capacity=True", "p=0.5, model.constant_capacity=True"]
+    assert list(df[S.LABEL]) == [
+        "p=0, model.constant_capacity=False",
+        "p=0.5, model.constant_capacity=False",
+        "p=0, model.constant_capacity=True",
+        "p=0.5, model.constant_capacity=True",
+    ]
 
 
 # t(1 - 0.025/2, 2 df) = t(0.9875, 2): 2 df closed form again, t / sqrt(2 + t^2) = 0.975
-T2_9875 = math.sqrt(2 * 0.975 ** 2 / (1 - 0.975 ** 2))  # 6.205347
+T2_9875 = math.sqrt(2 * 0.975**2 / (1 - 0.975**2))  # 6.205347
 
 
 def test_compare_to_baseline_pairs_by_seed_and_corrects_with_holm():
@@ -232,11 +297,11 @@ def test_compare_to_baseline_pairs_by_seed_and_corrects_with_holm():
     by = table.set_index("label")
     assert list(table["label"]) == ["p=0.2", "p=0.5", "p=0.8"]
     half = by.loc["p=0.5"]
-    assert half["seeds"] == ("1", "2", "3")   # seed 4 is pruned on the p=0.5 side: dropped from the pairing
+    assert half["seeds"] == ("1", "2", "3")  # seed 4 is pruned on the p=0.5 side: dropped from the pairing
     assert half["n"] == 3
     assert half["mean_diff"] * 100 == pytest.approx(2)
     assert half["sd_diff"] * 100 == pytest.approx(1)
-    assert half["d_z"] == pytest.approx(2)     # mean / sd of the differences
+    assert half["d_z"] == pytest.approx(2)  # mean / sd of the differences
     assert half["p"] == pytest.approx(P_123)
     two = by.loc["p=0.2"]
     assert two["p"] == pytest.approx(P_2343)
@@ -247,13 +312,14 @@ def test_compare_to_baseline_pairs_by_seed_and_corrects_with_holm():
     assert (two["level"], half["level"]) == pytest.approx((0.025, 0.025))
     assert half["confidence"] == pytest.approx(0.975)
     assert (half["ci_low"] * 100, half["ci_high"] * 100) == pytest.approx(
-        (2 - T2_9875 / math.sqrt(3), 2 + T2_9875 / math.sqrt(3)))
+        (2 - T2_9875 / math.sqrt(3), 2 + T2_9875 / math.sqrt(3))
+    )
     t3 = stats.t.ppf(1 - 0.025 / 2, 3)  # 4.176535 (scipy; no closed form at 3 df)
     assert t3 == pytest.approx(4.176535, abs=1e-6)
     assert (two["ci_low"] * 100, two["ci_high"] * 100) == pytest.approx(
-        (3 - t3 * math.sqrt(2 / 3) / 2, 3 + t3 * math.sqrt(2 / 3) / 2))
-    assert (two["verdict"], half["verdict"], by.loc["p=0.8", "verdict"]) == (S.HIGHER, S.INCONCLUSIVE,
-                                                                              S.INCONCLUSIVE)
+        (3 - t3 * math.sqrt(2 / 3) / 2, 3 + t3 * math.sqrt(2 / 3) / 2)
+    )
+    assert (two["verdict"], half["verdict"], by.loc["p=0.8", "verdict"]) == (S.HIGHER, S.INCONCLUSIVE, S.INCONCLUSIVE)
     assert math.isnan(by.loc["p=0.8", "p_holm"]) and set(table["n_tests"]) == {2}
 
 
@@ -272,31 +338,49 @@ def test_sentences_use_the_table_numbers():
     # p=0.2: mean 3, 97.5 % half-width 4.176535 * sqrt(2/3) / 2 = 1.705 -> [+1.29, +4.71]; d_z = 3 / sqrt(2/3)
     # it detects 2.22 points with 80 % power: the effect at which a paired t-test at 0.05/2 with 4 pairs of sd
     # sqrt(2/3) points has power 0.8 (statsmodels solves the same: effect size 2.22 / 0.8165 = 2.716)
-    assert lines[0] == ("p=0.2 vs p=0: test accuracy +3.00 points (97.5 % CI [+1.29, +4.71] at its Holm step level, "
-                        "n=4 replicates, d_z=+3.67, detects 2.22 points with 80% power): higher, the interval "
-                        "excludes 0.")
+    assert lines[0] == (
+        "p=0.2 vs p=0: test accuracy +3.00 points (97.5 % CI [+1.29, +4.71] at its Holm step level, "
+        "n=4 replicates, d_z=+3.67, detects 2.22 points with 80% power): higher, the interval "
+        "excludes 0."
+    )
     from statsmodels.stats.power import TTestPower
 
     d = TTestPower().solve_power(nobs=4, alpha=0.025, power=0.8, alternative="two-sided")
     assert table.loc[0, "mde"] == pytest.approx(d * math.sqrt(2 / 3) / 100, rel=1e-4)
     # p=0.5: mean 2, half-width 6.205347 / sqrt(3) = 3.583 -> [-1.58, +5.58]: holds 0, beyond the +/-0.3 margin
-    assert lines[1] == ("p=0.5 vs p=0: test accuracy +2.00 points (97.5 % CI [-1.58, +5.58] at its Holm step level, "
-                        "n=3 replicates, d_z=+2.00, detects 4.62 points with 80% power): inconclusive, the interval "
-                        "holds 0 and reaches beyond ±0.30 points.")
+    assert lines[1] == (
+        "p=0.5 vs p=0: test accuracy +2.00 points (97.5 % CI [-1.58, +5.58] at its Holm step level, "
+        "n=3 replicates, d_z=+2.00, detects 4.62 points with 80% power): inconclusive, the interval "
+        "holds 0 and reaches beyond ±0.30 points."
+    )
     assert lines[2] == "p=0.8 vs p=0: test accuracy: inconclusive (2 paired replicates; a test needs 3)."
 
 
 def test_equivalent_says_when_it_also_excludes_0():
-    row = {"label": "p=0.5", "baseline_label": "p=0", "metric": "gap", "verdict": S.EQUIVALENT, "n": 20,
-           "mean_diff": 0.0004, "ci_low": -0.0011, "ci_high": 0.0019, "confidence": 0.99, "d_z": 0.12,
-           "margin": 0.003}
-    assert S.comparison_sentence(row) == ("p=0.5 vs p=0: gap (train - test) +0.04 points (99 % CI [-0.11, +0.19] "
-                                          "at the family level, n=20 replicates, d_z=+0.12): equivalent, the "
-                                          "interval lies inside ±0.30 points, the smallest effect of interest.")
+    row = {
+        "label": "p=0.5",
+        "baseline_label": "p=0",
+        "metric": "gap",
+        "verdict": S.EQUIVALENT,
+        "n": 20,
+        "mean_diff": 0.0004,
+        "ci_low": -0.0011,
+        "ci_high": 0.0019,
+        "confidence": 0.99,
+        "d_z": 0.12,
+        "margin": 0.003,
+    }
+    assert S.comparison_sentence(row) == (
+        "p=0.5 vs p=0: gap (train - test) +0.04 points (99 % CI [-0.11, +0.19] "
+        "at the family level, n=20 replicates, d_z=+0.12): equivalent, the "
+        "interval lies inside ±0.30 points, the smallest effect of interest."
+    )
     row.update(mean_diff=0.0015, ci_low=0.0002, ci_high=0.0028)
-    assert S.comparison_sentence(row).endswith("equivalent, the interval lies inside ±0.30 points, the smallest "
-                                               "effect of interest; it also excludes 0: a real difference, but a "
-                                               "smaller one.")
+    assert S.comparison_sentence(row).endswith(
+        "equivalent, the interval lies inside ±0.30 points, the smallest "
+        "effect of interest; it also excludes 0: a real difference, but a "
+        "smaller one."
+    )
 
 
 def test_summarize_unpaired_by_hand():
@@ -313,6 +397,7 @@ def test_summarize_unpaired_by_hand():
 
 
 # ---------------------------------------------------------------- ranking with ties
+
 
 def ranking_frame():
     """val_acc on seeds 1-4. A best; B = A + [-1, -2, +1, 0] tenths of a point (not separable); C = A - about 11
@@ -334,9 +419,11 @@ def test_rank_marks_ties_with_the_top_and_leaves_too_few_replicates_unranked():
     assert r.loc["p=0.3", "verdict"] == S.LOWER and not r.loc["p=0.4", "ranked"]
     assert r.loc["p=0.3", "mean_diff"] * 100 == pytest.approx(-11)
     said = S.ranking_sentence(r.reset_index())
-    assert said.startswith("Best by validation accuracy: tied between p=0.1 (best), p=0.2 (inconclusive), which 4 "
-                           "paired replicates cannot separate from the best (96.50 %); the next by mean, p=0.3, is "
-                           "lower than the best (97.5 % CI [")
+    assert said.startswith(
+        "Best by validation accuracy: tied between p=0.1 (best), p=0.2 (inconclusive), which 4 "
+        "paired replicates cannot separate from the best (96.50 %); the next by mean, p=0.3, is "
+        "lower than the best (97.5 % CI ["
+    )
     assert said.endswith("Not ranked (1, fewer than 3 replicates): p=0.4."), said
 
 
@@ -357,8 +444,10 @@ def test_nothing_is_ranked_below_three_replicates():
     rows = [run(p=0.0, seed=1, val_acc=0.71), run(p=0.5, seed=1, val_acc=0.88)]
     r = S.rank(frame(rows), "val_acc")
     assert not r["ranked"].any() and not r["tied"].any()
-    assert S.ranking_sentence(r) == ("Best: not chosen; no setting has 3 replicates yet (the most is 1), and fewer "
-                                     "cannot be ranked: run each setting with at least 3 seeds (seed=1,2,3).")
+    assert S.ranking_sentence(r) == (
+        "Best: not chosen; no setting has 3 replicates yet (the most is 1), and fewer "
+        "cannot be ranked: run each setting with at least 3 seeds (seed=1,2,3)."
+    )
 
 
 def test_rank_single_best_and_losses():
@@ -367,8 +456,10 @@ def test_rank_single_best_and_losses():
     r = S.rank(df, "val_acc")
     assert list(r["tied"]) == [True, False]
     assert r["p_holm"].iloc[1] < 0.001
-    assert S.ranking_sentence(r).startswith("Best by validation accuracy: p=0.1 (96.50 %, n=4 replicates); the next "
-                                            "by mean, p=0.3, is lower than the best (95 % CI [-12.30, -9.70]).")
+    assert S.ranking_sentence(r).startswith(
+        "Best by validation accuracy: p=0.1 (96.50 %, n=4 replicates); the next "
+        "by mean, p=0.3, is lower than the best (95 % CI [-12.30, -9.70])."
+    )
     # a loss is better lower: the same numbers as val_loss put p=0.3 first
     r = S.rank(df.rename(columns={"val_acc": "val_loss"}), "val_loss")
     assert list(r["label"]) == ["p=0.3", "p=0.1"] and r["verdict"].iloc[1] == S.HIGHER and not r["tied"].iloc[1]
@@ -387,13 +478,20 @@ def test_rank_accepts_val_gap():
 
 def test_a_setting_without_dropout_keys_is_never_a_baseline():
     # runs that logged no dropout keys (a job that failed before its run began) must not stop the summary
-    df = pd.DataFrame({"optimizer.lr": ["0.001", "0.01"], "seed": ["1", "1"], "status": ["FINISHED", "FAILED"],
-                       "pruned": [False, False]})
+    df = pd.DataFrame(
+        {
+            "optimizer.lr": ["0.001", "0.01"],
+            "seed": ["1", "1"],
+            "status": ["FINISHED", "FAILED"],
+            "pruned": [False, False],
+        }
+    )
     df = S.add_setting_column(df, ["optimizer.lr"])
     assert S.find_baselines(df) == {}
 
 
 # ---------------------------------------------------------------- equivalence, Holm levels, power and design
+
 
 def test_tost_against_statsmodels_and_by_hand():
     from statsmodels.stats.weightstats import ttost_paired

@@ -1,5 +1,6 @@
 """The study presets (README "Studies") as their make targets run them: every value of every axis of the
 grid passes pre-flight against MNIST-sized files, and one point of each study runs end to end on tiny data."""
+
 from __future__ import annotations
 
 import re
@@ -23,7 +24,7 @@ def make_target_args(name: str) -> list[str]:
     m = re.search(rf"^study-{name}:.*\n\t(.+)$", text, re.MULTILINE)
     assert m, f"no study-{name} target in the Makefile"
     args = shlex.split(m.group(1).replace("$(STUDY_ARGS)", ""))
-    return args[args.index("sweep/run.py") + 1:]
+    return args[args.index("sweep/run.py") + 1 :]
 
 
 @pytest.fixture(scope="module")
@@ -40,16 +41,20 @@ def mnist_sized_root(tmp_path_factory):
 
 
 def _store(tmp_path) -> list[str]:
-    return [f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", f"tracking.artifact_location={tmp_path}/mlartifacts",
-            f"hydra.sweep.dir={tmp_path}/sweep"]
+    return [
+        f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+        f"tracking.artifact_location={tmp_path}/mlartifacts",
+        f"hydra.sweep.dir={tmp_path}/sweep",
+    ]
 
 
 @pytest.mark.parametrize("name", STUDIES)
 def test_every_study_target_passes_preflight_setting_by_setting(name, mnist_sized_root, tmp_path):
     args = make_target_args(name)
     assert args[0] == "-m" and f"+experiment={PRESET.get(name, name)}" in args
-    checked = check_cli([*args, f"data.root={mnist_sized_root}", "data.download=false", "data.verify=false",
-                         *_store(tmp_path)])[1:]  # the first is the composed base; then one per setting
+    checked = check_cli(
+        [*args, f"data.root={mnist_sized_root}", "data.download=false", "data.verify=false", *_store(tmp_path)]
+    )[1:]  # the first is the composed base; then one per setting
     assert {c.tracking.sweep_id for c in checked} == {name}
     # every study: fp32 on oneDNN (the same digits on any AVX-512 CPU), replicates that resample the data
     assert {c.trainer.precision for c in checked} == {"fp32"} and {c.trainer.cpu_matmul for c in checked} == {"onednn"}
@@ -64,30 +69,51 @@ def test_every_study_target_passes_preflight_setting_by_setting(name, mnist_size
     if name == "capacity":
         assert settings == {(p, 0.0, 2000, cc) for p in (0.0, 0.2, 0.5) for cc in (False, True)}
     if name == "paper":  # the paper recipe at three hidden rates and without any dropout; the best is confirmed
-        assert settings == {(0.0, 0.0, None, False), (0.2, 0.2, None, False), (0.3, 0.2, None, False),
-                            (0.5, 0.2, None, False)}
+        assert settings == {
+            (0.0, 0.0, None, False),
+            (0.2, 0.2, None, False),
+            (0.3, 0.2, None, False),
+            (0.5, 0.2, None, False),
+        }
         assert {c.study.confirm for c in checked} == {"best"} and checked[0].trainer.epochs == 100
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, point, widths", [
-    ("overfit", ["drop_prob=0.5", "input_drop_prob=0.2", "data.train_subset=300"], "512"),
-    ("datasize", ["data.train_subset=300"], "512"),
-    ("capacity", ["drop_prob=0.5", "model.constant_capacity=true", "data.train_subset=300"], "1024"),
-])
+@pytest.mark.parametrize(
+    "name, point, widths",
+    [
+        ("overfit", ["drop_prob=0.5", "input_drop_prob=0.2", "data.train_subset=300"], "512"),
+        ("datasize", ["data.train_subset=300"], "512"),
+        ("capacity", ["drop_prob=0.5", "model.constant_capacity=true", "data.train_subset=300"], "1024"),
+    ],
+)
 def test_one_point_of_each_study_runs_both_phases_end_to_end(cli, name, point, widths):
     # the command-line value of a swept key replaces that axis of the preset's grid: one point (two for the
     # data-size study, whose settings list pairs the rates), 3 exploratory and 3 confirmatory replicates
-    r = cli(*make_target_args(name), *point, "study.exploratory=3", "study.confirmatory=3",
-            "model.hidden_sizes=[512,512]", "layer_drop_probs=[]", "hydra.launcher.n_jobs=1", epochs=1)
+    r = cli(
+        *make_target_args(name),
+        *point,
+        "study.exploratory=3",
+        "study.confirmatory=3",
+        "model.hidden_sizes=[512,512]",
+        "layer_drop_probs=[]",
+        "hydra.launcher.n_jobs=1",
+        epochs=1,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     client, runs = mlflow_runs(cli.out)
     children = [x for x in runs if x.data.tags.get("sweep_role") != "parent"]
     per_point = 2 if name == "datasize" else 1
     assert len(children) == 6 * per_point and {c.info.status for c in children} == {"FINISHED"}
     seeds = sorted({(c.data.params["study.phase"], c.data.params["seed"]) for c in children})
-    assert seeds == [("confirmatory", "1001"), ("confirmatory", "1002"), ("confirmatory", "1003"),
-                     ("exploratory", "1"), ("exploratory", "2"), ("exploratory", "3")]
+    assert seeds == [
+        ("confirmatory", "1001"),
+        ("confirmatory", "1002"),
+        ("confirmatory", "1003"),
+        ("exploratory", "1"),
+        ("exploratory", "2"),
+        ("exploratory", "3"),
+    ]
     p = children[0].data.params
     assert p["tracking.sweep_id"] == name and p["data.train_subset"] == "300" and p["data.resample"] == "subset"
     assert p["layer1_width"] == p["layer2_width"] == widths

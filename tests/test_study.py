@@ -2,6 +2,7 @@
 two-phase study through the real CLI (fresh seeds and data subsets, the four verdict words, resume with the plan
 kept), and a store with failed, killed and param-less children that the summary, the report and the notebook
 survive and name."""
+
 from __future__ import annotations
 
 import json
@@ -25,22 +26,31 @@ from sweep.config import StudyConf, TrackingConf
 def test_grid_expands_params_and_command_line_like_the_basic_sweeper():
     got = study.grid({"drop_prob": "0,0.5", "input_drop_prob": "0,0.2"}, ["+experiment=overfit", "drop_prob=0.2,0.3"])
     # the command line's drop_prob replaces the config's axis; plain overrides go to every setting
-    assert sorted(map(sorted, got)) == sorted(sorted(["input_drop_prob=" + i, "+experiment=overfit", "drop_prob=" + p])
-                                              for i in ("0", "0.2") for p in ("0.2", "0.3"))
+    assert sorted(map(sorted, got)) == sorted(
+        sorted(["input_drop_prob=" + i, "+experiment=overfit", "drop_prob=" + p])
+        for i in ("0", "0.2")
+        for p in ("0.2", "0.3")
+    )
 
 
 def test_settings_list_is_combined_with_the_grid_and_the_command_line_wins():
-    got = study.grid({"data.train_subset": "1000,null"}, ["input_drop_prob=0.1"],
-                     [{"drop_prob": 0, "input_drop_prob": 0}, {"drop_prob": 0.5, "input_drop_prob": 0.2}])
-    assert got == [["data.train_subset=1000", "input_drop_prob=0.1", "drop_prob=0"],
-                   ["data.train_subset=null", "input_drop_prob=0.1", "drop_prob=0"],
-                   ["data.train_subset=1000", "input_drop_prob=0.1", "drop_prob=0.5"],
-                   ["data.train_subset=null", "input_drop_prob=0.1", "drop_prob=0.5"]]
+    got = study.grid(
+        {"data.train_subset": "1000,null"},
+        ["input_drop_prob=0.1"],
+        [{"drop_prob": 0, "input_drop_prob": 0}, {"drop_prob": 0.5, "input_drop_prob": 0.2}],
+    )
+    assert got == [
+        ["data.train_subset=1000", "input_drop_prob=0.1", "drop_prob=0"],
+        ["data.train_subset=null", "input_drop_prob=0.1", "drop_prob=0"],
+        ["data.train_subset=1000", "input_drop_prob=0.1", "drop_prob=0.5"],
+        ["data.train_subset=null", "input_drop_prob=0.1", "drop_prob=0.5"],
+    ]
     assert study.override_value(None) == "null" and study.override_value(True) == "true"
 
 
-@pytest.mark.parametrize("params, args, settings", [({"seed": "1,2"}, [], None), ({}, ["seed=3"], None),
-                                                    ({}, [], [{"seed": 1}])])
+@pytest.mark.parametrize(
+    "params, args, settings", [({"seed": "1,2"}, [], None), ({}, ["seed=3"], None), ({}, [], [{"seed": 1}])]
+)
 def test_a_seed_axis_is_refused(params, args, settings):
     with pytest.raises(study.StudyError, match="draws its replicates itself|replicate index the study draws"):
         study.grid(params, args, settings)
@@ -48,8 +58,11 @@ def test_a_seed_axis_is_refused(params, args, settings):
 
 def test_jobs_are_replicate_major_and_carry_their_phase():
     assert study.jobs([["drop_prob=0"], ["drop_prob=0.5"]], [1001, 1002], P.CONFIRMATORY) == [
-        ["drop_prob=0", "seed=1001", "study.phase=confirmatory"], ["drop_prob=0.5", "seed=1001", "study.phase=confirmatory"],
-        ["drop_prob=0", "seed=1002", "study.phase=confirmatory"], ["drop_prob=0.5", "seed=1002", "study.phase=confirmatory"]]
+        ["drop_prob=0", "seed=1001", "study.phase=confirmatory"],
+        ["drop_prob=0.5", "seed=1001", "study.phase=confirmatory"],
+        ["drop_prob=0", "seed=1002", "study.phase=confirmatory"],
+        ["drop_prob=0.5", "seed=1002", "study.phase=confirmatory"],
+    ]
 
 
 # ---------------------------------------------------------------- the design
@@ -69,10 +82,19 @@ def _exploratory(diffs_test: dict[str, list[float]], val: dict[str, float] | Non
 
 
 def _row(p, seed, test, val):
-    return {"run_id": f"{p}-{seed}", "status": "FINISHED", "params.drop_prob": p, "params.input_drop_prob": "0.0",
-            "params.seed": str(seed), "params.study.phase": "exploratory", "metrics.test_acc": test,
-            "metrics.val_acc": val, "metrics.train_acc": 1.0, "metrics.gap": 1.0 - test,
-            "tags.overrides": f"drop_prob={p} seed={seed} study.phase=exploratory"}
+    return {
+        "run_id": f"{p}-{seed}",
+        "status": "FINISHED",
+        "params.drop_prob": p,
+        "params.input_drop_prob": "0.0",
+        "params.seed": str(seed),
+        "params.study.phase": "exploratory",
+        "metrics.test_acc": test,
+        "metrics.val_acc": val,
+        "metrics.train_acc": 1.0,
+        "metrics.gap": 1.0 - test,
+        "tags.overrides": f"drop_prob={p} seed={seed} study.phase=exploratory",
+    }
 
 
 def _study(**kw):
@@ -124,8 +146,17 @@ def test_a_frozen_plan_is_reused_only_for_its_grid():
 
 # ---------------------------------------------------------------- a tiny two-phase study through the CLI
 
-STUDY = ["-m", "hydra/sweeper=study", "hydra/launcher=basic", "drop_prob=0,0.5", "data.train_subset=300",
-         "data.resample=subset", "study.exploratory=3", "study.max_replicates=4", "tracking.sweep_id=tiny"]
+STUDY = [
+    "-m",
+    "hydra/sweeper=study",
+    "hydra/launcher=basic",
+    "drop_prob=0,0.5",
+    "data.train_subset=300",
+    "data.resample=subset",
+    "study.exploratory=3",
+    "study.max_replicates=4",
+    "tracking.sweep_id=tiny",
+]
 
 
 @pytest.mark.slow
@@ -147,9 +178,13 @@ def test_a_tiny_two_phase_study_end_to_end_and_its_resume(cli):
     # a replicate draws the training subset: same images for both settings of one replicate, other images in
     # another replicate, and fresh ones in the confirmatory phase
     def train_digest(r):
-        (train,) = [i.dataset.digest for i in client.get_run(r.info.run_id).inputs.dataset_inputs
-                    if i.dataset.name.endswith("-train")]
+        (train,) = [
+            i.dataset.digest
+            for i in client.get_run(r.info.run_id).inputs.dataset_inputs
+            if i.dataset.name.endswith("-train")
+        ]
         return train
+
     by_seed: dict[str, set[str]] = {}
     for r in children:
         by_seed.setdefault(r.data.params["seed"], set()).add(train_digest(r))
@@ -160,7 +195,7 @@ def test_a_tiny_two_phase_study_end_to_end_and_its_resume(cli):
 
     out = res.stdout
     assert "The plan, fixed before the confirmatory phase:" in out and "== Confirmatory phase" in out
-    said = out[out.index("Confirmatory verdicts:"):]
+    said = out[out.index("Confirmatory verdicts:") :]
     words = re.findall(r"\): (\w+), the interval", said)
     assert len(words) == 2 and set(words) <= set(P.VERDICTS), said  # test_acc and gap: the four words only
     assert "n.d." not in out and "not distinguishable" not in out and "too few seeds" not in out
@@ -178,8 +213,10 @@ def test_a_tiny_two_phase_study_end_to_end_and_its_resume(cli):
 
 @pytest.mark.slow
 def test_preflight_refuses_a_study_without_tracking_or_with_a_seed_axis(cli):
-    for extra, said in ((["tracking.enabled=false"], "tracking.enabled=false is invalid with hydra/sweeper=study"),
-                        (["seed=1,2"], "seed=1,2 is invalid under hydra/sweeper=study")):
+    for extra, said in (
+        (["tracking.enabled=false"], "tracking.enabled=false is invalid with hydra/sweeper=study"),
+        (["seed=1,2"], "seed=1,2 is invalid under hydra/sweeper=study"),
+    ):
         r = cli(*STUDY, *extra, epochs=1)
         assert r.returncode == 2 and said in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     _, runs = mlflow_runs(cli.out)
@@ -192,8 +229,9 @@ def test_preflight_refuses_a_study_without_tracking_or_with_a_seed_axis(cli):
 def _store_with_failures(tmp_path):
     """A parent with 2 settings x 3 replicates FINISHED, a FAILED child that never logged params (its job died
     at start-up), a KILLED child with params, and a point FAILED once then trained again (grid resume)."""
-    tracking = TrackingConf(uri=f"sqlite:///{tmp_path}/mlflow.db", artifact_location=str(tmp_path / "art"),
-                            optuna_storage=None)
+    tracking = TrackingConf(
+        uri=f"sqlite:///{tmp_path}/mlflow.db", artifact_location=str(tmp_path / "art"), optuna_storage=None
+    )
     client, exp_id = track.connect(tracking)
     parent = track.start_run(client, exp_id, "sweep", {"sweep_role": "parent", "sweep_id": "f"}).info.run_id
     sweep_dir = tmp_path / "sweep"
@@ -203,12 +241,26 @@ def _store_with_failures(tmp_path):
         with pytest.raises(RuntimeError) if status == "FAILED" else _nothing():
             with track.job_run(tracking, f"p={p} seed={seed}", {}, sweep_dir=sweep_dir) as run:
                 if params:
-                    run.log_params({"drop_prob": str(p), "input_drop_prob": "0.0", "seed": str(seed),
-                                    "layer_drop_probs": "[None, None]", "study.alpha": "0.05"})
+                    run.log_params(
+                        {
+                            "drop_prob": str(p),
+                            "input_drop_prob": "0.0",
+                            "seed": str(seed),
+                            "layer_drop_probs": "[None, None]",
+                            "study.alpha": "0.05",
+                        }
+                    )
                 if status == "FAILED":
                     raise RuntimeError("KeyError: '_MLFLOW_TELEMETRY_SESSION_ID'")
-                run.log_metrics({"train_acc": 1.0, "val_acc": 0.9 + p / 10 + seed / 1000,
-                                 "test_acc": 0.9 + p / 10 + seed / 1000, "gap": 0.1 - p / 10}, step=1)
+                run.log_metrics(
+                    {
+                        "train_acc": 1.0,
+                        "val_acc": 0.9 + p / 10 + seed / 1000,
+                        "test_acc": 0.9 + p / 10 + seed / 1000,
+                        "gap": 0.1 - p / 10,
+                    },
+                    step=1,
+                )
         return client.search_runs([exp_id], order_by=["attributes.start_time DESC"], max_results=1)[0].info.run_id
 
     for seed in (1, 2, 3):
@@ -235,7 +287,9 @@ def test_summary_counts_and_names_failed_killed_and_paramless_children(tmp_path)
     df = A.summarize_children(client, parent, sweep_dir)
     text = A.end_of_sweep_text(df, parent, sweep_dir)
     flat = " ".join(text.split())
-    assert text.startswith("Sweep summary: 9 runs: 6 finished, 0 pruned, 2 failed, 1 killed; 2 settings x 3 replicates.")
+    assert text.startswith(
+        "Sweep summary: 9 runs: 6 finished, 0 pruned, 2 failed, 1 killed; 2 settings x 3 replicates."
+    )
     assert "Not counted (3 runs that did not finish):" in flat
     assert "p=0.5 seed=4 [FAILED: RuntimeError: KeyError: '_MLFLOW_TELEMETRY_SESSION_ID']" in flat
     assert "p=0.5 seed=5 [KILLED]" in flat
@@ -249,9 +303,23 @@ def test_summary_counts_and_names_failed_killed_and_paramless_children(tmp_path)
 def test_report_and_notebook_run_on_a_store_with_failed_killed_and_paramless_children(tmp_path):
     client, parent, _, tracking = _store_with_failures(tmp_path)
     out = tmp_path / "report"
-    res = subprocess.run([sys.executable, "-m", "sweep.report", "--tracking-uri", tracking.uri, "--parent-run-id",
-                          parent, "--out", str(out / "report.html")], cwd=ROOT, capture_output=True, text=True,
-                         timeout=600)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sweep.report",
+            "--tracking-uri",
+            tracking.uri,
+            "--parent-run-id",
+            parent,
+            "--out",
+            str(out / "report.html"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     html = (out / "report.html").read_text()
     assert "Traceback" not in html and "Not counted" in html and "_MLFLOW_TELEMETRY_SESSION_ID" in html
@@ -262,34 +330,52 @@ def test_report_and_notebook_run_on_a_store_with_failed_killed_and_paramless_chi
 def test_agreement_between_phases_separates_decided_from_contradicted():
     def table(verdicts):
         return pd.DataFrame([{"setting": k, "label": k, "metric": m, "verdict": v} for (k, m), v in verdicts.items()])
-    exp = table({("a", "test_acc"): "inconclusive", ("b", "test_acc"): "higher", ("c", "test_acc"): "higher",
-                 ("d", "test_acc"): "equivalent"})
-    conf = table({("a", "test_acc"): "lower", ("b", "test_acc"): "higher", ("c", "test_acc"): "lower",
-                  ("d", "test_acc"): "inconclusive"})
+
+    exp = table(
+        {
+            ("a", "test_acc"): "inconclusive",
+            ("b", "test_acc"): "higher",
+            ("c", "test_acc"): "higher",
+            ("d", "test_acc"): "equivalent",
+        }
+    )
+    conf = table(
+        {
+            ("a", "test_acc"): "lower",
+            ("b", "test_acc"): "higher",
+            ("c", "test_acc"): "lower",
+            ("d", "test_acc"): "inconclusive",
+        }
+    )
     agree = A.agreement(exp, conf).set_index("label")
     assert agree["relation"].to_dict() == {"a": A.DECIDED, "b": A.SAME, "c": A.CONTRADICTED, "d": A.CONTRADICTED}
     assert A.agreement_text(agree.reset_index()) == (
         "Exploratory vs confirmatory, 4 verdicts: 1 the same, 1 inconclusive in the exploratory phase and decided by "
-        "the confirmatory one, 2 contradicted: c test_acc (higher -> lower); d test_acc (equivalent -> inconclusive).")
+        "the confirmatory one, 2 contradicted: c test_acc (higher -> lower); d test_acc (equivalent -> inconclusive)."
+    )
 
 
 def test_crosscheck_compares_two_runs_of_a_study_verdict_by_verdict(tmp_path):
     """Two confirmatory phases of the same grid: one where p=0.5 clearly wins, one where it is noisier; the
     relation of each pair of verdicts is read off, and a direction against equivalence is a contradiction."""
+
     def phase(shift, spread):
         rows = []
         for seed in range(1001, 1011):
             base = 0.90 + seed % 7 / 1000
             noise = ((seed * 37) % 11 - 5) / 1000 * spread
-            rows += [_row("0.0", seed, base, 0.9), _row("0.5", seed, base + shift + noise, 0.9),
-                     _row("0.2", seed, base + noise / 10, 0.9)]
+            rows += [
+                _row("0.0", seed, base, 0.9),
+                _row("0.5", seed, base + shift + noise, 0.9),
+                _row("0.2", seed, base + noise / 10, 0.9),
+            ]
         for r in rows:
             r["params.study.phase"] = "confirmatory"
         return A.frame_from_search(pd.DataFrame(rows))
+
     table = A.crosscheck(phase(0.01, 1), phase(0.01, 8)).set_index(["label", "metric"])
     assert table.loc[("p=0.5", "test_acc"), "a"] == "higher"
     assert table.loc[("p=0.2", "test_acc"), "relation"] == A.SAME == "same"  # equivalent in both
     assert table.loc[("p=0.5", "test_acc"), "relation"] in (A.SAME, A.ONE_INCONCLUSIVE)
     clash = A.crosscheck(phase(0.01, 1), phase(0.0, 0.2)).set_index(["label", "metric"])
-    assert clash.loc[("p=0.5", "test_acc"), ["a", "b", "relation"]].tolist() == ["higher", "equivalent",
-                                                                               A.CONTRADICTED]
+    assert clash.loc[("p=0.5", "test_acc"), ["a", "b", "relation"]].tolist() == ["higher", "equivalent", A.CONTRADICTED]

@@ -1,5 +1,6 @@
 """Concurrency: every sweep gets its own folder and parent run unless it shares one on purpose
 (`tracking.sweep_id`); a sweep never silently takes over a folder whose parent run is still RUNNING."""
+
 from __future__ import annotations
 
 import json
@@ -37,7 +38,10 @@ def test_claim_suffixes_a_taken_folder_and_answers_the_same_within_a_process(tmp
 
 
 def test_processes_claiming_at_once_get_distinct_folders(tmp_path):
-    code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); from sweep.sweepdir import claim; print(claim({str(tmp_path)!r}, 'same'))"
+    code = (
+        f"import sys; sys.path.insert(0, {str(ROOT)!r}); from sweep.sweepdir import claim; "
+        f"print(claim({str(tmp_path)!r}, 'same'))"
+    )
     procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) for _ in range(6)]
     got = [p.communicate(timeout=120)[0].strip() for p in procs]
     assert sorted(got) == sorted([str(tmp_path / "same")] + [str(tmp_path / f"same-{i}") for i in range(2, 7)])

@@ -1,5 +1,6 @@
 """The Optuna sweeper plugin in-process: override grammar -> distributions, options, discovery,
 pre-flight with the sweeper selected, the job-side TrialReporter, the study lock."""
+
 from __future__ import annotations
 
 import math
@@ -13,13 +14,13 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from helpers.cli import tiny_overrides
+from hydra_plugins.dropout_optuna_sweeper.config import PrunerArgs, SamplerArgs
+from sweep.config import ConfigError
+from sweep.preflight import check_cli
 from sweep.search import space as _space
 from sweep.search.loop import OptunaSweeperImpl, study_lock
 from sweep.search.space import SweeperError
-from hydra_plugins.dropout_optuna_sweeper.config import PrunerArgs, SamplerArgs
-from sweep.config import ConfigError
 from sweep.search.trial import MAX_EPOCHS_ATTR, PRUNER_ATTR, TrialReporter, build_pruner
-from sweep.preflight import check_cli
 
 
 def parse_one(line: str):
@@ -27,24 +28,27 @@ def parse_one(line: str):
 
 
 # ------------------------------------------------------------------------------ override -> distribution
-@pytest.mark.parametrize("line, expected", [
-    ("x=interval(0,0.5)", FloatDistribution(0.0, 0.5)),
-    ("x=interval(0, 0.3)", FloatDistribution(0.0, 0.3)),
-    ("x=interval(1,4)", FloatDistribution(1.0, 4.0)),  # Hydra casts interval ends to float
-    ("x=int(interval(1,4))", IntDistribution(1, 4)),
-    ("x=tag(log, interval(1e-4,1e-2))", FloatDistribution(1e-4, 1e-2, log=True)),
-    ("x=tag(log, int(interval(1,128)))", IntDistribution(1, 128, log=True)),
-    ("x=range(0,0.5,0.1)", FloatDistribution(0.0, 0.4, step=0.1)),  # upper bound excluded, as in Hydra
-    ("x=range(0,0.5,0.25)", FloatDistribution(0.0, 0.25, step=0.25)),
-    ("x=range(1,5)", IntDistribution(1, 4)),
-    ("x=range(0,10,3)", IntDistribution(0, 9, step=3)),
-    ("x=range(5,1,-1)", IntDistribution(2, 5)),
-    ("x=float(range(1,4))", FloatDistribution(1.0, 3.0, step=1.0)),
-    ("x=choice(adam,sgd)", CategoricalDistribution(["adam", "sgd"])),
-    ("x=0,0.2,0.3,0.5", CategoricalDistribution([0, 0.2, 0.3, 0.5])),
-    ("x=choice(true,false)", CategoricalDistribution([True, False])),
-    ("x=choice(1,1,2)", CategoricalDistribution([1, 2])),
-])
+@pytest.mark.parametrize(
+    "line, expected",
+    [
+        ("x=interval(0,0.5)", FloatDistribution(0.0, 0.5)),
+        ("x=interval(0, 0.3)", FloatDistribution(0.0, 0.3)),
+        ("x=interval(1,4)", FloatDistribution(1.0, 4.0)),  # Hydra casts interval ends to float
+        ("x=int(interval(1,4))", IntDistribution(1, 4)),
+        ("x=tag(log, interval(1e-4,1e-2))", FloatDistribution(1e-4, 1e-2, log=True)),
+        ("x=tag(log, int(interval(1,128)))", IntDistribution(1, 128, log=True)),
+        ("x=range(0,0.5,0.1)", FloatDistribution(0.0, 0.4, step=0.1)),  # upper bound excluded, as in Hydra
+        ("x=range(0,0.5,0.25)", FloatDistribution(0.0, 0.25, step=0.25)),
+        ("x=range(1,5)", IntDistribution(1, 4)),
+        ("x=range(0,10,3)", IntDistribution(0, 9, step=3)),
+        ("x=range(5,1,-1)", IntDistribution(2, 5)),
+        ("x=float(range(1,4))", FloatDistribution(1.0, 3.0, step=1.0)),
+        ("x=choice(adam,sgd)", CategoricalDistribution(["adam", "sgd"])),
+        ("x=0,0.2,0.3,0.5", CategoricalDistribution([0, 0.2, 0.3, 0.5])),
+        ("x=choice(true,false)", CategoricalDistribution([True, False])),
+        ("x=choice(1,1,2)", CategoricalDistribution([1, 2])),
+    ],
+)
 def test_override_to_distribution(line, expected):
     assert _space.to_distribution(parse_one(line)) == expected
 
@@ -54,13 +58,16 @@ def test_plain_values_are_not_searched(line):
     assert _space.to_distribution(parse_one(line)) is None
 
 
-@pytest.mark.parametrize("line, words", [
-    ("drop_prob=interval(0.5,0.1)", ["drop_prob=interval(0.5,0.1)", "lower < upper"]),
-    ("lr=tag(log, interval(0,1))", ["lower > 0"]),
-    ("x=tag(log, choice(1,2))", ["interval"]),
-    ("x=tag(log, range(1,5))", ["interval"]),
-    ("x=range(1,1)", ["empty", "excluded"]),
-])
+@pytest.mark.parametrize(
+    "line, words",
+    [
+        ("drop_prob=interval(0.5,0.1)", ["drop_prob=interval(0.5,0.1)", "lower < upper"]),
+        ("lr=tag(log, interval(0,1))", ["lower > 0"]),
+        ("x=tag(log, choice(1,2))", ["interval"]),
+        ("x=tag(log, range(1,5))", ["interval"]),
+        ("x=range(1,1)", ["empty", "excluded"]),
+    ],
+)
 def test_bad_search_dimensions_give_one_line(line, words):
     with pytest.raises(SweeperError) as err:
         _space.to_distribution(parse_one(line))
@@ -69,8 +76,17 @@ def test_bad_search_dimensions_give_one_line(line, words):
         assert w in str(err.value)
 
 
-@pytest.mark.parametrize("line", ["x=range(0,0.5,0.1)", "x=range(1,5)", "x=range(0,10,3)", "x=range(0.1,1,0.2)",
-                                  "x=choice(a,b,c)", "x=int(interval(2,5))"])
+@pytest.mark.parametrize(
+    "line",
+    [
+        "x=range(0,0.5,0.1)",
+        "x=range(1,5)",
+        "x=range(0,10,3)",
+        "x=range(0.1,1,0.2)",
+        "x=choice(a,b,c)",
+        "x=int(interval(2,5))",
+    ],
+)
 def test_grid_values_match_hydras_basic_sweeper(line):
     """range(a,b,step): b excluded, exactly the values Hydra's own grid would run."""
     o = parse_one(line)
@@ -81,7 +97,11 @@ def test_grid_values_match_hydras_basic_sweeper(line):
     else:
         assert grid == pytest.approx(list(o.sweep_iterator()))
         dist = space.distributions["x"]
-        assert isinstance(dist, CategoricalDistribution) or dist.high == pytest.approx(max(grid)) and dist.low == pytest.approx(min(grid))
+        assert (
+            isinstance(dist, CategoricalDistribution)
+            or dist.high == pytest.approx(max(grid))
+            and dist.low == pytest.approx(min(grid))
+        )
 
 
 # range(start, stop, step) with floats: exactly start + k*step strictly below stop, without drift. Next to it,
@@ -116,11 +136,14 @@ def test_range_with_a_zero_step_is_one_line():
         _space.to_distribution(parse_one("x=range(0,1,0.0)"))
 
 
-@pytest.mark.parametrize("rng, exact, hydra", [r for r in FLOAT_RANGES if r[0] in ("range(0,0.2,0.1)", "range(0.1,0.7,0.2)")])
+@pytest.mark.parametrize(
+    "rng, exact, hydra", [r for r in FLOAT_RANGES if r[0] in ("range(0,0.2,0.1)", "range(0.1,0.7,0.2)")]
+)
 def test_preflight_checks_the_range_values_each_sweeper_runs(check, rng, exact, hydra):
     """The Optuna sweeper: the exact values; Hydra's basic sweeper: the values it really runs."""
-    optuna_checked = [c.drop_prob for c in check("-m", "hydra/sweeper=optuna", "hydra.sweeper.sampler=grid",
-                                                   f"drop_prob={rng}")]
+    optuna_checked = [
+        c.drop_prob for c in check("-m", "hydra/sweeper=optuna", "hydra.sweeper.sampler=grid", f"drop_prob={rng}")
+    ]
     assert optuna_checked == exact
     basic_checked = [c.drop_prob for c in check("-m", f"drop_prob={rng}")]
     assert basic_checked == hydra
@@ -147,11 +170,20 @@ def test_non_string_config_params_are_fixed_values():
 
 
 def test_command_line_overrides_config_params():
-    space = _space.parse({"drop_prob": "interval(0, 0.5)", "input_drop_prob": "interval(0, 0.3)", "seed": 3},
-                         ["input_drop_prob=0.1", "drop_prob=interval(0.1,0.2)", "+search=dropout",
-                          "optimizer.lr=tag(log, interval(1e-4,1e-2))", "data.root=/tmp/x y"])
-    assert space.distributions == {"drop_prob": FloatDistribution(0.1, 0.2),
-                                   "optimizer.lr": FloatDistribution(1e-4, 1e-2, log=True)}
+    space = _space.parse(
+        {"drop_prob": "interval(0, 0.5)", "input_drop_prob": "interval(0, 0.3)", "seed": 3},
+        [
+            "input_drop_prob=0.1",
+            "drop_prob=interval(0.1,0.2)",
+            "+search=dropout",
+            "optimizer.lr=tag(log, interval(1e-4,1e-2))",
+            "data.root=/tmp/x y",
+        ],
+    )
+    assert space.distributions == {
+        "drop_prob": FloatDistribution(0.1, 0.2),
+        "optimizer.lr": FloatDistribution(1e-4, 1e-2, log=True),
+    }
     assert space.fixed == ["seed=3", "input_drop_prob=0.1", "+search=dropout", "data.root=/tmp/x y"]
     assert space.describe()["drop_prob"] == "drop_prob=interval(0.1,0.2)"
 
@@ -166,8 +198,18 @@ def test_job_overrides_parse_back_to_the_value(value):
         assert got == value and type(got) is type(value)
 
 
-@pytest.mark.parametrize("text", ["sqlite:////tmp/a b/optuna.db", "postgresql+psycopg2://u:p@h:5432/db",
-                                  "it's", "a,b", "${oc.env:HOME}", "back\\slash", "x=y"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "sqlite:////tmp/a b/optuna.db",
+        "postgresql+psycopg2://u:p@h:5432/db",
+        "it's",
+        "a,b",
+        "${oc.env:HOME}",
+        "back\\slash",
+        "x=y",
+    ],
+)
 def test_quote_round_trips_any_string(text):
     from omegaconf import OmegaConf
 
@@ -177,39 +219,73 @@ def test_quote_round_trips_any_string(text):
 
 
 def test_enqueued_configurations_are_checked_against_the_space():
-    space = _space.parse({"drop_prob": "interval(0, 0.5)", "n": "int(interval(1,4))", "opt": "choice(adam,sgd)",
-                          "q": "range(0,0.5,0.1)"}, [])
-    assert space.check_params({"drop_prob": 0, "n": 2.0, "opt": "sgd", "q": 0.3}, "e") == \
-        {"drop_prob": 0.0, "n": 2, "opt": "sgd", "q": 0.3}
-    for bad, word in [({"drop_prob": 0.7}, "outside drop_prob=interval(0, 0.5)"), ({"zz": 1}, "not a searched key"),
-                      ({"n": 2.5}, "outside"), ({"opt": "rmsprop"}, "outside"), ({"q": 0.25}, "outside"),
-                      ({"q": 0.5}, "outside"), ({}, "mapping")]:
+    space = _space.parse(
+        {
+            "drop_prob": "interval(0, 0.5)",
+            "n": "int(interval(1,4))",
+            "opt": "choice(adam,sgd)",
+            "q": "range(0,0.5,0.1)",
+        },
+        [],
+    )
+    assert space.check_params({"drop_prob": 0, "n": 2.0, "opt": "sgd", "q": 0.3}, "e") == {
+        "drop_prob": 0.0,
+        "n": 2,
+        "opt": "sgd",
+        "q": 0.3,
+    }
+    for bad, word in [
+        ({"drop_prob": 0.7}, "outside drop_prob=interval(0, 0.5)"),
+        ({"zz": 1}, "not a searched key"),
+        ({"n": 2.5}, "outside"),
+        ({"opt": "rmsprop"}, "outside"),
+        ({"q": 0.25}, "outside"),
+        ({"q": 0.5}, "outside"),
+        ({}, "mapping"),
+    ]:
         with pytest.raises(SweeperError, match=re.escape(word)):
             space.check_params(bad, "hydra.sweeper.enqueue[0]")
 
 
 # --------------------------------------------------------------------------------------- options
 def make(**kw):
-    base = dict(sampler="tpe", seed=777, sampler_args=SamplerArgs(), direction="maximize", n_trials=5, n_jobs=1,
-                storage="sqlite:////tmp/x.db", study_name="s", pruner="median", pruner_args=PrunerArgs(),
-                max_failure_rate=0.2, heartbeat_interval=5, grace_period=30, params={"x": "interval(0,1)"}, enqueue=[])
+    base = dict(
+        sampler="tpe",
+        seed=777,
+        sampler_args=SamplerArgs(),
+        direction="maximize",
+        n_trials=5,
+        n_jobs=1,
+        storage="sqlite:////tmp/x.db",
+        study_name="s",
+        pruner="median",
+        pruner_args=PrunerArgs(),
+        max_failure_rate=0.2,
+        heartbeat_interval=5,
+        grace_period=30,
+        params={"x": "interval(0,1)"},
+        enqueue=[],
+    )
     return OptunaSweeperImpl(**{**base, **kw})
 
 
-@pytest.mark.parametrize("kw, words", [
-    ({"sampler": "bayes"}, ["hydra.sweeper.sampler=bayes", "tpe, random, grid, cmaes, nsgaii"]),
-    ({"pruner": "asha"}, ["hydra.sweeper.pruner=asha", "none, median, hyperband, successive_halving"]),
-    ({"direction": "max"}, ["hydra.sweeper.direction", "maximize, minimize"]),
-    ({"direction": ["maximize", "down"]}, ["hydra.sweeper.direction"]),
-    ({"n_trials": 0}, ["hydra.sweeper.n_trials=0", ">= 1"]),
-    ({"n_jobs": -1}, ["hydra.sweeper.n_jobs=-1"]),
-    ({"max_failure_rate": 1.5}, ["hydra.sweeper.max_failure_rate=1.5", "[0, 1]"]),
-    ({"storage": ""}, ["hydra.sweeper.storage", "database URL"]),
-    ({"storage": "not a url"}, ["hydra.sweeper.storage", "not a database URL"]),
-    ({"study_name": "a b"}, ["hydra.sweeper.study_name"]),
-    ({"heartbeat_interval": 0}, ["hydra.sweeper.heartbeat_interval=0"]),
-    ({"enqueue": {"x": 1}}, ["hydra.sweeper.enqueue"]),
-])
+@pytest.mark.parametrize(
+    "kw, words",
+    [
+        ({"sampler": "bayes"}, ["hydra.sweeper.sampler=bayes", "tpe, random, grid, cmaes, nsgaii"]),
+        ({"pruner": "asha"}, ["hydra.sweeper.pruner=asha", "none, median, hyperband, successive_halving"]),
+        ({"direction": "max"}, ["hydra.sweeper.direction", "maximize, minimize"]),
+        ({"direction": ["maximize", "down"]}, ["hydra.sweeper.direction"]),
+        ({"n_trials": 0}, ["hydra.sweeper.n_trials=0", ">= 1"]),
+        ({"n_jobs": -1}, ["hydra.sweeper.n_jobs=-1"]),
+        ({"max_failure_rate": 1.5}, ["hydra.sweeper.max_failure_rate=1.5", "[0, 1]"]),
+        ({"storage": ""}, ["hydra.sweeper.storage", "database URL"]),
+        ({"storage": "not a url"}, ["hydra.sweeper.storage", "not a database URL"]),
+        ({"study_name": "a b"}, ["hydra.sweeper.study_name"]),
+        ({"heartbeat_interval": 0}, ["hydra.sweeper.heartbeat_interval=0"]),
+        ({"enqueue": {"x": 1}}, ["hydra.sweeper.enqueue"]),
+    ],
+)
 def test_bad_options_give_one_line(kw, words):
     with pytest.raises(SweeperError) as err:
         make(**kw)
@@ -226,16 +302,26 @@ def test_storage_password_is_not_in_the_error():
 
 def test_sampler_factory_covers_every_name():
     space = _space.parse({"x": "interval(0,1)"}, [])
-    kinds = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
-             "grid": optuna.samplers.RandomSampler, "cmaes": optuna.samplers.CmaEsSampler,
-             "nsgaii": optuna.samplers.NSGAIISampler}
+    kinds = {
+        "tpe": optuna.samplers.TPESampler,
+        "random": optuna.samplers.RandomSampler,
+        "grid": optuna.samplers.RandomSampler,
+        "cmaes": optuna.samplers.CmaEsSampler,
+        "nsgaii": optuna.samplers.NSGAIISampler,
+    }
     for name, cls in kinds.items():
         assert isinstance(make(sampler=name).make_sampler(space, 3), cls)
 
 
-@pytest.mark.parametrize("name, cls", [("none", optuna.pruners.NopPruner), ("median", optuna.pruners.MedianPruner),
-                                       ("hyperband", optuna.pruners.HyperbandPruner),
-                                       ("successive_halving", optuna.pruners.SuccessiveHalvingPruner)])
+@pytest.mark.parametrize(
+    "name, cls",
+    [
+        ("none", optuna.pruners.NopPruner),
+        ("median", optuna.pruners.MedianPruner),
+        ("hyperband", optuna.pruners.HyperbandPruner),
+        ("successive_halving", optuna.pruners.SuccessiveHalvingPruner),
+    ],
+)
 def test_pruner_description_round_trips(name, cls):
     from omegaconf import OmegaConf
 
@@ -258,7 +344,9 @@ def test_threads_are_shared_out_under_joblib(monkeypatch):
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(8)))
     s = DropoutHook(None, make(n_jobs=4))  # this app's hook (sweep/config.py names it)
     joblib = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
-    s.config = OmegaConf.create({"trainer": {"threads": None}, "hydra": {"launcher": {"_target_": joblib, "n_jobs": -1}}})
+    s.config = OmegaConf.create(
+        {"trainer": {"threads": None}, "hydra": {"launcher": {"_target_": joblib, "n_jobs": -1}}}
+    )
     assert s.threads_per_job() == 2
     s.config.hydra.launcher.n_jobs = 2  # joblib runs 2 at a time whatever the batch
     assert s.threads_per_job() == 4
@@ -291,11 +379,16 @@ def check(tiny_root, tmp_path):
     return lambda *args: check_cli([*tiny_overrides(tiny_root, tmp_path), *args])
 
 
-@pytest.mark.parametrize("search, keys", [
-    ("dropout", {"drop_prob", "input_drop_prob"}),
-    ("per_layer", {"layer_drop_probs.0", "layer_drop_probs.1", "layer_drop_probs.2", "layer_drop_probs.3",
-                   "input_drop_prob"}),
-])
+@pytest.mark.parametrize(
+    "search, keys",
+    [
+        ("dropout", {"drop_prob", "input_drop_prob"}),
+        (
+            "per_layer",
+            {"layer_drop_probs.0", "layer_drop_probs.1", "layer_drop_probs.2", "layer_drop_probs.3", "input_drop_prob"},
+        ),
+    ],
+)
 def test_preflight_checks_the_shipped_search_spaces(check, search, keys):
     from hydra import compose, initialize_config_dir
 
@@ -313,18 +406,30 @@ def test_preflight_checks_the_shipped_search_spaces(check, search, keys):
     enq = [space.check_params(dict(e), "enqueue") for e in sw.enqueue]
     assert len(enq) == 3
     if search == "dropout":
-        assert space.distributions == {"drop_prob": FloatDistribution(0, 0.5), "input_drop_prob": FloatDistribution(0, 0.3)}
-        assert enq == [{"drop_prob": 0.3, "input_drop_prob": 0.0}, {"drop_prob": 0.0, "input_drop_prob": 0.0},
-                       {"drop_prob": 0.5, "input_drop_prob": 0.2}]
+        assert space.distributions == {
+            "drop_prob": FloatDistribution(0, 0.5),
+            "input_drop_prob": FloatDistribution(0, 0.3),
+        }
+        assert enq == [
+            {"drop_prob": 0.3, "input_drop_prob": 0.0},
+            {"drop_prob": 0.0, "input_drop_prob": 0.0},
+            {"drop_prob": 0.5, "input_drop_prob": 0.2},
+        ]
 
 
-@pytest.mark.parametrize("args, words", [
-    (["hydra.sweeper.sampler=bayes"], ["hydra.sweeper.sampler", "bayes", "tpe", "random", "grid", "cmaes", "nsgaii"]),
-    (["hydra.sweeper.pruner=asha"], ["hydra.sweeper.pruner", "asha", "median", "hyperband", "successive_halving"]),
-    (["drop_prob=interval(0.5,0.1)"], ["drop_prob=interval(0.5,0.1)", "lower < upper"]),
-    (["input_drop_prob=interval(0,1.5)"], ["input_drop_prob", "[0, 1)"]),
-    (["hydra.sweeper.n_trials=many"], ["hydra.sweeper.n_trials", "many"]),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (
+            ["hydra.sweeper.sampler=bayes"],
+            ["hydra.sweeper.sampler", "bayes", "tpe", "random", "grid", "cmaes", "nsgaii"],
+        ),
+        (["hydra.sweeper.pruner=asha"], ["hydra.sweeper.pruner", "asha", "median", "hyperband", "successive_halving"]),
+        (["drop_prob=interval(0.5,0.1)"], ["drop_prob=interval(0.5,0.1)", "lower < upper"]),
+        (["input_drop_prob=interval(0,1.5)"], ["input_drop_prob", "[0, 1)"]),
+        (["hydra.sweeper.n_trials=many"], ["hydra.sweeper.n_trials", "many"]),
+    ],
+)
 def test_preflight_rejects_bad_sweeper_settings_in_one_line(check, args, words):
     with pytest.raises(ConfigError) as err:
         check("-m", "hydra/sweeper=optuna", "+search=dropout", *args)
@@ -359,8 +464,9 @@ def test_reporter_reports_epochs_and_prunes_a_bad_trial(tmp_path):
 
 def test_reporter_never_prunes_the_last_epoch(tmp_path):
     url, study = _study(tmp_path, {"name": "median", "args": {"n_startup_trials": 1, "n_warmup_steps": 0}})
-    study.add_trial(optuna.trial.create_trial(value=0.9, intermediate_values={1: 0.9, 2: 0.9},
-                                              distributions={}, params={}))
+    study.add_trial(
+        optuna.trial.create_trial(value=0.9, intermediate_values={1: 0.9, 2: 0.9}, distributions={}, params={})
+    )
     t = study.ask()
     t.set_user_attr(MAX_EPOCHS_ATTR, 2)
     r = TrialReporter(url, "s", t.number)
@@ -426,9 +532,17 @@ def test_optuna_dashboard_opens_a_study_the_sweeper_wrote(tmp_path):
 
     def get(path):
         status = []
-        env = {"REQUEST_METHOD": "GET", "PATH_INFO": path, "QUERY_STRING": "", "SERVER_NAME": "x",
-               "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1", "wsgi.input": io.BytesIO(),
-               "wsgi.errors": sys.stderr, "wsgi.url_scheme": "http"}
+        env = {
+            "REQUEST_METHOD": "GET",
+            "PATH_INFO": path,
+            "QUERY_STRING": "",
+            "SERVER_NAME": "x",
+            "SERVER_PORT": "80",
+            "SERVER_PROTOCOL": "HTTP/1.1",
+            "wsgi.input": io.BytesIO(),
+            "wsgi.errors": sys.stderr,
+            "wsgi.url_scheme": "http",
+        }
         body = b"".join(app(env, lambda s, h, e=None: status.append(s)))
         return status[0], body
 

@@ -1,5 +1,6 @@
 """End to end: `python sweep/run.py -m hydra/sweeper=optuna ...` as subprocesses on tiny IDX data,
 then the Optuna storage and the MLflow store read back."""
+
 from __future__ import annotations
 
 import os
@@ -15,21 +16,26 @@ import yaml
 from optuna.trial import TrialState
 
 from helpers.cli import ROOT, mlflow_runs, tiny_overrides
-from helpers.proc import CATCHABLE_EPOCHS
 from helpers.pg import postgres_server, postgres_url  # noqa: F401  (fixtures)
+from helpers.proc import CATCHABLE_EPOCHS
 
 pytestmark = pytest.mark.slow
 
 
 def sweep_args(out: Path, *extra: str, study: str = "t") -> list[str]:
-    return ["hydra/sweeper=optuna", f"hydra.sweeper.storage=sqlite:///{out}/optuna.db",
-            f"hydra.sweeper.study_name={study}", *extra]
+    return [
+        "hydra/sweeper=optuna",
+        f"hydra.sweeper.storage=sqlite:///{out}/optuna.db",
+        f"hydra.sweeper.study_name={study}",
+        *extra,
+    ]
 
 
 def load(out: Path, study: str = "t", url: str | None = None) -> optuna.Study:
     # never create tables: a sweep that is starting may be doing it
-    storage = optuna.storages.RDBStorage(url or f"sqlite:///{out}/optuna.db", skip_table_creation=True,
-                                         skip_compatibility_check=True)
+    storage = optuna.storages.RDBStorage(
+        url or f"sqlite:///{out}/optuna.db", skip_table_creation=True, skip_compatibility_check=True
+    )
     return optuna.load_study(study_name=study, storage=storage)
 
 
@@ -64,8 +70,11 @@ def test_tpe_search_runs_enqueued_points_first_and_resumes_to_the_total(cli):
     res, study = sweep_ok(cli, "+search=dropout", "hydra.sweeper.n_trials=4", "hydra.sweeper.pruner=none")
     assert states(study) == ["COMPLETE"] * 4
     params = [t.params for t in study.trials]
-    assert params[:3] == [{"drop_prob": 0.3, "input_drop_prob": 0.0}, {"drop_prob": 0.0, "input_drop_prob": 0.0},
-                          {"drop_prob": 0.5, "input_drop_prob": 0.2}]
+    assert params[:3] == [
+        {"drop_prob": 0.3, "input_drop_prob": 0.0},
+        {"drop_prob": 0.0, "input_drop_prob": 0.0},
+        {"drop_prob": 0.5, "input_drop_prob": 0.2},
+    ]
     assert 0 <= params[3]["drop_prob"] <= 0.5 and 0 <= params[3]["input_drop_prob"] <= 0.3
     # the results file, the printed best configuration and the MLflow records
     results = yaml.safe_load((out / "sweep" / "optimization_results.yaml").read_text())
@@ -85,8 +94,13 @@ def test_tpe_search_runs_enqueued_points_first_and_resumes_to_the_total(cli):
     assert parent.data.tags["best_trial"] == str(best.number)
     assert parent.data.tags["best_drop_prob"] == str(best.params["drop_prob"])
     art = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert {"optimization_results.yaml", "optimization_history.png", "param_importances.png", "study_trials.csv",
-            "gap_vs_dropout.png"} <= art
+    assert {
+        "optimization_results.yaml",
+        "optimization_history.png",
+        "param_importances.png",
+        "study_trials.csv",
+        "gap_vs_dropout.png",
+    } <= art
     # n_trials is the study's total: asking for 5 now runs exactly one more trial, none repeated
     res, study = sweep_ok(cli, "+search=dropout", "hydra.sweeper.n_trials=5", "hydra.sweeper.pruner=none")
     assert states(study) == ["COMPLETE"] * 5
@@ -95,22 +109,42 @@ def test_tpe_search_runs_enqueued_points_first_and_resumes_to_the_total(cli):
 
 def test_grid_evaluates_every_point_once_with_hydras_range_bounds(cli):
     out = cli.out
-    res, study = sweep_ok(cli, "hydra.sweeper.sampler=grid", "hydra.sweeper.pruner=none",
-                          "drop_prob=choice(0,0.5)", "input_drop_prob=range(0,0.3,0.2)",
-                          "hydra.sweeper.n_trials=10", epochs=1)
+    res, study = sweep_ok(
+        cli,
+        "hydra.sweeper.sampler=grid",
+        "hydra.sweeper.pruner=none",
+        "drop_prob=choice(0,0.5)",
+        "input_drop_prob=range(0,0.3,0.2)",
+        "hydra.sweeper.n_trials=10",
+        epochs=1,
+    )
     assert states(study) == ["COMPLETE"] * 4  # n_trials is capped at the grid's size
-    assert [(t.params["drop_prob"], t.params["input_drop_prob"]) for t in study.trials] == \
-        [(0, 0.0), (0, 0.2), (0.5, 0.0), (0.5, 0.2)]  # 0.3 excluded, like Hydra's basic sweeper
+    assert [(t.params["drop_prob"], t.params["input_drop_prob"]) for t in study.trials] == [
+        (0, 0.0),
+        (0, 0.2),
+        (0.5, 0.0),
+        (0.5, 0.2),
+    ]  # 0.3 excluded, like Hydra's basic sweeper
     _, kids = children_by_trial(out)
     assert sorted(float(r.data.params["input_drop_prob"]) for r in kids.values()) == [0.0, 0.0, 0.2, 0.2]
 
 
 def test_multi_objective_search_writes_the_pareto_front(cli):
     out = cli.out
-    res, study = sweep_ok(cli, "+search=dropout", "objective=[val_acc,val_gap]",
-                          "hydra.sweeper.direction=[maximize,minimize]", "hydra.sweeper.sampler=nsgaii",
-                          "hydra.sweeper.n_trials=3", "hydra.sweeper.enqueue=[]", epochs=1)
-    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"] and study.metric_names == ["val_acc", "val_gap"]
+    res, study = sweep_ok(
+        cli,
+        "+search=dropout",
+        "objective=[val_acc,val_gap]",
+        "hydra.sweeper.direction=[maximize,minimize]",
+        "hydra.sweeper.sampler=nsgaii",
+        "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.enqueue=[]",
+        epochs=1,
+    )
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"] and study.metric_names == [
+        "val_acc",
+        "val_gap",
+    ]
     assert states(study) == ["COMPLETE"] * 3
     results = yaml.safe_load((out / "sweep" / "optimization_results.yaml").read_text())
     front = results["pareto_front"]
@@ -120,9 +154,15 @@ def test_multi_objective_search_writes_the_pareto_front(cli):
 
 def test_pruning_stops_a_bad_trial_early(cli):
     out = cli.out
-    res, study = sweep_ok(cli, "hydra.sweeper.sampler=grid", "optimizer.lr=choice(0.001,0.0000001)",
-                          "hydra.sweeper.pruner=median", "hydra.sweeper.pruner_args.n_startup_trials=1",
-                          "hydra.sweeper.pruner_args.n_warmup_steps=0", epochs=4)
+    res, study = sweep_ok(
+        cli,
+        "hydra.sweeper.sampler=grid",
+        "optimizer.lr=choice(0.001,0.0000001)",
+        "hydra.sweeper.pruner=median",
+        "hydra.sweeper.pruner_args.n_startup_trials=1",
+        "hydra.sweeper.pruner_args.n_warmup_steps=0",
+        epochs=4,
+    )
     assert states(study) == ["COMPLETE", "PRUNED"]
     good, bad = study.trials
     assert sorted(good.intermediate_values) == [1, 2, 3, 4]
@@ -147,8 +187,9 @@ def _wait_for_running_trial(db: Path, proc: subprocess.Popen, log: Path, epochs:
                 trials = []
             done = [t for t in trials if t.state == TrialState.COMPLETE]
             # in its first half, so that it is still running when the kill lands
-            live = [t for t in trials if t.state == TrialState.RUNNING
-                    and 1 <= len(t.intermediate_values) <= epochs // 2]
+            live = [
+                t for t in trials if t.state == TrialState.RUNNING and 1 <= len(t.intermediate_values) <= epochs // 2
+            ]
             if done and live:
                 return live[0].number
         time.sleep(0.2)
@@ -158,9 +199,20 @@ def _wait_for_running_trial(db: Path, proc: subprocess.Popen, log: Path, epochs:
 def test_resume_after_the_sweep_was_killed_mid_trial(tiny_root, tmp_path):
     out = tmp_path
     epochs = CATCHABLE_EPOCHS  # a trial lasts seconds (not a fraction of one): the poll below must catch one mid-way
-    args = [sys.executable, str(ROOT / "sweep" / "run.py"), "-m", *tiny_overrides(tiny_root, out, epochs=epochs),
-            *sweep_args(out, "+search=dropout", "hydra.sweeper.n_trials=3", "hydra.sweeper.pruner=none",
-                        "hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.grace_period=2")]
+    args = [
+        sys.executable,
+        str(ROOT / "sweep" / "run.py"),
+        "-m",
+        *tiny_overrides(tiny_root, out, epochs=epochs),
+        *sweep_args(
+            out,
+            "+search=dropout",
+            "hydra.sweeper.n_trials=3",
+            "hydra.sweeper.pruner=none",
+            "hydra.sweeper.heartbeat_interval=1",
+            "hydra.sweeper.grace_period=2",
+        ),
+    ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("HYDRA_FULL_ERROR", None)
     log = out / "first.log"
@@ -174,7 +226,9 @@ def test_resume_after_the_sweep_was_killed_mid_trial(tiny_root, tmp_path):
     before = load(out).get_trials(deepcopy=False)
     complete_before = {t.number: t.params for t in before if t.state == TrialState.COMPLETE}
     # left behind by the killed process
-    assert [t.number for t in before if t.state == TrialState.RUNNING] == [killed], [(t.number, t.state) for t in before]
+    assert [t.number for t in before if t.state == TrialState.RUNNING] == [killed], [
+        (t.number, t.state) for t in before
+    ]
 
     res = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     ok(res)
@@ -195,9 +249,18 @@ def test_failed_trials_are_recorded_and_too_many_stop_the_sweep(cli):
     out = cli.out
     # lr=1e12 diverges (NaN objective); a model for 100 input features raises in the job on 784-pixel images
     # (a batch larger than the training split, the example before, is now refused by the pre-flight check)
-    res = cli("-m", *sweep_args(out, "hydra.sweeper.sampler=grid", "hydra.sweeper.pruner=none",
-                                "optimizer.lr=choice(0.001,1e12)", "model.in_features=choice(784,100)",
-                                "hydra.sweeper.max_failure_rate=0.25"), epochs=2)
+    res = cli(
+        "-m",
+        *sweep_args(
+            out,
+            "hydra.sweeper.sampler=grid",
+            "hydra.sweeper.pruner=none",
+            "optimizer.lr=choice(0.001,1e12)",
+            "model.in_features=choice(784,100)",
+            "hydra.sweeper.max_failure_rate=0.25",
+        ),
+        epochs=2,
+    )
     assert res.returncode != 0
     assert "max_failure_rate=0.25" in res.stderr and "Traceback" not in res.stderr
     study = load(out)
@@ -217,9 +280,21 @@ def test_joblib_launcher_trains_trials_in_parallel_with_shared_threads(tiny_root
 
     out = tmp_path
     base = [a for a in tiny_overrides(tiny_root, out, epochs=4) if not a.startswith("trainer.threads")]
-    res = run_cli(["-m", *base, *sweep_args(out, "+search=dropout", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-                                            "hydra.sweeper.n_jobs=2", "hydra.sweeper.n_trials=4",
-                                            "hydra.sweeper.pruner=none")])
+    res = run_cli(
+        [
+            "-m",
+            *base,
+            *sweep_args(
+                out,
+                "+search=dropout",
+                "hydra/launcher=joblib",
+                "hydra.launcher.n_jobs=2",
+                "hydra.sweeper.n_jobs=2",
+                "hydra.sweeper.n_trials=4",
+                "hydra.sweeper.pruner=none",
+            ),
+        ]
+    )
     ok(res)
     study = load(out)
     assert states(study) == ["COMPLETE"] * 4
@@ -227,6 +302,7 @@ def test_joblib_launcher_trains_trials_in_parallel_with_shared_threads(tiny_root
     cores = len(os.sched_getaffinity(0))
     assert {r.data.params["trainer.threads"] for r in kids.values()} == {str(max(1, cores // 2))}
     assert len({r.data.tags["pid"] for r in kids.values()}) >= 2  # trained in worker processes
+
     def overlap(i, j):
         a, b = kids[i].info, kids[j].info
         return a.start_time < b.end_time and b.start_time < a.end_time
@@ -241,12 +317,22 @@ def test_two_workers_share_one_postgres_study(tiny_root, tmp_path, postgres_url)
     procs = []
     for w in ("a", "b"):
         out = tmp_path / w
-        args = [sys.executable, str(ROOT / "sweep" / "run.py"), "-m", *tiny_overrides(tiny_root, out, epochs=3),
-                "hydra/sweeper=optuna", "+search=dropout", f"hydra.sweeper.storage={postgres_url}",
-                "hydra.sweeper.study_name=shared", "hydra.sweeper.n_trials=6", "hydra.sweeper.pruner=none",
-                "hydra.sweeper.enqueue=[]"]
-        procs.append(subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      text=True))
+        args = [
+            sys.executable,
+            str(ROOT / "sweep" / "run.py"),
+            "-m",
+            *tiny_overrides(tiny_root, out, epochs=3),
+            "hydra/sweeper=optuna",
+            "+search=dropout",
+            f"hydra.sweeper.storage={postgres_url}",
+            "hydra.sweeper.study_name=shared",
+            "hydra.sweeper.n_trials=6",
+            "hydra.sweeper.pruner=none",
+            "hydra.sweeper.enqueue=[]",
+        ]
+        procs.append(
+            subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        )
     outputs = [p.communicate(timeout=400) for p in procs]
     for p, (so, se) in zip(procs, outputs):
         assert p.returncode == 0, so[-2000:] + se[-4000:]
@@ -266,7 +352,10 @@ def test_two_workers_share_one_postgres_study(tiny_root, tmp_path, postgres_url)
         client, runs = mlflow_runs(tmp_path / w)
         for r in runs:
             assert "secret" not in repr(r.data.tags) + repr(r.data.params)
-        files = [*(tmp_path / w / "sweep").rglob("overrides.yaml"), tmp_path / w / "sweep" / "optimization_results.yaml"]
+        files = [
+            *(tmp_path / w / "sweep").rglob("overrides.yaml"),
+            tmp_path / w / "sweep" / "optimization_results.yaml",
+        ]
         assert len(files) >= 2
         for f in files:
             assert "secret" not in f.read_text(), f
@@ -274,6 +363,7 @@ def test_two_workers_share_one_postgres_study(tiny_root, tmp_path, postgres_url)
 
 
 # ---------------------------------------------------------------- a study the sweep cannot continue, and orphans
+
 
 def test_a_changed_distribution_kind_is_refused_before_any_trial(cli):
     """interval(0,0.5), then the same study with choice(0.1,0.2): Optuna would raise inside `ask` and leave a
@@ -286,17 +376,25 @@ def test_a_changed_distribution_kind_is_refused_before_any_trial(cli):
     assert res.stderr.strip().splitlines() == [
         f"error: hydra.sweeper.params.drop_prob: study 't' in sqlite:///{cli.out}/optuna.db drew it from "
         "interval(0.0, 0.5); now choice(0.1, 0.2): a parameter cannot change its kind within a study; use a new "
-        "hydra.sweeper.study_name"]
+        "hydra.sweeper.study_name"
+    ]
     assert states(load(cli.out)) == ["COMPLETE", "COMPLETE"]
     again = cli("-m", *sweep_args(cli.out, "drop_prob=interval(0,0.5)", "hydra.sweeper.n_trials=3"), epochs=1)
     assert again.returncode == 0 and states(load(cli.out)) == ["COMPLETE"] * 3, again.stderr[-3000:]
 
 
 def test_another_direction_is_refused_before_the_parent_exists(cli):
-    assert cli("-m", *sweep_args(cli.out, "drop_prob=interval(0,0.5)", "hydra.sweeper.n_trials=1"),
-               epochs=1).returncode == 0
-    res = cli("-m", *sweep_args(cli.out, "drop_prob=interval(0,0.5)", "hydra.sweeper.n_trials=2",
-                                "hydra.sweeper.direction=minimize"), epochs=1)
+    assert (
+        cli("-m", *sweep_args(cli.out, "drop_prob=interval(0,0.5)", "hydra.sweeper.n_trials=1"), epochs=1).returncode
+        == 0
+    )
+    res = cli(
+        "-m",
+        *sweep_args(
+            cli.out, "drop_prob=interval(0,0.5)", "hydra.sweeper.n_trials=2", "hydra.sweeper.direction=minimize"
+        ),
+        epochs=1,
+    )
     assert res.returncode == 2 and "optimises ['maximize'], not ['minimize']" in res.stderr, res.stderr[-2000:]
     assert len(res.stderr.strip().splitlines()) == 1
     _, runs = mlflow_runs(cli.out)
@@ -306,12 +404,18 @@ def test_another_direction_is_refused_before_the_parent_exists(cli):
 def test_a_trial_left_running_without_a_heartbeat_is_failed_and_the_study_goes_on(cli):
     """A trial RUNNING with no heartbeat ever (its process failed between `ask` and its first beat) is FAILed
     once it is older than grace_period, and the sweep reaches its total instead of waiting for ever."""
-    assert cli("-m", *sweep_args(cli.out, "drop_prob=interval(0,0.5)", "hydra.sweeper.n_trials=1"),
-               epochs=1).returncode == 0
+    assert (
+        cli("-m", *sweep_args(cli.out, "drop_prob=interval(0,0.5)", "hydra.sweeper.n_trials=1"), epochs=1).returncode
+        == 0
+    )
     load(cli.out).ask()  # the orphan
     time.sleep(3)
-    res = cli("-m", *sweep_args(cli.out, "drop_prob=interval(0,0.5)", "hydra.sweeper.n_trials=2",
-                                "hydra.sweeper.grace_period=2"), epochs=1, timeout=240)
+    res = cli(
+        "-m",
+        *sweep_args(cli.out, "drop_prob=interval(0,0.5)", "hydra.sweeper.n_trials=2", "hydra.sweeper.grace_period=2"),
+        epochs=1,
+        timeout=240,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert states(load(cli.out)) == ["COMPLETE", "FAIL", "COMPLETE"]
     assert "RUNNING for" in res.stdout + res.stderr and "without a heartbeat" in res.stdout + res.stderr

@@ -1,4 +1,5 @@
 """`.ci/system-deps` (run by `make test` and CI): installs what the tests drive, or says in one line what to run."""
+
 from __future__ import annotations
 
 import os
@@ -22,8 +23,9 @@ def _run(tmp_path: Path, **scripts: str) -> subprocess.CompletedProcess:
     bin_dir = _fake_bin(tmp_path, **scripts)
     # only the fakes and the shell's basics: no real apt-get, sudo or npm can be found
     env = {**os.environ, "PATH": f"{bin_dir}:/usr/bin/env-not-here"}
-    return subprocess.run(["/bin/bash", str(ROOT / ".ci" / "system-deps")], env=env, capture_output=True, text=True,
-                          timeout=60)
+    return subprocess.run(
+        ["/bin/bash", str(ROOT / ".ci" / "system-deps")], env=env, capture_output=True, text=True, timeout=60
+    )
 
 
 def test_nothing_missing_installs_nothing(tmp_path):
@@ -41,8 +43,13 @@ def test_without_rights_it_says_what_to_run_in_one_line(tmp_path):
 
 def test_as_root_it_installs_the_missing_packages(tmp_path):
     log = tmp_path / "apt.log"
-    res = _run(tmp_path, dpkg='[ "$2" = chromium ] && exit 1; exit 0', npm="exit 0", id="echo 0",
-               **{"apt-get": f'echo "$@" >> {log}'})
+    res = _run(
+        tmp_path,
+        dpkg='[ "$2" = chromium ] && exit 1; exit 0',
+        npm="exit 0",
+        id="echo 0",
+        **{"apt-get": f'echo "$@" >> {log}'},
+    )
     assert res.returncode == 0, res.stderr
     calls = log.read_text().splitlines()
     assert calls[0] == "update -qq" and calls[1].split()[-1] == "chromium" and "postgresql" not in calls[1]

@@ -1,5 +1,6 @@
 """The job's MLflow lifecycle (track.job_run) against a real SQLite store: every way out of the block
 ends the run (FINISHED, FAILED with the reason, KILLED), never RUNNING; tracking off records nothing."""
+
 from __future__ import annotations
 
 import pytest
@@ -12,8 +13,12 @@ from sweep.config import TrackingConf
 
 @pytest.fixture
 def tracking(tmp_path):
-    return TrackingConf(uri=f"sqlite:///{tmp_path}/mlflow.db", artifact_location=str(tmp_path / "artifacts"),
-                        experiment="lifecycle", optuna_storage=None)
+    return TrackingConf(
+        uri=f"sqlite:///{tmp_path}/mlflow.db",
+        artifact_location=str(tmp_path / "artifacts"),
+        experiment="lifecycle",
+        optuna_storage=None,
+    )
 
 
 def _run(tracking, run: track.Run):

@@ -5,8 +5,20 @@ import torch
 
 import data
 from models import build_mlp
-from sweep.train import (METRICS, TEST_METRICS, BestEpoch, Diverged, eval_epochs, evaluate, fit, make_optimizer,
-                         pick_device, seed_everything, selection_error, train_eval_indices)
+from sweep.train import (
+    METRICS,
+    TEST_METRICS,
+    BestEpoch,
+    Diverged,
+    eval_epochs,
+    evaluate,
+    fit,
+    make_optimizer,
+    pick_device,
+    seed_everything,
+    selection_error,
+    train_eval_indices,
+)
 
 
 def _train(root, seed, epochs=2, precision="fp32", lr=1e-3):
@@ -14,8 +26,9 @@ def _train(root, seed, epochs=2, precision="fp32", lr=1e-3):
     splits = data.load_splits("mnist", root, val_size=100, split_seed=0, verify=False, download=False)
     model = build_mlp(hidden_sizes=[64, 64], drop_prob=0.3)
     opt = make_optimizer("adam", model.parameters(), lr)
-    hist = list(fit(model, opt, splits, epochs=epochs, batch_size=50, seed=seed, precision=precision,
-                    train_eval_size=200))
+    hist = list(
+        fit(model, opt, splits, epochs=epochs, batch_size=50, seed=seed, precision=precision, train_eval_size=200)
+    )
     for h in hist:  # a wall time, the one metric a seed does not fix
         assert h.pop("eval_seconds") > 0
     return hist
@@ -68,6 +81,7 @@ def test_pick_device():
 
 # ----------------------------------------------------------------------------- issue 10: selection, fp32 eval, cadence
 
+
 def _setup(root, seed=0, split_seed=0, val_size=100):
     seed_everything(seed)
     splits = data.load_splits("mnist", root, val_size=val_size, split_seed=split_seed, verify=False, download=False)
@@ -116,9 +130,17 @@ def test_train_metrics_use_a_subset_fixed_by_the_split_seed_not_the_seed(tiny_ro
     assert (last["train_loss"], last["train_acc"]) == (loss.item(), acc.item())
 
 
-@pytest.mark.parametrize("epochs, every, expected", [
-    (15, 1, list(range(1, 16))), (15, 4, [4, 8, 12, 15]), (15, 5, [5, 10, 15]), (3, 5, [3]), (1, 1, [1]), (6, 2, [2, 4, 6]),
-])
+@pytest.mark.parametrize(
+    "epochs, every, expected",
+    [
+        (15, 1, list(range(1, 16))),
+        (15, 4, [4, 8, 12, 15]),
+        (15, 5, [5, 10, 15]),
+        (3, 5, [3]),
+        (1, 1, [1]),
+        (6, 2, [2, 4, 6]),
+    ],
+)
 def test_eval_schedule_every_k_epochs_and_always_the_last(epochs, every, expected):
     assert eval_epochs(epochs, every) == expected
 
@@ -154,9 +176,16 @@ def test_without_val_acc_there_is_no_best_epoch():
     assert best.epoch is None and best.metrics == {}
 
 
-@pytest.mark.parametrize("objective, bad", [(["test_acc"], "test_acc reads"), (["test_loss"], "test_loss reads"),
-                                            (["gap"], "gap reads"), (["val_acc", "gap"], "gap reads"),
-                                            (["test_acc", "gap"], "test_acc and gap read")])
+@pytest.mark.parametrize(
+    "objective, bad",
+    [
+        (["test_acc"], "test_acc reads"),
+        (["test_loss"], "test_loss reads"),
+        (["gap"], "gap reads"),
+        (["val_acc", "gap"], "gap reads"),
+        (["test_acc", "gap"], "test_acc and gap read"),
+    ],
+)
 def test_test_metrics_may_not_select(objective, bad):
     msg = selection_error(objective)
     assert bad in msg and "the test set must not select" in msg and "use val_acc" in msg and "\n" not in msg
@@ -173,6 +202,7 @@ def test_validation_and_train_metrics_may_select():
 def test_optimizers_step_exactly_like_torchs_own(name, kwargs):
     """make_optimizer's classes skip torch's compiler import (sweep/train.py `_eager`), not its arithmetic: the
     same steps from the same start give bit-identical weights, with a scheduler and zero_grad in between."""
+
     def train(make):
         torch.manual_seed(0)
         model = torch.nn.Sequential(torch.nn.Linear(20, 30), torch.nn.ReLU(), torch.nn.Linear(30, 3))
@@ -191,7 +221,7 @@ def test_optimizers_step_exactly_like_torchs_own(name, kwargs):
     theirs, _ = train(lambda ps: torch_cls(ps, lr=0.05, **kwargs, **fused))
     assert all(torch.equal(a, b) for a, b in zip(ours, theirs))
     assert isinstance(make_optimizer(name, [torch.nn.Parameter(torch.ones(2))], 0.1), torch_cls)
-    assert state["param_groups"][0]["lr"] == pytest.approx(0.05 * 0.5 ** 3)
+    assert state["param_groups"][0]["lr"] == pytest.approx(0.05 * 0.5**3)
 
 
 def test_a_training_step_does_not_import_torchs_compiler():
@@ -200,13 +230,19 @@ def test_a_training_step_does_not_import_torchs_compiler():
     import sys
     from pathlib import Path
 
-    code = ("import sys, torch; sys.path.insert(0, sys.argv[1]); from sweep.train import make_optimizer\n"
-            "for name in ('adam', 'sgd'):\n"
-            "    m = torch.nn.Linear(4, 2); o = make_optimizer(name, m.parameters(), 0.1, momentum=0.9)\n"
-            "    s = torch.optim.lr_scheduler.LambdaLR(o, lambda e: 1.0)\n"
-            "    o.zero_grad(); m(torch.ones(3, 4)).sum().backward(); o.step(); s.step(); o.state_dict()\n"
-            "print('torch._dynamo' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code, str(Path(__file__).resolve().parents[1])],
-                         capture_output=True, text=True, timeout=120)
+    code = (
+        "import sys, torch; sys.path.insert(0, sys.argv[1]); from sweep.train import make_optimizer\n"
+        "for name in ('adam', 'sgd'):\n"
+        "    m = torch.nn.Linear(4, 2); o = make_optimizer(name, m.parameters(), 0.1, momentum=0.9)\n"
+        "    s = torch.optim.lr_scheduler.LambdaLR(o, lambda e: 1.0)\n"
+        "    o.zero_grad(); m(torch.ones(3, 4)).sum().backward(); o.step(); s.step(); o.state_dict()\n"
+        "print('torch._dynamo' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(Path(__file__).resolve().parents[1])],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"

@@ -6,6 +6,7 @@ experiment, expands the sweep's parent run, adds the test_acc and gap columns, c
 against the store, selects two child runs and opens the compare view. Screenshots go to the test's
 tmp_path. Without Chromium or Playwright the tests skip, except under CI=true, where they fail.
 """
+
 from __future__ import annotations
 
 import os
@@ -25,9 +26,17 @@ from helpers.net import free_port
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
 UI_START_TIMEOUT = 180  # mlflow ui imports a lot; on a busy 2-core machine this takes 20-60 s
 TIMEOUT_MS = 60_000
 
@@ -39,7 +48,6 @@ def _missing(what: str):
     pytest.skip(what)
 
 
-
 @pytest.fixture(scope="module")
 def sweep(tiny_root, tmp_path_factory):
     """A real multirun: one parent run and two child runs with per-epoch metrics."""
@@ -48,8 +56,9 @@ def sweep(tiny_root, tmp_path_factory):
     assert res.returncode == 0, res.stderr[-3000:]
     client, runs = mlflow_runs(out)
     parent = next(r for r in runs if r.data.tags.get("sweep_role") == "parent")
-    children = sorted((r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id),
-                      key=lambda r: r.info.run_name)
+    children = sorted(
+        (r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id), key=lambda r: r.info.run_name
+    )
     assert [r.info.run_name for r in children] == ["p=0.00 in=0.00 seed=1", "p=0.50 in=0.00 seed=1"]
     return {"out": out, "experiment_id": parent.info.experiment_id, "parent": parent, "children": children}
 
@@ -62,10 +71,27 @@ def mlflow_ui(sweep):
     log_path = sweep["out"] / "mlflow_ui.log"
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
     with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri",
-                                 f"sqlite:///{sweep['out']}/mlflow.db", "--host", "127.0.0.1", "--port", str(port),
-                                 "--workers", "1"], cwd=sweep["out"], stdout=log, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "ui",
+                "--backend-store-uri",
+                f"sqlite:///{sweep['out']}/mlflow.db",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+            ],
+            cwd=sweep["out"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + UI_START_TIMEOUT
@@ -78,8 +104,9 @@ def mlflow_ui(sweep):
             except OSError:
                 pass
             if time.time() > deadline:
-                pytest.fail(f"mlflow ui did not answer {url}/health in {UI_START_TIMEOUT}s:\n"
-                            f"{log_path.read_text()[-3000:]}")
+                pytest.fail(
+                    f"mlflow ui did not answer {url}/health in {UI_START_TIMEOUT}s:\n{log_path.read_text()[-3000:]}"
+                )
             time.sleep(0.5)
         yield url
     finally:
@@ -127,9 +154,15 @@ def _row(page, run_id: str, part: str = "pinned-left"):
 def _in_view(page, locator, container: str) -> bool:
     """Drawn inside the visible part of `container` (is_visible() alone passes clipped cells too)."""
     box, frame = locator.bounding_box(), page.locator(container).first.bounding_box()
-    return bool(box and frame and box["width"] > 0 and frame["x"] <= box["x"]
-                and box["x"] + box["width"] <= frame["x"] + frame["width"] + 1
-                and frame["y"] <= box["y"] and box["y"] + box["height"] <= frame["y"] + frame["height"] + 1)
+    return bool(
+        box
+        and frame
+        and box["width"] > 0
+        and frame["x"] <= box["x"]
+        and box["x"] + box["width"] <= frame["x"] + frame["width"] + 1
+        and frame["y"] <= box["y"]
+        and box["y"] + box["height"] <= frame["y"] + frame["height"] + 1
+    )
 
 
 def _close_assistant(page) -> None:
@@ -185,7 +218,10 @@ def test_runs_table_shows_the_sweeps_child_runs_with_test_acc_and_gap(page, mlfl
         for child in sweep["children"]:
             cell = _row(page, child.info.run_id, "center").locator(f'[col-id="metrics.`{metric}`"]')
             assert _in_view(page, cell, ".ag-root-wrapper"), (metric, child.info.run_name)
-            assert float(cell.inner_text()) == pytest.approx(child.data.metrics[metric], abs=1e-3), (metric, child.info.run_name)
+            assert float(cell.inner_text()) == pytest.approx(child.data.metrics[metric], abs=1e-3), (
+                metric,
+                child.info.run_name,
+            )
     print(f"screenshot: {tmp_path / 'runs_table.png'}")
 
 
@@ -207,6 +243,6 @@ def test_compare_view_of_two_child_runs_shows_their_params_and_metrics(page, mlf
     row = page.locator("tr", has=page.get_by_text("drop_prob", exact=True)).first
     assert row.is_visible() and "0.0" in row.inner_text() and "0.5" in row.inner_text()
     page.screenshot(path=str(tmp_path / "compare_runs.png"))
-    page.locator(f'a[title="Plot chart"][href*="metric=%22test_acc%22"]').first.scroll_into_view_if_needed()
+    page.locator('a[title="Plot chart"][href*="metric=%22test_acc%22"]').first.scroll_into_view_if_needed()
     page.screenshot(path=str(tmp_path / "compare_runs_metrics.png"))
     print(f"screenshots: {tmp_path / 'compare_runs.png'}, {tmp_path / 'compare_runs_metrics.png'}")

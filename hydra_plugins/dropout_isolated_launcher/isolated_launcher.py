@@ -15,8 +15,9 @@ class IsolatedLauncherConf:
     n_jobs: Optional[int] = -1  # jobs at once, as joblib reads it: -1 every core, -2 all but one
 
 
-ConfigStore.instance().store(group="hydra/launcher", name="isolated", node=IsolatedLauncherConf,
-                             provider="dropout_isolated_launcher")
+ConfigStore.instance().store(
+    group="hydra/launcher", name="isolated", node=IsolatedLauncherConf, provider="dropout_isolated_launcher"
+)
 
 
 class IsolatedLauncher(Launcher):
@@ -32,5 +33,4 @@ class IsolatedLauncher(Launcher):
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Any:
         from sweep.search.isolated import launch
 
-        return launch(self.config, self.hydra_context, self.task_function, self.n_jobs, job_overrides,
-                      initial_job_idx)
+        return launch(self.config, self.hydra_context, self.task_function, self.n_jobs, job_overrides, initial_job_idx)

@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 @dataclass
 class StudySweeperConf:
     """`hydra/sweeper=study`. The phases, replicates and design are the app's `study.*` keys (sweep/config.py)."""
+
     _target_: str = "hydra_plugins.dropout_study_sweeper.study_sweeper.StudySweeper"
     params: Optional[Dict[str, Any]] = None  # the settings' grid, as Hydra's basic sweeper reads it (no seed)
     # settings that are no grid, e.g. [{drop_prob: 0, input_drop_prob: 0}, {drop_prob: 0.5}]: each entry is one
@@ -19,15 +20,17 @@ class StudySweeperConf:
     settings: Optional[List[Dict[str, Any]]] = None
 
 
-ConfigStore.instance().store(group="hydra/sweeper", name="study", node=StudySweeperConf,
-                             provider="dropout_study_sweeper")
+ConfigStore.instance().store(
+    group="hydra/sweeper", name="study", node=StudySweeperConf, provider="dropout_study_sweeper"
+)
 
 
 class StudySweeper(Sweeper):
     """An exploratory phase, a design fixed from it, a confirmatory phase on fresh replicates (sweep/study.py)."""
 
-    def __init__(self, params: Optional[Dict[str, Any]] = None,
-                 settings: Optional[List[Dict[str, Any]]] = None) -> None:
+    def __init__(
+        self, params: Optional[Dict[str, Any]] = None, settings: Optional[List[Dict[str, Any]]] = None
+    ) -> None:
         self.params, self.settings = params, settings
         self._impl = None
 

@@ -14,6 +14,7 @@ pre-flight check calls `check_sweep`. This project's own parts (objective names,
 are in `sweep/optuna_hook.py`, which nothing here imports. Nothing heavy is imported until a function
 needs it.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -34,8 +35,9 @@ def check_sweep(options: dict[str, Any], arguments: list[str], config: Any) -> N
     allowed = [p for p in inspect.signature(OptunaSweeperImpl.__init__).parameters if p != "self"]
     unknown = sorted(set(options) - set(allowed))
     if unknown:
-        raise SweeperError(f"hydra.sweeper.{unknown[0]} is not an option of the Optuna sweeper; allowed: "
-                           f"{', '.join(allowed)}")
+        raise SweeperError(
+            f"hydra.sweeper.{unknown[0]} is not an option of the Optuna sweeper; allowed: {', '.join(allowed)}"
+        )
     sweeper = OptunaSweeperImpl(**options)
     sweeper.config = config  # what setup() gives it in a sweep: the objective and the typed overrides
     # plan()'s warnings are the sweep's to print when it runs; a refused command prints its one line alone

@@ -7,6 +7,7 @@ names), so Optuna is imported only inside the builders.
               under which keyword), whether trial n draws with seed + n
     PRUNERS   name -> the Optuna class and the arguments it takes (a step is an epoch), with defaults
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Sampler:
-    cls: str                                   # in optuna.samplers
+    cls: str  # in optuna.samplers
     args: dict[str, str] = field(default_factory=dict)  # sampler_args key -> the class's keyword
     fixed: dict[str, Any] = field(default_factory=dict)  # keywords always passed
     # trial n gets a sampler seeded seed + n, so a resumed study or a second worker never replays the
@@ -24,12 +25,17 @@ class Sampler:
 
 
 SAMPLERS: dict[str, Sampler] = {
-    "tpe": Sampler("TPESampler", {"n_startup_trials": "n_startup_trials", "multivariate": "multivariate",
-                                  "constant_liar": "constant_liar"}),
+    "tpe": Sampler(
+        "TPESampler",
+        {"n_startup_trials": "n_startup_trials", "multivariate": "multivariate", "constant_liar": "constant_liar"},
+    ),
     "random": Sampler("RandomSampler"),
     "grid": Sampler("RandomSampler"),  # the grid's points are enqueued one by one: nothing is sampled
-    "cmaes": Sampler("CmaEsSampler", {"n_startup_trials": "n_startup_trials", "population_size": "popsize"},
-                     {"warn_independent_sampling": False}),
+    "cmaes": Sampler(
+        "CmaEsSampler",
+        {"n_startup_trials": "n_startup_trials", "population_size": "popsize"},
+        {"warn_independent_sampling": False},
+    ),
     "nsgaii": Sampler("NSGAIISampler", {"population_size": "population_size"}),
     "gp": Sampler("GPSampler", {"n_startup_trials": "n_startup_trials"}),  # Gaussian process (needs torch, scipy)
     "qmc": Sampler("QMCSampler", reseed=False),  # quasi-Monte Carlo (Sobol) sequence (needs scipy)
@@ -43,8 +49,10 @@ PRUNERS: dict[str, tuple[str, dict[str, Any]]] = {
     "none": ("NopPruner", {}),
     "median": ("MedianPruner", {"n_startup_trials": 5, "n_warmup_steps": 0, "interval_steps": 1}),
     "hyperband": ("HyperbandPruner", {"min_resource": 1, "max_resource": "auto", "reduction_factor": 3}),
-    "successive_halving": ("SuccessiveHalvingPruner", {"min_resource": 1, "reduction_factor": 3,
-                                                       "min_early_stopping_rate": 0}),
+    "successive_halving": (
+        "SuccessiveHalvingPruner",
+        {"min_resource": 1, "reduction_factor": 3, "min_early_stopping_rate": 0},
+    ),
 }
 PRUNER_ARGS = {name: args for name, (_, args) in PRUNERS.items()}
 WARMUP_SHARE = (2, 3)  # median: a trial always runs 2/3 of its steps when n_warmup_steps is null

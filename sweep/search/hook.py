@@ -14,6 +14,7 @@ The hook is built once per sweep as `MyHook(config, sweeper)` (the composed conf
 sweeper's options) and called at the points below. Hydra's own plugins take app behaviour the same
 way: a dotted path in the config (hydra-optuna-sweeper's `custom_search_space`), not an import.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sweep.search.space import SweeperError
 
-NODE = "optuna"                                      # the app config's node the sweeper looks at
+NODE = "optuna"  # the app config's node the sweeper looks at
 RECEIVER_KEYS = ("storage", "study_name", "trial_number")
 
 
@@ -38,7 +39,7 @@ class SweepHook:
         return None
 
     def metric_direction(self, name: str) -> str | None:
-        """"maximize"/"minimize" when the app knows what metric `name` means (a direction that contradicts it
+        """ "maximize"/"minimize" when the app knows what metric `name` means (a direction that contradicts it
         is refused unless typed on the command line); None: any direction goes."""
         return None
 

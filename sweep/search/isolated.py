@@ -13,6 +13,7 @@ an interrupt (KeyboardInterrupt, SIGTERM's `Terminated`) in any job stops the wh
 Used as `hydra/launcher=isolated` (hydra_plugins/dropout_isolated_launcher); jobs pay one process
 start each (a second or two), which matters only for jobs much shorter than that.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -34,8 +35,14 @@ class JobProcessDied(RuntimeError):
     """The job's process ended without an answer: killed (SIGKILL, the out-of-memory killer) or crashed."""
 
 
-def _execute(idx: int, overrides: Sequence[str], hydra_context: HydraContext, config: DictConfig,
-             task_function: TaskFunction, singleton_state: dict[Any, Any]) -> JobReturn:
+def _execute(
+    idx: int,
+    overrides: Sequence[str],
+    hydra_context: HydraContext,
+    config: DictConfig,
+    task_function: TaskFunction,
+    singleton_state: dict[Any, Any],
+) -> JobReturn:
     """One job in its own process, as Hydra's joblib launcher runs one."""
     setup_globals()
     Singleton.set_state(singleton_state)
@@ -44,8 +51,13 @@ def _execute(idx: int, overrides: Sequence[str], hydra_context: HydraContext, co
         sweep_config.hydra.job.id = f"{sweep_config.hydra.job.name}_{idx}"
         sweep_config.hydra.job.num = idx
     HydraConfig.instance().set_config(sweep_config)
-    return run_job(hydra_context=hydra_context, config=sweep_config, task_function=task_function,
-                   job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+    return run_job(
+        hydra_context=hydra_context,
+        config=sweep_config,
+        task_function=task_function,
+        job_dir_key="hydra.sweep.dir",
+        job_subdir_key="hydra.sweep.subdir",
+    )
 
 
 def workers(n_jobs: int | None, n: int) -> int:
@@ -55,8 +67,14 @@ def workers(n_jobs: int | None, n: int) -> int:
     return max(1, min(want, n))
 
 
-def launch(config: DictConfig, hydra_context: HydraContext, task_function: TaskFunction, n_jobs: int | None,
-           job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
+def launch(
+    config: DictConfig,
+    hydra_context: HydraContext,
+    task_function: TaskFunction,
+    n_jobs: int | None,
+    job_overrides: Sequence[Sequence[str]],
+    initial_job_idx: int,
+) -> list[JobReturn]:
     from joblib.externals.loky.process_executor import BrokenProcessPool, ProcessPoolExecutor
 
     setup_globals()
@@ -75,8 +93,9 @@ def launch(config: DictConfig, hydra_context: HydraContext, task_function: TaskF
             while todo and len(running) < at_once:
                 i, overrides = todo.pop(0)
                 executor = ProcessPoolExecutor(max_workers=1)
-                future = executor.submit(_execute, initial_job_idx + i, overrides, hydra_context, config,
-                                         task_function, state)
+                future = executor.submit(
+                    _execute, initial_job_idx + i, overrides, hydra_context, config, task_function, state
+                )
                 running[future] = (i, overrides, executor)
             done, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
             for future in done:
@@ -85,11 +104,17 @@ def launch(config: DictConfig, hydra_context: HydraContext, task_function: TaskF
                     results[i] = future.result()
                 except BrokenProcessPool as e:  # this job's process died; the others run on
                     why = str(e).strip().splitlines()
-                    log.error("job #%d: its process died (%s)", initial_job_idx + i, why[-1] if why else type(e).__name__)
-                    results[i] = JobReturn(overrides=list(overrides), status=JobStatus.FAILED,
-                                           _return_value=JobProcessDied(
-                                               f"the job's process died before it answered, out of memory or killed "
-                                               f"({why[-1] if why else type(e).__name__})"))
+                    log.error(
+                        "job #%d: its process died (%s)", initial_job_idx + i, why[-1] if why else type(e).__name__
+                    )
+                    results[i] = JobReturn(
+                        overrides=list(overrides),
+                        status=JobStatus.FAILED,
+                        _return_value=JobProcessDied(
+                            f"the job's process died before it answered, out of memory or killed "
+                            f"({why[-1] if why else type(e).__name__})"
+                        ),
+                    )
                 finally:
                     executor.shutdown(wait=False)
     except BaseException:  # an interrupt (here or in a job): stop every job still running, then pass it on

@@ -19,6 +19,7 @@ Nothing here reads the application's own keys: what the app knows (its metric na
 resource, extra job overrides, MLflow) comes from the hook its config names, and jobs receive their
 trial only when the app's config has the node for it.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -45,9 +46,21 @@ from optuna.trial import TrialState
 from sweep import signals
 from sweep.dblock import db_lock, lockable
 from sweep.redact import redact
-from sweep.search import hook as _hook, results as _report, retry, space as _space
-from sweep.search.choices import (DIRECTIONS, PRUNER_ARGS, PRUNERS, SAMPLERS, SINGLE_OBJECTIVE, TARGETS,
-                                  default_warmup, make_sampler, sampler_keywords)
+from sweep.search import hook as _hook
+from sweep.search import results as _report
+from sweep.search import retry
+from sweep.search import space as _space
+from sweep.search.choices import (
+    DIRECTIONS,
+    PRUNER_ARGS,
+    PRUNERS,
+    SAMPLERS,
+    SINGLE_OBJECTIVE,
+    TARGETS,
+    default_warmup,
+    make_sampler,
+    sampler_keywords,
+)
 from sweep.search.isolated import JobProcessDied
 from sweep.search.space import SearchSpace, SweeperError
 from sweep.search.trial import PRUNER_ATTR, build_pruner, open_storage
@@ -83,10 +96,17 @@ def _flat(directions: list[str]) -> str:
 def _check_int(key: str, value: Any, minimum: int, allow_none: bool = False, maximum: int | None = None) -> None:
     if value is None and allow_none:
         return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or (maximum is not None and value > maximum):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < minimum
+        or (maximum is not None and value > maximum)
+    ):
         allowed = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
-        raise SweeperError(f"hydra.sweeper.{key}={value!r} is invalid: must be an integer {allowed}"
-                           + (" or null" if allow_none else ""))
+        raise SweeperError(
+            f"hydra.sweeper.{key}={value!r} is invalid: must be an integer {allowed}"
+            + (" or null" if allow_none else "")
+        )
 
 
 def _sampler(value: Any, sampler_args: dict[str, Any]) -> tuple[str, int | None, dict[str, Any]]:
@@ -107,12 +127,16 @@ def _sampler(value: Any, sampler_args: dict[str, Any]) -> tuple[str, int | None,
     if target is not None:  # a class, as hydra-optuna-sweeper names it, says more than the group's default name
         name = TARGETS.get(str(target))
         if name is None:
-            raise SweeperError(f"hydra.sweeper.sampler._target_={target} is not offered here; use "
-                               f"hydra.sweeper.sampler=<name>, one of: {', '.join(SAMPLERS)}")
+            raise SweeperError(
+                f"hydra.sweeper.sampler._target_={target} is not offered here; use "
+                f"hydra.sweeper.sampler=<name>, one of: {', '.join(SAMPLERS)}"
+            )
     if name is None:  # the group always names one: the node was replaced, e.g. by +hydra.sweeper.sampler.<key>=...
-        raise SweeperError(f"hydra.sweeper.sampler={node} names no sampler; choose one with "
-                           f"hydra/sweeper/sampler=<name> and then set hydra.sweeper.sampler.<key>, or use "
-                           f"hydra.sweeper.sampler=<name> with hydra.sweeper.sampler_args.*; names: {', '.join(SAMPLERS)}")
+        raise SweeperError(
+            f"hydra.sweeper.sampler={node} names no sampler; choose one with "
+            f"hydra/sweeper/sampler=<name> and then set hydra.sweeper.sampler.<key>, or use "
+            f"hydra.sweeper.sampler=<name> with hydra.sweeper.sampler_args.*; names: {', '.join(SAMPLERS)}"
+        )
     name = _name(name)
     if name not in SAMPLERS:
         raise SweeperError(f"hydra.sweeper.sampler.name={name} is invalid; allowed: {', '.join(SAMPLERS)}")
@@ -128,8 +152,10 @@ def _sampler(value: Any, sampler_args: dict[str, Any]) -> tuple[str, int | None,
             extra[key] = v
         else:
             options = sorted(set(spec.args) | (known - set(spec.args.values()) - set(spec.fixed)))
-            refused.append(f"hydra.sweeper.sampler.{key} is not an option of sampler {name} here; "
-                           f"its options: seed, {', '.join(options)}")
+            refused.append(
+                f"hydra.sweeper.sampler.{key} is not an option of sampler {name} here; "
+                f"its options: seed, {', '.join(options)}"
+            )
     if refused:
         raise SweeperError("\n".join(refused))
     return name, seed, extra
@@ -140,11 +166,27 @@ class StopSweep(SweeperError):
 
 
 class OptunaSweeperImpl:
-    def __init__(self, *, sampler: Any, seed: int | None, sampler_args: Any, direction: Any, n_trials: int,
-                 n_jobs: int, storage: str | None, study_name: str | None, pruner: Any, pruner_args: Any,
-                 max_failure_rate: float, heartbeat_interval: int | None, grace_period: int | None,
-                 params: Any, enqueue: Any, custom_search_space: str | None = None,
-                 storage_retry_seconds: float = retry.DEFAULT_SECONDS) -> None:
+    def __init__(
+        self,
+        *,
+        sampler: Any,
+        seed: int | None,
+        sampler_args: Any,
+        direction: Any,
+        n_trials: int,
+        n_jobs: int,
+        storage: str | None,
+        study_name: str | None,
+        pruner: Any,
+        pruner_args: Any,
+        max_failure_rate: float,
+        heartbeat_interval: int | None,
+        grace_period: int | None,
+        params: Any,
+        enqueue: Any,
+        custom_search_space: str | None = None,
+        storage_retry_seconds: float = retry.DEFAULT_SECONDS,
+    ) -> None:
         self.sampler_args = dict(_plain(sampler_args) or {})
         self.sampler_name, sampler_seed, self.sampler_extra = _sampler(sampler, self.sampler_args)
         if sampler_seed is not None:
@@ -153,7 +195,9 @@ class OptunaSweeperImpl:
             try:
                 import cmaes  # noqa: F401 - Optuna's CmaEsSampler needs it, and would only say so mid-sweep
             except ImportError:
-                raise SweeperError("hydra.sweeper.sampler=cmaes needs the `cmaes` package (pip install cmaes)") from None
+                raise SweeperError(
+                    "hydra.sweeper.sampler=cmaes needs the `cmaes` package (pip install cmaes)"
+                ) from None
         self.pruner_name = _name(pruner)
         if self.pruner_name not in PRUNERS:
             raise SweeperError(f"hydra.sweeper.pruner={self.pruner_name} is invalid; allowed: {', '.join(PRUNERS)}")
@@ -162,34 +206,49 @@ class OptunaSweeperImpl:
         _check_int("n_jobs", n_jobs, 1)
         _check_int("heartbeat_interval", heartbeat_interval, 1, allow_none=True)
         _check_int("grace_period", grace_period, 1, allow_none=True)
-        if isinstance(storage_retry_seconds, bool) or not isinstance(storage_retry_seconds, (int, float)) \
-                or not 0 <= storage_retry_seconds < math.inf:
-            raise SweeperError(f"hydra.sweeper.storage_retry_seconds={storage_retry_seconds!r} is invalid: "
-                               "must be a number of seconds >= 0")
-        if isinstance(max_failure_rate, bool) or not isinstance(max_failure_rate, (int, float)) \
-                or not 0.0 <= max_failure_rate <= 1.0:
+        if (
+            isinstance(storage_retry_seconds, bool)
+            or not isinstance(storage_retry_seconds, (int, float))
+            or not 0 <= storage_retry_seconds < math.inf
+        ):
+            raise SweeperError(
+                f"hydra.sweeper.storage_retry_seconds={storage_retry_seconds!r} is invalid: "
+                "must be a number of seconds >= 0"
+            )
+        if (
+            isinstance(max_failure_rate, bool)
+            or not isinstance(max_failure_rate, (int, float))
+            or not 0.0 <= max_failure_rate <= 1.0
+        ):
             raise SweeperError(f"hydra.sweeper.max_failure_rate={max_failure_rate!r} is invalid: must be in [0, 1]")
         if storage is not None:  # null: an in-memory study, as in hydra-optuna-sweeper
             if not storage or not isinstance(storage, str):
-                raise SweeperError("hydra.sweeper.storage is empty: give a database URL such as sqlite:///runs/optuna.db "
-                                   "or postgresql://user@host/db (jobs report to the study through it), or null "
-                                   "for an in-memory study")
+                raise SweeperError(
+                    "hydra.sweeper.storage is empty: give a database URL such as sqlite:///runs/optuna.db "
+                    "or postgresql://user@host/db (jobs report to the study through it), or null "
+                    "for an in-memory study"
+                )
             try:
                 import sqlalchemy
 
                 sqlalchemy.engine.make_url(storage)
             except Exception:  # noqa: BLE001 - any parse failure means the same to the user
-                raise SweeperError(f"hydra.sweeper.storage={redact(storage)} is not a database URL; "
-                                   "e.g. sqlite:///runs/optuna.db or postgresql://user@host/db") from None
+                raise SweeperError(
+                    f"hydra.sweeper.storage={redact(storage)} is not a database URL; "
+                    "e.g. sqlite:///runs/optuna.db or postgresql://user@host/db"
+                ) from None
         if study_name is not None and (not isinstance(study_name, str) or not _STUDY_NAME.match(study_name)):
-            raise SweeperError(f"hydra.sweeper.study_name={study_name!r} is invalid: "
-                               "use letters, digits, '_', '-' and '.'")
+            raise SweeperError(
+                f"hydra.sweeper.study_name={study_name!r} is invalid: use letters, digits, '_', '-' and '.'"
+            )
         direction = _plain(direction)
         direction = _name(direction) if not isinstance(direction, list) else [_name(d) for d in direction]
         self.directions = [direction] if isinstance(direction, str) else list(direction or [])
         if not self.directions or any(d not in DIRECTIONS for d in self.directions):
-            raise SweeperError(f"hydra.sweeper.direction={direction!r} is invalid; allowed: maximize, minimize, "
-                               "or a list of them (one per objective)")
+            raise SweeperError(
+                f"hydra.sweeper.direction={direction!r} is invalid; allowed: maximize, minimize, "
+                "or a list of them (one per objective)"
+            )
         enqueue = _plain(enqueue) or []
         if not isinstance(enqueue, list):
             raise SweeperError(f"hydra.sweeper.enqueue={enqueue!r} is invalid: give a list of mappings")
@@ -200,8 +259,10 @@ class OptunaSweeperImpl:
             try:
                 self.custom_search_space = get_method(custom_search_space)
             except Exception as e:  # noqa: BLE001
-                raise SweeperError(f"hydra.sweeper.custom_search_space={custom_search_space} cannot be imported: "
-                                   f"{str(e).splitlines()[0]}") from None
+                raise SweeperError(
+                    f"hydra.sweeper.custom_search_space={custom_search_space} cannot be imported: "
+                    f"{str(e).splitlines()[0]}"
+                ) from None
         self.seed = seed
         self.pruner_args = _plain(pruner_args) or {}
         self.n_trials, self.n_jobs = n_trials, n_jobs
@@ -228,8 +289,9 @@ class OptunaSweeperImpl:
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config = config
         self.hydra_context = hydra_context
-        self.launcher = Plugins.instance().instantiate_launcher(config=config, hydra_context=hydra_context,
-                                                                task_function=task_function)
+        self.launcher = Plugins.instance().instantiate_launcher(
+            config=config, hydra_context=hydra_context, task_function=task_function
+        )
         self.sweep_dir = Path(str(config.hydra.sweep.dir))
         # a rerun in the same folder numbers its jobs after the ones already there
         existing = [int(p.name) for p in self.sweep_dir.glob("*") if p.is_dir() and p.name.isdigit()]
@@ -247,29 +309,41 @@ class OptunaSweeperImpl:
             return ["value"] if len(self.directions) == 1 else [f"value{i}" for i in range(len(self.directions))]
         return list(names)
 
-    def plan(self, arguments: list[str]) -> tuple[SearchSpace, list[str], list[dict[str, Any]] | None,
-                                                  list[dict[str, Any]]]:
+    def plan(
+        self, arguments: list[str]
+    ) -> tuple[SearchSpace, list[str], list[dict[str, Any]] | None, list[dict[str, Any]]]:
         """(search space, objective names, grid points or None, enqueued configurations): every check that
         needs the search space or the objective, made before any study or MLflow run exists. The pre-flight
         check runs it too (sweep.search.check_sweep), so a mistake stops the command before it starts."""
         space = _space.parse(self.params, arguments)
         if not space.distributions:
-            raise SweeperError("nothing to search: set hydra.sweeper.params (this project: e.g. +search=dropout) or "
-                               "give a sweep override such as drop_prob=interval(0,0.5)")
+            raise SweeperError(
+                "nothing to search: set hydra.sweeper.params (this project: e.g. +search=dropout) or "
+                "give a sweep override such as drop_prob=interval(0,0.5)"
+            )
         names = self.objective_names()
         if len(names) != len(self.directions):
-            raise SweeperError(f"hydra.sweeper.direction={self.directions} has {len(self.directions)} "
-                               f"entries but objective={names} has {len(names)}: give one direction per objective")
+            raise SweeperError(
+                f"hydra.sweeper.direction={self.directions} has {len(self.directions)} "
+                f"entries but objective={names} has {len(names)}: give one direction per objective"
+            )
         self._check_directions(names)
         if len(names) > 1 and self.sampler_name in SINGLE_OBJECTIVE:
-            raise SweeperError(f"hydra.sweeper.sampler={self.sampler_name} cannot optimise several objectives; "
-                               "use nsgaii, tpe or random")
+            raise SweeperError(
+                f"hydra.sweeper.sampler={self.sampler_name} cannot optimise several objectives; "
+                "use nsgaii, tpe or random"
+            )
         grid = space.grid() if self.sampler_name == "grid" else None
         if grid is not None and self.custom_search_space is not None:
-            raise SweeperError("hydra.sweeper.custom_search_space cannot add dimensions to a grid; "
-                               "write them in hydra.sweeper.params, or use another sampler")
-        fixed = [] if grid is not None else [
-            space.check_params(p, f"hydra.sweeper.enqueue[{i}]") for i, p in enumerate(self.enqueue)]
+            raise SweeperError(
+                "hydra.sweeper.custom_search_space cannot add dimensions to a grid; "
+                "write them in hydra.sweeper.params, or use another sampler"
+            )
+        fixed = (
+            []
+            if grid is not None
+            else [space.check_params(p, f"hydra.sweeper.enqueue[{i}]") for i, p in enumerate(self.enqueue)]
+        )
         return space, names, grid, fixed
 
     def check_existing_study(self, space: SearchSpace, names: list[str]) -> None:
@@ -294,12 +368,16 @@ class OptunaSweeperImpl:
             study = f"study {self.study_name!r} in {redact(url)}"
             have = [d.name.lower() for d in storage.get_study_directions(study_id)]
             if have != self.directions:
-                raise SweeperError(f"{study} optimises {have}, not {self.directions}; choose another "
-                                   "hydra.sweeper.study_name or the study's direction")
+                raise SweeperError(
+                    f"{study} optimises {have}, not {self.directions}; choose another "
+                    "hydra.sweeper.study_name or the study's direction"
+                )
             metric_names = storage.get_study_system_attrs(study_id).get("study:metric_names")
             if metric_names is not None and list(metric_names) != list(names):
-                raise SweeperError(f"{study} optimises objective={list(metric_names)}, not {names}; choose another "
-                                   "hydra.sweeper.study_name")
+                raise SweeperError(
+                    f"{study} optimises objective={list(metric_names)}, not {names}; choose another "
+                    "hydra.sweeper.study_name"
+                )
             seen: dict[str, Any] = {}
             for t in storage.get_all_trials(study_id, deepcopy=False):
                 for name, old in t.distributions.items():
@@ -311,10 +389,12 @@ class OptunaSweeperImpl:
                 try:
                     optuna.distributions.check_distribution_compatibility(old, new)
                 except ValueError:
-                    raise SweeperError(f"hydra.sweeper.params.{name}: {study} drew it from "
-                                       f"{_space.describe_distribution(old)}; now {_space.describe_distribution(new)}: "
-                                       "a parameter cannot change its kind within a study; use a new "
-                                       "hydra.sweeper.study_name") from None
+                    raise SweeperError(
+                        f"hydra.sweeper.params.{name}: {study} drew it from "
+                        f"{_space.describe_distribution(old)}; now {_space.describe_distribution(new)}: "
+                        "a parameter cannot change its kind within a study; use a new "
+                        "hydra.sweeper.study_name"
+                    ) from None
         finally:
             storage.remove_session()
             with contextlib.suppress(Exception):
@@ -328,16 +408,23 @@ class OptunaSweeperImpl:
         wrong = [(n, d, want) for n, d, want in zip(names, self.directions, meant) if want and d != want]
         if not wrong:
             return
-        typed = [o for o in OmegaConf.select(self.config, "hydra.overrides.hydra", default=None) or []
-                 if str(o).lstrip("+~").split("=", 1)[0].split(".")[:3] == ["hydra", "sweeper", "direction"]]
-        said = ", ".join(f"objective={n} is a {'loss or gap' if want == 'minimize' else 'accuracy'} to {want}"
-                         for n, _, want in wrong)
+        typed = [
+            o
+            for o in OmegaConf.select(self.config, "hydra.overrides.hydra", default=None) or []
+            if str(o).lstrip("+~").split("=", 1)[0].split(".")[:3] == ["hydra", "sweeper", "direction"]
+        ]
+        said = ", ".join(
+            f"objective={n} is a {'loss or gap' if want == 'minimize' else 'accuracy'} to {want}"
+            for n, _, want in wrong
+        )
         if typed:
             log.warning("hydra.sweeper.direction=%s as typed, although %s", _flat(self.directions), said)
             return
-        raise SweeperError(f"hydra.sweeper.direction={_flat(self.directions)} contradicts the objective: {said}; "
-                           "leave direction out to take it from the objective, or type "
-                           f"hydra.sweeper.direction={_flat(self.directions)} on the command line to force it")
+        raise SweeperError(
+            f"hydra.sweeper.direction={_flat(self.directions)} contradicts the objective: {said}; "
+            "leave direction out to take it from the objective, or type "
+            f"hydra.sweeper.direction={_flat(self.directions)} on the command line to force it"
+        )
 
     def pruner_description(self) -> dict[str, Any]:
         a = self.pruner_args
@@ -387,8 +474,9 @@ def study_lock(url: str | None, study_name: str | None):
     except Exception as e:  # noqa: BLE001 - sorted below
         if not retry.transient(e):
             raise
-        log.warning("the study lock's connection to %s dropped (the lock went with it): %s", redact(url),
-                    type(e).__name__)
+        log.warning(
+            "the study lock's connection to %s dropped (the lock went with it): %s", redact(url), type(e).__name__
+        )
 
 
 class _Heartbeat:
@@ -452,10 +540,16 @@ class _Run:
         # jobs get their trial only when the app's config has the node for it and can reach the study
         self.sends_trial = _hook.receives_trial(self.cfg) and sweeper.storage_url is not None
         if not self.sends_trial and sweeper.pruner_name != "none":
-            why = "the study is in memory: hydra.sweeper.storage=null" if sweeper.storage_url is None else \
-                f"the app's config has no `{_hook.NODE}` node with {', '.join(_hook.RECEIVER_KEYS)}"
-            log.info("hydra.sweeper.pruner=%s: jobs cannot report to their trials (%s), so none is pruned",
-                     sweeper.pruner_name, why)
+            why = (
+                "the study is in memory: hydra.sweeper.storage=null"
+                if sweeper.storage_url is None
+                else f"the app's config has no `{_hook.NODE}` node with {', '.join(_hook.RECEIVER_KEYS)}"
+            )
+            log.info(
+                "hydra.sweeper.pruner=%s: jobs cannot report to their trials (%s), so none is pruned",
+                sweeper.pruner_name,
+                why,
+            )
         self.storage_override = self._storage_override() if self.sends_trial else None
         for name, dist in self.space.distributions.items():
             _warn_if_range_differs(self.space.sources[name], dist)
@@ -470,37 +564,55 @@ class _Run:
         url = s.storage_url  # a SQLite file's folder is made by the study lock and open_storage
         hb = {}
         if self.heartbeat_interval:
-            hb = {"heartbeat_interval": s.heartbeat_interval, "grace_period": s.grace_period,
-                  "heartbeat_stale_trial_callback": self._on_stale}
+            hb = {
+                "heartbeat_interval": s.heartbeat_interval,
+                "grace_period": s.grace_period,
+                "heartbeat_stale_trial_callback": self._on_stale,
+            }
         self.pruner_description = s.pruner_description()
         with self.lock():  # workers starting together on a new database: one creates the tables
             s.check_existing_study(self.space, self.names)
             try:
                 self.storage = open_storage(url, **hb) if url else optuna.storages.InMemoryStorage()
             except Exception as e:  # noqa: BLE001
-                raise SweeperError(f"hydra.sweeper.storage={redact(url)} cannot be opened: {type(e).__name__}: "
-                                   f"{redact(str(e)).splitlines()[0] if str(e) else ''}") from None
-            self.study = optuna.create_study(storage=self.storage, study_name=s.study_name, directions=s.directions,
-                                             sampler=s.make_sampler(self.space, 0),
-                                             pruner=build_pruner(self.pruner_description), load_if_exists=True)
+                raise SweeperError(
+                    f"hydra.sweeper.storage={redact(url)} cannot be opened: {type(e).__name__}: "
+                    f"{redact(str(e)).splitlines()[0] if str(e) else ''}"
+                ) from None
+            self.study = optuna.create_study(
+                storage=self.storage,
+                study_name=s.study_name,
+                directions=s.directions,
+                sampler=s.make_sampler(self.space, 0),
+                pruner=build_pruner(self.pruner_description),
+                load_if_exists=True,
+            )
             self.study_name = self.study.study_name  # Optuna names a study created with study_name=null
             have = [d.name.lower() for d in self.study.directions]
             if have != s.directions:
-                raise SweeperError(f"study {self.study_name!r} in {redact(url)} optimises {have}, not {s.directions}; "
-                                   "choose another hydra.sweeper.study_name or the study's direction")
+                raise SweeperError(
+                    f"study {self.study_name!r} in {redact(url)} optimises {have}, not {s.directions}; "
+                    "choose another hydra.sweeper.study_name or the study's direction"
+                )
             attrs = self.study.user_attrs
             old_space = attrs.get(SPACE_ATTR)
             if old_space is not None and old_space != self.space.describe():
-                log.warning("study %r was searched over %s before; now %s (its trials stay, the sampler sees both; "
-                            "use a new hydra.sweeper.study_name to start afresh)", s.study_name, old_space,
-                            self.space.describe())
+                log.warning(
+                    "study %r was searched over %s before; now %s (its trials stay, the sampler sees both; "
+                    "use a new hydra.sweeper.study_name to start afresh)",
+                    s.study_name,
+                    old_space,
+                    self.space.describe(),
+                )
             self.study.set_user_attr(SPACE_ATTR, self.space.describe())
             self.study.set_user_attr(PRUNER_ATTR, self.pruner_description)
             if self.study.metric_names is None:
                 self.study.set_metric_names(self.names)
             elif list(self.study.metric_names) != self.names:
-                raise SweeperError(f"study {self.study_name!r} in {redact(url)} optimises objective={self.study.metric_names}, "
-                                   f"not {self.names}; choose another hydra.sweeper.study_name")
+                raise SweeperError(
+                    f"study {self.study_name!r} in {redact(url)} optimises objective={self.study.metric_names}, "
+                    f"not {self.names}; choose another hydra.sweeper.study_name"
+                )
         self.study_id = self.storage.get_study_id_from_name(self.study_name)
         self.heartbeat = _Heartbeat(self.storage, self.heartbeat_interval)
 
@@ -508,8 +620,11 @@ class _Run:
         return study_lock(self.s.storage_url, self.s.study_name)
 
     def _on_stale(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        log.warning("trial %d of study %r stopped sending heartbeats (its process was killed?): marked FAIL",
-                    trial.number, study.study_name)
+        log.warning(
+            "trial %d of study %r stopped sending heartbeats (its process was killed?): marked FAIL",
+            trial.number,
+            study.study_name,
+        )
         self.hook.trial_stale(trial)
 
     def _fail_stale(self) -> None:
@@ -527,8 +642,13 @@ class _Run:
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             started = t.datetime_start.timestamp() if t.datetime_start else now
             if now - started > (self.s.grace_period or 0) and t.system_attrs.get(BEAT_ATTR) is None:
-                log.warning("trial %d of study %r has been RUNNING for %.0f s without a heartbeat (its process failed "
-                            "before the first): marked FAIL", t.number, self.study_name, now - started)
+                log.warning(
+                    "trial %d of study %r has been RUNNING for %.0f s without a heartbeat (its process failed "
+                    "before the first): marked FAIL",
+                    t.number,
+                    self.study_name,
+                    now - started,
+                )
                 self.study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
                 self.hook.trial_stale(t)
 
@@ -536,16 +656,24 @@ class _Run:
     def run(self) -> list[JobReturn]:
         s = self.s
         self._open_study()
-        log.info("Optuna study %r in %s: sampler=%s pruner=%s directions=%s, %d finished trials wanted",
-                 self.study_name, redact(s.storage_url) if s.storage_url else "memory", s.sampler_name, s.pruner_name, s.directions, self.target)
+        log.info(
+            "Optuna study %r in %s: sampler=%s pruner=%s directions=%s, %d finished trials wanted",
+            self.study_name,
+            redact(s.storage_url) if s.storage_url else "memory",
+            s.sampler_name,
+            s.pruner_name,
+            s.directions,
+            self.target,
+        )
         log.info("search space: %s", ", ".join(self.space.describe().values()))
         self.heartbeat.start()
         try:
             self._loop()
         finally:
             self.heartbeat.stop()
-        results = _report.report(self.study, self.space, self.names, s, self.cfg, self.hook, self.stop_reason,
-                                 self.launched, self.failed)
+        results = _report.report(
+            self.study, self.space, self.names, s, self.cfg, self.hook, self.stop_reason, self.launched, self.failed
+        )
         if self.stop_reason:
             raise StopSweep(self.stop_reason + f"; see {results}")
         return self.returns
@@ -565,8 +693,9 @@ class _Run:
                     return
                 if waited_since is None:
                     waited_since = time.time()
-                    log.info("waiting for %d trials running in other processes (or for their heartbeats to stop)",
-                             elsewhere)
+                    log.info(
+                        "waiting for %d trials running in other processes (or for their heartbeats to stop)", elsewhere
+                    )
                 time.sleep(min(self.heartbeat_interval, 5))
                 signals.check()  # a SIGTERM whose interrupt was lost does not leave the sweep waiting
                 continue
@@ -574,11 +703,12 @@ class _Run:
             self._launch(batch)
             if self.failed > self.s.max_failure_rate * self.target:
                 finished = sum(t.state in FINISHED for t in self.study.get_trials(deepcopy=False))
-                self.stop_reason = (f"stopped: {self.failed} of the {self.launched} trials this run launched failed, "
-                                    f"more than max_failure_rate={self.s.max_failure_rate:g} x n_trials={self.target} "
-                                    f"allows; the study's {finished} finished trials stay in study "
-                                    f"{self.study_name!r}" + (" (run the same command again to resume)"
-                                                              if self.s.storage_url else ""))
+                self.stop_reason = (
+                    f"stopped: {self.failed} of the {self.launched} trials this run launched failed, "
+                    f"more than max_failure_rate={self.s.max_failure_rate:g} x n_trials={self.target} "
+                    f"allows; the study's {finished} finished trials stay in study "
+                    f"{self.study_name!r}" + (" (run the same command again to resume)" if self.s.storage_url else "")
+                )
                 log.error(self.stop_reason)
                 return
 
@@ -593,13 +723,16 @@ class _Run:
             fixed = self._pending_fixed(trials, max(0, want - sum(t.state == TrialState.WAITING for t in trials)))
         else:
             finished = sum(1 for p in self.grid if self._has(trials, p, FINISHED))
-            todo = [p for p in self.grid if not self._has(trials, p, LIVE)
-                    and not any(_same(p, f) for f in self.failed_points)]
+            todo = [
+                p
+                for p in self.grid
+                if not self._has(trials, p, LIVE) and not any(_same(p, f) for f in self.failed_points)
+            ]
             waiting = [p for p in self.grid if self._has(trials, p, (TrialState.WAITING,))]
             if finished >= self.target or (not todo and not waiting and not running):
                 return [], True, 0
             want = min(self.s.n_jobs, self.target - finished - running, len(todo) + len(waiting))
-            fixed = todo[:max(0, want - len(waiting))]
+            fixed = todo[: max(0, want - len(waiting))]
         if want <= 0:
             return [], False, running
         for params in fixed:
@@ -666,14 +799,19 @@ class _Run:
         out = _report.overrides(self.space, trial.params)
         if self.sends_trial:
             node = _hook.NODE
-            out += [f"{node}.storage={self.storage_override}", f"{node}.study_name={_space.quote(self.study_name)}",
-                    f"{node}.trial_number={trial.number}"]
+            out += [
+                f"{node}.storage={self.storage_override}",
+                f"{node}.study_name={_space.quote(self.study_name)}",
+                f"{node}.trial_number={trial.number}",
+            ]
         return out + self.extra_overrides
 
     def _launch(self, batch) -> None:
         overrides = [self._job_overrides(t) for t, _ in batch]
         for (t, _), o in zip(batch, overrides):
-            log.info("trial %d: %s", t.number, " ".join(_report.overrides(self.space, t.params)[len(self.space.fixed):]))
+            log.info(
+                "trial %d: %s", t.number, " ".join(_report.overrides(self.space, t.params)[len(self.space.fixed) :])
+            )
         self.launched += len(batch)
         try:
             try:
@@ -718,8 +856,12 @@ class _Run:
         pool took the whole batch with it, the healthy jobs included. Each job of the batch runs again on its
         own, under the same trial; only a job whose process dies again fails (JobProcessDied), so one dying
         job costs at most its own trial and the search goes on. The lost attempts' runs end KILLED."""
-        log.warning("a worker process died (%s); the launcher lost its whole batch of %d jobs: running each again "
-                    "on its own, so that only a job whose process dies again fails", _last_line(error), len(batch))
+        log.warning(
+            "a worker process died (%s); the launcher lost its whole batch of %d jobs: running each again "
+            "on its own, so that only a job whose process dies again fails",
+            _last_line(error),
+            len(batch),
+        )
         returns = []
         for i, ((trial, trial_id), o) in enumerate(zip(batch, overrides)):
             with contextlib.suppress(Exception):
@@ -730,8 +872,16 @@ class _Run:
                 if not pool_broken(e):
                     raise
                 log.error("trial %d: its job's process died again (%s)", trial.number, _last_line(e))
-                returns.append(JobReturn(overrides=list(o), status=JobStatus.FAILED, _return_value=JobProcessDied(
-                    f"the job's process died before it answered, twice, out of memory or killed ({_last_line(e)})")))
+                returns.append(
+                    JobReturn(
+                        overrides=list(o),
+                        status=JobStatus.FAILED,
+                        _return_value=JobProcessDied(
+                            "the job's process died before it answered, twice, out of memory or killed "
+                            f"({_last_line(e)})"
+                        ),
+                    )
+                )
         return returns
 
     def _outcome(self, ret: JobReturn) -> tuple[TrialState, list[float] | None, str | None]:
@@ -743,7 +893,11 @@ class _Run:
         value = ret.return_value
         raw = list(value) if isinstance(value, (list, tuple, ListConfig)) else [value]
         if len(raw) != len(self.names):
-            return TrialState.FAIL, None, f"the job returned {value!r}; expected {len(self.names)} value(s) for {self.names}"
+            return (
+                TrialState.FAIL,
+                None,
+                f"the job returned {value!r}; expected {len(self.names)} value(s) for {self.names}",
+            )
         try:
             values = [float(v) for v in raw]
         except (TypeError, ValueError):
@@ -770,8 +924,12 @@ def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
         if k not in b:
             return False
         w = b[k]
-        if isinstance(v, (int, float)) and isinstance(w, (int, float)) and not isinstance(v, bool) \
-                and not isinstance(w, bool):
+        if (
+            isinstance(v, (int, float))
+            and isinstance(w, (int, float))
+            and not isinstance(v, bool)
+            and not isinstance(w, bool)
+        ):
             if not math.isclose(float(v), float(w), rel_tol=1e-9, abs_tol=1e-12):
                 return False
         elif v != w:
@@ -807,6 +965,10 @@ def _warn_if_range_differs(source: str, dist: Any) -> None:
         return
     edge = dist.high + step if value.step > 0 else dist.low - step
     if math.isclose(edge, value.stop, rel_tol=1e-9, abs_tol=1e-12):
-        log.info("%s: %s is excluded, as in Hydra's basic sweeper (hydra-optuna-sweeper includes it; for that, "
-                 "write the stop one step further: %s)", source, _space.format_value(value.stop),
-                 _space.format_value(value.stop + value.step))
+        log.info(
+            "%s: %s is excluded, as in Hydra's basic sweeper (hydra-optuna-sweeper includes it; for that, "
+            "write the stop one step further: %s)",
+            source,
+            _space.format_value(value.stop),
+            _space.format_value(value.stop + value.step),
+        )

@@ -2,6 +2,7 @@
 history and parameter-importance plots in the sweep folder, and the best configuration printed at
 the end. The app's hook gets the files and the summary figures (this project logs them on its MLflow
 parent run: sweep/optuna_hook.py)."""
+
 from __future__ import annotations
 
 import logging
@@ -19,7 +20,6 @@ from optuna.trial import TrialState
 
 from sweep import atomic
 from sweep.redact import redact
-
 from sweep.search.space import format_value
 
 log = logging.getLogger(__name__)
@@ -37,8 +37,10 @@ def overrides(space, params: dict[str, Any]) -> list[str]:
 
 
 def _counts(study: optuna.Study) -> dict[str, int]:
-    out = {s.name: 0 for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING,
-                                TrialState.WAITING)}
+    out = {
+        s.name: 0
+        for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING)
+    }
     for t in study.get_trials(deepcopy=False):
         out[t.state.name] += 1
     return out
@@ -50,8 +52,9 @@ def _best(study: optuna.Study, multi: bool) -> list[optuna.trial.FrozenTrial]:
     return list(study.best_trials) if multi else [study.best_trial]
 
 
-def results_dict(study: optuna.Study, names: list[str], space, sweeper, stop_reason: str | None,
-                 launched: int, failed: int) -> dict[str, Any]:
+def results_dict(
+    study: optuna.Study, names: list[str], space, sweeper, stop_reason: str | None, launched: int, failed: int
+) -> dict[str, Any]:
     multi = len(names) > 1
     best = _best(study, multi)
     out: dict[str, Any] = {
@@ -73,12 +76,20 @@ def results_dict(study: optuna.Study, names: list[str], space, sweeper, stop_rea
         out["best_params"] = None
         return out
     if multi:
-        out["pareto_front"] = [{"trial": t.number, "values": dict(zip(names, t.values)), "params": dict(t.params)}
-                               for t in sorted(best, key=lambda t: t.number)]
+        out["pareto_front"] = [
+            {"trial": t.number, "values": dict(zip(names, t.values)), "params": dict(t.params)}
+            for t in sorted(best, key=lambda t: t.number)
+        ]
     else:
         t = best[0]
-        out.update({"best_trial": t.number, "best_value": t.value, "best_params": dict(t.params),
-                    "best_overrides": " ".join(overrides(space, t.params)[len(space.fixed):])})
+        out.update(
+            {
+                "best_trial": t.number,
+                "best_value": t.value,
+                "best_params": dict(t.params),
+                "best_overrides": " ".join(overrides(space, t.params)[len(space.fixed) :]),
+            }
+        )
     return out
 
 
@@ -94,8 +105,11 @@ def plot_history(study: optuna.Study, names: list[str], directions: list[str], p
     for i, (name, direction) in enumerate(zip(names, directions)):
         ax = axes[i][0]
         done = [(t.number, t.values[i]) for t in trials if t.state == TrialState.COMPLETE]
-        pruned = [(t.number, t.value) for t in trials
-                  if t.state == TrialState.PRUNED and len(names) == 1 and t.value is not None]
+        pruned = [
+            (t.number, t.value)
+            for t in trials
+            if t.state == TrialState.PRUNED and len(names) == 1 and t.value is not None
+        ]
         if done:
             ax.scatter(*zip(*done), s=18, color="tab:blue", label="complete", zorder=3)
             xs, best, run = [], [], None
@@ -134,13 +148,20 @@ def plot_importances(study: optuna.Study, names: list[str], path: Path) -> bool:
         try:
             imp = optuna.importance.get_param_importances(study, target=target)
         except Exception as e:  # noqa: BLE001 - too few trials, a constant parameter, ...
-            log.info("no parameter importances for %s: %s", name, str(e).splitlines()[0] if str(e) else type(e).__name__)
+            log.info(
+                "no parameter importances for %s: %s", name, str(e).splitlines()[0] if str(e) else type(e).__name__
+            )
             return False
         if not imp or not all(math.isfinite(v) for v in imp.values()):
             return False
         per.append((name, imp))
-    fig, axes = plt.subplots(len(per), 1, figsize=(6.4, 0.5 + 0.45 * max(len(i) for _, i in per) * len(per) + 1),
-                             squeeze=False, constrained_layout=True)
+    fig, axes = plt.subplots(
+        len(per),
+        1,
+        figsize=(6.4, 0.5 + 0.45 * max(len(i) for _, i in per) * len(per) + 1),
+        squeeze=False,
+        constrained_layout=True,
+    )
     for ax, (name, imp) in zip(axes[:, 0], per):
         keys = list(imp)[::-1]
         ax.barh(keys, [imp[k] for k in keys], color="tab:green")
@@ -154,15 +175,24 @@ def plot_importances(study: optuna.Study, names: list[str], path: Path) -> bool:
 
 def _rerun_command(space, params: dict[str, Any]) -> str:
     fixed = [f for f in space.fixed if not f.lstrip("+~").startswith(("search=", "search@"))]
-    words = [*fixed, *overrides(space, params)[len(space.fixed):]]
+    words = [*fixed, *overrides(space, params)[len(space.fixed) :]]
     script = sys.argv[0] or "app.py"  # the app's entry script, as a path from here when it is below
     if not os.path.relpath(script).startswith(".."):
         script = os.path.relpath(script)
     return f"python {shlex.quote(script)} " + " ".join(shlex.quote(redact(w)) for w in words)
 
 
-def report(study: optuna.Study, space, names: list[str], sweeper, cfg: DictConfig, hook,
-           stop_reason: str | None, launched: int, failed: int) -> Path:
+def report(
+    study: optuna.Study,
+    space,
+    names: list[str],
+    sweeper,
+    cfg: DictConfig,
+    hook,
+    stop_reason: str | None,
+    launched: int,
+    failed: int,
+) -> Path:
     folder = Path(str(cfg.hydra.sweep.dir))
     folder.mkdir(parents=True, exist_ok=True)
     results = results_dict(study, names, space, sweeper, stop_reason, launched, failed)
@@ -184,16 +214,26 @@ def report(study: optuna.Study, space, names: list[str], sweeper, cfg: DictConfi
         files.append(IMPORTANCES)
 
     counts = results["trials"]
-    summary = (f"study {study.study_name!r}: {counts['COMPLETE']} complete, {counts['PRUNED']} pruned, "
-               f"{counts['FAIL']} failed")
-    metrics: dict[str, float] = {"study_complete": counts["COMPLETE"], "study_pruned": counts["PRUNED"],
-                                 "study_failed": counts["FAIL"]}
-    tags: dict[str, Any] = {"optuna_study": study.study_name, "optuna_storage": results["storage"],
-                            "optuna_sampler": sweeper.sampler_name, "optuna_pruner": sweeper.pruner_name}
+    summary = (
+        f"study {study.study_name!r}: {counts['COMPLETE']} complete, {counts['PRUNED']} pruned, {counts['FAIL']} failed"
+    )
+    metrics: dict[str, float] = {
+        "study_complete": counts["COMPLETE"],
+        "study_pruned": counts["PRUNED"],
+        "study_failed": counts["FAIL"],
+    }
+    tags: dict[str, Any] = {
+        "optuna_study": study.study_name,
+        "optuna_storage": results["storage"],
+        "optuna_sampler": sweeper.sampler_name,
+        "optuna_pruner": sweeper.pruner_name,
+    }
     lines = [f"Optuna {summary}"]
     if results.get("pareto_front"):
         front = results["pareto_front"]
-        lines.append(f"Pareto front ({len(front)} trials; {', '.join(f'{n} {d}' for n, d in zip(names, sweeper.directions))}):")
+        lines.append(
+            f"Pareto front ({len(front)} trials; {', '.join(f'{n} {d}' for n, d in zip(names, sweeper.directions))}):"
+        )
         for p in front:
             vals = " ".join(f"{k}={v:.6g}" for k, v in p["values"].items())
             prm = " ".join(f"{k}={format_value(v)}" for k, v in p["params"].items())
@@ -204,8 +244,13 @@ def report(study: optuna.Study, space, names: list[str], sweeper, cfg: DictConfi
         lines.append(f"Best trial {results['best_trial']}: {names[0]}={results['best_value']:.6g}")
         lines.append(f"  best configuration: {results['best_overrides']}")
         lines.append(f"  run it alone: {_rerun_command(space, results['best_params'])}")
-        metrics.update({"best_value": results["best_value"], f"best_{names[0]}": results["best_value"],
-                        "best_trial": results["best_trial"]})
+        metrics.update(
+            {
+                "best_value": results["best_value"],
+                f"best_{names[0]}": results["best_value"],
+                "best_trial": results["best_trial"],
+            }
+        )
         tags.update({"best_trial": results["best_trial"], "best_overrides": results["best_overrides"]})
         tags.update({f"best_{k}": v for k, v in results["best_params"].items()})
     else:

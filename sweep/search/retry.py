@@ -12,6 +12,7 @@ The budget is `hydra.sweeper.storage_retry_seconds` (default 60); the sweeper pa
 in the environment (`DROPOUT_STORAGE_RETRY_SECONDS`), like the storage URL, so joblib workers and
 SLURM jobs (`--export=ALL`) retry as long as the sweeper does.
 """
+
 from __future__ import annotations
 
 import logging
@@ -29,9 +30,20 @@ ENV = "DROPOUT_STORAGE_RETRY_SECONDS"
 DEFAULT_SECONDS = 60.0
 FIRST_WAIT, MAX_WAIT = 0.5, 5.0
 # OperationalError also covers errors no retry fixes; these are refused at once
-_PERMANENT = ("no such table", "no such column", "already exists", "syntax error", "duplicate column",
-              "does not exist", "readonly database", "read-only", "permission denied", "authentication failed",
-              "password authentication", "unable to open database file")
+_PERMANENT = (
+    "no such table",
+    "no such column",
+    "already exists",
+    "syntax error",
+    "duplicate column",
+    "does not exist",
+    "readonly database",
+    "read-only",
+    "permission denied",
+    "authentication failed",
+    "password authentication",
+    "unable to open database file",
+)
 
 T = TypeVar("T")
 _state = threading.local()
@@ -86,9 +98,16 @@ def recovered_within(seconds: float) -> bool:
     return at is not None and time.monotonic() - at < seconds
 
 
-def call(fn: Callable[..., T], *args: Any, what: str = "the storage", url: str | None = None,
-         seconds: float | None = None, sleep: Callable[[float], None] = time.sleep,
-         clock: Callable[[], float] = time.monotonic, **kwargs: Any) -> T:
+def call(
+    fn: Callable[..., T],
+    *args: Any,
+    what: str = "the storage",
+    url: str | None = None,
+    seconds: float | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+    **kwargs: Any,
+) -> T:
     """`fn(*args, **kwargs)`, retried through transient errors for `seconds` (default `budget()`).
     A retry inside a retry (a storage method calling another) does not wait twice: only the outer one waits."""
     if getattr(_state, "depth", 0):
@@ -109,10 +128,15 @@ def call(fn: Callable[..., T], *args: Any, what: str = "the storage", url: str |
                 raise StorageUnavailable(
                     f"hydra.sweeper.storage={shown} did not answer for {elapsed:.0f} s "
                     f"(hydra.sweeper.storage_retry_seconds={total:g}): {type(e).__name__}: "
-                    f"{first[0] if first else ''}") from None
+                    f"{first[0] if first else ''}"
+                ) from None
             if failures == 0:
-                log.warning("the Optuna storage %s does not answer (%s); retrying for up to %g s",
-                            redact(url) if url else what, type(e).__name__, total)
+                log.warning(
+                    "the Optuna storage %s does not answer (%s); retrying for up to %g s",
+                    redact(url) if url else what,
+                    type(e).__name__,
+                    total,
+                )
             failures += 1
             sleep(min(wait, max(0.0, total - elapsed)))
             wait = min(wait * 2, MAX_WAIT)

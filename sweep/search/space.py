@@ -12,6 +12,7 @@
 `interval` and `int(interval)` follow Optuna: both ends can be drawn (a float end only with
 probability ~0). The pre-flight check validates a float interval at a and just below b.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -47,7 +48,7 @@ def describe_distribution(d: BaseDistribution) -> str:
 class SearchSpace:
     distributions: dict[str, BaseDistribution] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)  # name -> the override as written (messages)
-    fixed: list[str] = field(default_factory=list)          # overrides passed to every job unchanged
+    fixed: list[str] = field(default_factory=list)  # overrides passed to every job unchanged
 
     def overrides(self, params: dict[str, Any]) -> list[str]:
         """The job's command line: the fixed overrides, then one `key=value` per sampled parameter."""
@@ -63,8 +64,10 @@ class SearchSpace:
         for name, dist in self.distributions.items():
             values = grid_values(dist)
             if values is None:
-                raise SweeperError(f"hydra.sweeper.sampler=grid needs choice(...), range(...) or int(interval(...)) "
-                                   f"for every searched key; {self.sources[name]} is continuous")
+                raise SweeperError(
+                    f"hydra.sweeper.sampler=grid needs choice(...), range(...) or int(interval(...)) "
+                    f"for every searched key; {self.sources[name]} is continuous"
+                )
             axes.append(values)
         return [dict(zip(self.distributions, point)) for point in itertools.product(*axes)]
 
@@ -81,8 +84,9 @@ class SearchSpace:
             dist = self.distributions[name]
             bad = SweeperError(f"{where}: {name}={value!r} is outside {self.sources[name]}")
             if isinstance(dist, CategoricalDistribution):
-                matches = [c for c in dist.choices if c == value and type(c) is type(value)] or \
-                          [c for c in dist.choices if c == value]
+                matches = [c for c in dist.choices if c == value and type(c) is type(value)] or [
+                    c for c in dist.choices if c == value
+                ]
                 if not matches:
                     raise bad
                 out[name] = matches[0]
@@ -202,7 +206,9 @@ def parse(params: dict[str, Any] | None, arguments: list[str]) -> SearchSpace:
     for o in merged.values():
         dist = to_distribution(o)
         if dist is None:
-            space.fixed.append(o.input_line if o.input_line else f"{o.get_key_element()}={o.get_value_element_as_str()}")
+            space.fixed.append(
+                o.input_line if o.input_line else f"{o.get_key_element()}={o.get_value_element_as_str()}"
+            )
         else:
             name = o.get_key_element()
             space.distributions[name] = dist
@@ -245,5 +251,7 @@ def to_distribution(o: Override) -> BaseDistribution | None:
             if x not in choices or not any(type(c) is type(x) for c in choices if c == x):
                 choices.append(x)
         return CategoricalDistribution(choices)
-    raise SweeperError(f"{src}: this kind of sweep is not supported by the Optuna sweeper; "
-                       "use choice, range, interval, int(interval) or tag(log, interval)")
+    raise SweeperError(
+        f"{src}: this kind of sweep is not supported by the Optuna sweeper; "
+        "use choice, range, interval, int(interval) or tag(log, interval)"
+    )

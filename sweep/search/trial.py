@@ -15,6 +15,7 @@ Shared with the sweeper: `open_storage` (engine settings that suit several proce
 Every call either side makes to the storage rides out an outage (sweep/search/retry.py): `open_storage`
 returns an RDBStorage whose public methods retry.
 """
+
 from __future__ import annotations
 
 import functools
@@ -27,9 +28,9 @@ from sweep.search.choices import build_pruner
 from sweep.sqlite_wal import use_wal
 
 PRUNER_ATTR = "dropout_sweeper.pruner"  # study user attribute: {"name": ..., "args": {...}}
-MAX_EPOCHS_ATTR = "max_epochs"          # trial user attribute: the epochs the job will train
-RUN_ID_ATTR = "mlflow_run_id"           # trial user attribute: the job's MLflow run
-PRUNED_ATTR = "pruned_epoch"            # trial user attribute: the epoch after which the job stopped
+MAX_EPOCHS_ATTR = "max_epochs"  # trial user attribute: the epochs the job will train
+RUN_ID_ATTR = "mlflow_run_id"  # trial user attribute: the job's MLflow run
+PRUNED_ATTR = "pruned_epoch"  # trial user attribute: the epoch after which the job stopped
 
 
 def engine_kwargs(url: str, *, pooled: bool = True) -> dict[str, Any]:
@@ -66,9 +67,13 @@ def _open_storage(url: str, *, pooled: bool = True, **heartbeat: Any):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 # a job opens a storage the sweeper has already created and checked
-                return _retrying_storage()(url, engine_kwargs=engine_kwargs(url, pooled=pooled),
-                                           skip_compatibility_check=not pooled,
-                                           skip_table_creation=not pooled, **heartbeat)
+                return _retrying_storage()(
+                    url,
+                    engine_kwargs=engine_kwargs(url, pooled=pooled),
+                    skip_compatibility_check=not pooled,
+                    skip_table_creation=not pooled,
+                    **heartbeat,
+                )
         except (IntegrityError, OperationalError) as e:
             # Optuna stamps its schema version on every open, even a read-only one; another program
             # (a dashboard, a notebook, a second worker) opening a brand-new database at the same
@@ -95,6 +100,7 @@ def _retrying_storage():
         @functools.wraps(getattr(base, name))
         def method(self, *args, **kwargs):
             return retry.call(getattr(base, name), self, *args, url=self.url, **kwargs)
+
         return method
 
     def set_trial_state_values(self, trial_id, state, values=None):
@@ -108,6 +114,7 @@ def _retrying_storage():
                 if len(tries) == 1:
                     raise
                 return True  # an earlier attempt was written; only its answer was lost with the connection
+
         return retry.call(attempt, url=self.url)
 
     names = [n for n in dir(optuna.storages.BaseStorage) if not n.startswith("_") and n != "remove_session"]
@@ -128,8 +135,9 @@ class TrialReporter:
         study_id = self._storage.get_study_id_from_name(study_name)
         pruner = build_pruner(self._storage.get_study_user_attrs(study_id).get(PRUNER_ATTR))
         # the job never samples: a RandomSampler keeps loading the study cheap
-        self.study = optuna.load_study(study_name=study_name, storage=self._storage, pruner=pruner,
-                                       sampler=optuna.samplers.RandomSampler())
+        self.study = optuna.load_study(
+            study_name=study_name, storage=self._storage, pruner=pruner, sampler=optuna.samplers.RandomSampler()
+        )
         trial_id = self._storage.get_trial_id_from_study_id_trial_number(study_id, self.trial_number)
         self.trial = optuna.trial.Trial(self.study, trial_id)
         self.multi_objective = len(self.study.directions) > 1

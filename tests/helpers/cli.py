@@ -1,4 +1,5 @@
 """The real CLI as a subprocess, kept small and inside a test's own folder, and the MLflow store it wrote."""
+
 from __future__ import annotations
 
 import os
@@ -12,11 +13,19 @@ from sweep.config import PROJECT_ROOT as ROOT
 def tiny_overrides(data_root: Path, out: Path, epochs: int = 2) -> list[str]:
     """Keep a real CLI run small and inside `out` (its own MLflow and Optuna stores, sweep and run folders)."""
     return [
-        f"data.root={data_root}", "data.verify=false", "data.download=false", "data.val_size=100",
-        "data.train_eval_size=200", f"trainer.epochs={epochs}", "trainer.progress=false", "trainer.threads=1",
-        f"tracking.uri=sqlite:///{out}/mlflow.db", f"tracking.artifact_location={out}/mlartifacts",
+        f"data.root={data_root}",
+        "data.verify=false",
+        "data.download=false",
+        "data.val_size=100",
+        "data.train_eval_size=200",
+        f"trainer.epochs={epochs}",
+        "trainer.progress=false",
+        "trainer.threads=1",
+        f"tracking.uri=sqlite:///{out}/mlflow.db",
+        f"tracking.artifact_location={out}/mlartifacts",
         f"tracking.optuna_storage=sqlite:///{out}/optuna.db",
-        f"hydra.sweep.dir={out}/sweep", f"hydra.run.dir={out}/run",
+        f"hydra.sweep.dir={out}/sweep",
+        f"hydra.run.dir={out}/run",
     ]
 
 
@@ -41,8 +50,14 @@ def run_cli(args: list[str], timeout: float = 300, env: dict | None = None) -> s
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     full_env.pop("HYDRA_FULL_ERROR", None)
     full_env.pop("DROPOUT_DEBUG", None)
-    return subprocess.run([sys.executable, str(ROOT / "sweep" / "run.py"), *args], cwd=ROOT, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "sweep" / "run.py"), *args],
+        cwd=ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def mlflow_runs(out: Path, experiment: str = "dropout"):

@@ -16,8 +16,9 @@ FOLDERS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
 SIDE = 28
 
 
-def write_idx_dataset(root: str | Path, name: str = "mnist", n_train: int = 600, n_test: int = 200,
-                      seed: int = 0) -> Path:
+def write_idx_dataset(
+    root: str | Path, name: str = "mnist", n_train: int = 600, n_test: int = 200, seed: int = 0
+) -> Path:
     """Write the 4 IDX files in torchvision's layout under root; return the raw folder."""
     raw = Path(root) / FOLDERS[name] / "raw"
     raw.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ teardown.
 Without PostgreSQL the fixture skips like helpers/pg.py does; a server that does not come up (or dies)
 is a skip too, except under CI=true, where it is a failure: CI must really run these tests.
 """
+
 from __future__ import annotations
 
 import os
@@ -33,7 +34,6 @@ def under_ci() -> bool:
     return os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
 
 
-
 class MlflowServer:
     """One `python -m mlflow server` process group."""
 
@@ -48,12 +48,27 @@ class MlflowServer:
     def start(self, timeout: float = START_TIMEOUT) -> None:
         self.artifacts.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
-        cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", self.backend_store_uri,
-               "--artifacts-destination", str(self.artifacts), "--serve-artifacts",
-               "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            self.backend_store_uri,
+            "--artifacts-destination",
+            str(self.artifacts),
+            "--serve-artifacts",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--workers",
+            "1",
+        ]
         with open(self.log, "w") as log:
-            self.proc = subprocess.Popen(cmd, cwd=self.artifacts.parent, stdout=log, stderr=subprocess.STDOUT,
-                                         env=env, start_new_session=True)
+            self.proc = subprocess.Popen(
+                cmd, cwd=self.artifacts.parent, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
         deadline = time.time() + timeout
         while True:
             if self.proc.poll() is not None:

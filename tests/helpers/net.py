@@ -1,4 +1,5 @@
 """Loopback networking for tests: servers the tests start listen on 127.0.0.1 only."""
+
 from __future__ import annotations
 
 import socket

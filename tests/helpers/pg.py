@@ -10,6 +10,7 @@ missing server fails: CI installs it (.ci/run) and must really run these tests.
 
     def test_x(postgres_url): ...   # "postgresql+psycopg2://postgres:secret@127.0.0.1:<port>/<fresh db>"
 """
+
 from __future__ import annotations
 
 import glob
@@ -31,8 +32,11 @@ PASSWORD = "secret"  # trust authentication ignores it; it is there to prove it 
 
 def find_bindir() -> Path | None:
     """The folder holding initdb, pg_ctl and postgres (newest Debian version first), or None."""
-    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name)
-                        if Path(p).parent.name.isdigit() else 0, reverse=True)
+    candidates = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin"),
+        key=lambda p: int(Path(p).parent.name) if Path(p).parent.name.isdigit() else 0,
+        reverse=True,
+    )
     if os.environ.get("PG_BINDIR"):
         candidates.insert(0, os.environ["PG_BINDIR"])
     if shutil.which("pg_config"):
@@ -45,7 +49,6 @@ def find_bindir() -> Path | None:
         if all((Path(c) / b).exists() for b in ("initdb", "pg_ctl", "postgres")):
             return Path(c)
     return None
-
 
 
 class PostgresServer:
@@ -80,8 +83,10 @@ class PostgresServer:
 
     def resume(self) -> None:
         """Start the (initialised) server again on the same port and data: the end of an outage."""
-        opts = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.folder} -c fsync=off "
-                "-c synchronous_commit=off -c full_page_writes=off -c max_connections=100")
+        opts = (
+            f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.folder} -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=100"
+        )
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", opts, "-w", "-t", "60", "start")
 
     def pause(self) -> None:
@@ -112,8 +117,10 @@ def require_bindir() -> Path:
     """The binaries' folder; without them skip, or fail under CI (where .ci/run installs them)."""
     bindir = find_bindir()
     if bindir is None:
-        msg = ("PostgreSQL server binaries (initdb, pg_ctl, postgres) not found; "
-               "install Debian's `postgresql` package (.ci/run does)")
+        msg = (
+            "PostgreSQL server binaries (initdb, pg_ctl, postgres) not found; "
+            "install Debian's `postgresql` package (.ci/run does)"
+        )
         if os.environ.get("CI", "").lower() not in ("", "0", "false", "no"):
             pytest.fail(msg + " -- required under CI")
         pytest.skip(msg)

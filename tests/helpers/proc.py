@@ -1,5 +1,6 @@
 """The real CLI started in the background, for tests that signal it mid-run (tests/test_signals.py,
 tests/test_resume.py, tests/test_sweep_dirs.py)."""
+
 from __future__ import annotations
 
 import os
@@ -16,16 +17,29 @@ LONG_EPOCHS = 3000  # a run a test interrupts: still training when the signal la
 CATCHABLE_EPOCHS = 200  # a run a test must catch mid-way (a few seconds) and that must also finish
 
 
-def start(args: list[str], out: Path, tiny_root: Path, epochs: int, log_name: str = "cli.log",
-          multirun: bool = True, tiny: bool = True) -> subprocess.Popen:
+def start(
+    args: list[str],
+    out: Path,
+    tiny_root: Path,
+    epochs: int,
+    log_name: str = "cli.log",
+    multirun: bool = True,
+    tiny: bool = True,
+) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("HYDRA_FULL_ERROR", None)
     env.pop("DROPOUT_DEBUG", None)
     log = open(out / log_name, "w")  # a file, not a pipe: a full pipe would stall the child
     flags = ["-m"] if multirun else []
     base = tiny_overrides(tiny_root, out, epochs) if tiny else []
-    proc = subprocess.Popen([sys.executable, str(ROOT / "sweep" / "run.py"), *flags, *base, *args],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "sweep" / "run.py"), *flags, *base, *args],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     proc.out, proc.log_name = out, log_name  # where end() finds its log
     return proc
 
@@ -90,13 +104,21 @@ def end(proc, timeout: float = 90, out: Path | None = None) -> int:
         out = out if out is not None else getattr(proc, "out", None)
         log_name = getattr(proc, "log_name", "cli.log")
         tail = (out / log_name).read_text(errors="replace")[-8000:] if out is not None else "(no log)"
-        raise AssertionError(f"the process had not ended {timeout:.0f} s after the signal; its log and the stack "
-                             f"dump it printed:\n{tail}") from None
+        raise AssertionError(
+            f"the process had not ended {timeout:.0f} s after the signal; its log and the stack "
+            f"dump it printed:\n{tail}"
+        ) from None
     finally:
         proc.kill()
 
 
 def optuna_args(out, *extra: str) -> list[str]:
     """A small +search=dropout Optuna sweep with its storage in the test's folder and no pruning."""
-    return ["hydra/sweeper=optuna", "+search=dropout", f"hydra.sweeper.storage=sqlite:///{out}/optuna.db",
-            "hydra.sweeper.study_name=t", "hydra.sweeper.pruner=none", *extra]
+    return [
+        "hydra/sweeper=optuna",
+        "+search=dropout",
+        f"hydra.sweeper.storage=sqlite:///{out}/optuna.db",
+        "hydra.sweeper.study_name=t",
+        "hydra.sweeper.pruner=none",
+        *extra,
+    ]

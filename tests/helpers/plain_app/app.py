@@ -4,6 +4,7 @@ hydra-optuna-sweeper's sphere example, so the sweeper's results can be checked b
 
     python tests/helpers/plain_app/app.py -m hydra/sweeper=optuna 'x=interval(-2,2)' 'y=choice(-1,0,1)'
 """
+
 import hydra
 from omegaconf import DictConfig
 
