@@ -115,7 +115,7 @@ def load_splits(
 
 def file_digests(name: str, raw: Path, read: dict[str, str], *, verify: bool) -> dict[str, str]:
     """The SHA-256 of each raw file as it was read for this run (`read`: hashed from the bytes the tensors were
-    made of, ~40 ms for MNIST), which is what a run records. With `verify`, each must be the published one:
+    made of; data/README.md says its cost), which is what a run records. With `verify`, each must be the published one:
     ensure_files' check skips re-hashing a file whose size and mtime it has seen, so a file changed in place
     with its mtime restored (cp -p, rsync -t, a backup) is caught here, before any training."""
     if verify:
