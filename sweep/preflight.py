@@ -130,7 +130,8 @@ def _check_distinct(o: Override) -> None:
     if not o.is_sweep_override() or isinstance(o.value(), (IntervalSweep, RangeSweep)):
         return  # an interval has no list; a range steps (its step 0 is refused by _candidates)
     texts = list(o.sweep_string_iterator())
-    typed = _typed_elements(o) or texts  # the user's own spelling (5e-1), which Hydra's strings normalise (0.5)
+    # the user's own spelling (5e-1), which Hydra's strings normalise (0.5)
+    typed = _typed_elements(o, len(texts)) or texts
     seen: dict[Any, str] = {}
     for text, shown in zip(texts, typed):
         try:
@@ -142,14 +143,14 @@ def _check_distinct(o: Override) -> None:
         seen[value] = shown
 
 
-def _typed_elements(o: Override) -> list[str] | None:
+def _typed_elements(o: Override, count: int) -> list[str] | None:
     """The elements of a plain comma list as typed (`0.5,5e-1` -> ['0.5', '5e-1']); None for anything with
     brackets, quotes or a function (choice(...)), where Hydra's strings are shown instead."""
     text = o.input_line.split("=", 1)[1] if "=" in o.input_line else ""
     if any(c in text for c in "()[]{}'\"\\"):
         return None
     parts = [p.strip() for p in text.split(",")]
-    return parts if len(parts) == len(list(o.sweep_string_iterator())) else None
+    return parts if len(parts) == count else None
 
 
 def _compose(overrides: list[str]) -> DictConfig:

@@ -228,7 +228,7 @@ gc.callbacks.append(_lose)
 '''
 
 
-def test_a_sigterm_whose_interrupt_python_dropped_still_ends_the_grid_143(tiny_root, tmp_path):
+def test_a_sigterm_whose_interrupt_python_dropped_still_ends_the_grid_143(tiny_root, tmp_path, monkeypatch):
     """The once-in-seven hang: a SIGTERM that lands while Python runs a finalizer (a __del__, a weakref or gc
     callback: SQLAlchemy returns pooled connections that way) has its KeyboardInterrupt dropped, and SIGTERM is
     ignored from then on. The grid must still end within about an epoch, 143, its run and parent KILLED."""
@@ -238,17 +238,9 @@ def test_a_sigterm_whose_interrupt_python_dropped_still_ends_the_grid_143(tiny_r
     hooks.mkdir()
     (hooks / "sitecustomize.py").write_text(LOSE_SIGTERM)
     marker = tmp_path / "lose-now"
-    os.environ["LOSE_SIGTERM_AFTER"] = str(marker)
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(hooks), *filter(None, [os.environ.get("PYTHONPATH")])])
-    try:
-        proc = start([f"trainer.epochs=1,{LONG_EPOCHS},{LONG_EPOCHS + 1}"], tmp_path, tiny_root, epochs=LONG_EPOCHS)
-    finally:
-        os.environ.pop("LOSE_SIGTERM_AFTER")
-        os.environ["PYTHONPATH"] = (
-            os.environ["PYTHONPATH"].split(os.pathsep, 1)[1] if os.pathsep in os.environ["PYTHONPATH"] else ""
-        )
-        if not os.environ["PYTHONPATH"]:
-            os.environ.pop("PYTHONPATH")
+    monkeypatch.setenv("LOSE_SIGTERM_AFTER", str(marker))  # start() passes os.environ to the CLI
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(hooks), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    proc = start([f"trainer.epochs=1,{LONG_EPOCHS},{LONG_EPOCHS + 1}"], tmp_path, tiny_root, epochs=LONG_EPOCHS)
     wait_for_epoch(tmp_path, n_runs=2, ready=tmp_path / "sweep" / "mlflow_parent.json")
     marker.touch()
     sent = time.monotonic()
