@@ -1,6 +1,6 @@
 """What evaluation costs against training, per epoch, at the default sizes (a benchmark, not a test).
 
-Runs the real `sweep.train.fit` (784-512x4-10, batch 100, Adam, p=0.3, 5,000 validation images, a
+Runs the real `sweep.training.train.fit` (784-512x4-10, batch 100, Adam, p=0.3, 5,000 validation images, a
 10,000-image train_* subset, the 10,000 test images) and times every `evaluate` call inside it, so
   training s/epoch = epoch wall time - evaluation wall time.
 The last epoch measures train_* on the whole training split, so its evaluation is reported apart.
@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-import sweep.train as T  # noqa: E402
+import sweep.training.train as T  # noqa: E402
 from data import load_splits  # noqa: E402
 from models import build_mlp  # noqa: E402
 from sweep.config import PROJECT_ROOT, Config  # noqa: E402

@@ -9,7 +9,7 @@ on 2 idle cores:
     .venv/bin/python bench/isa_paths.py                 # 20 epochs; --epochs 60 for the study's budget
 
 What it showed is in docs/results.md ("Answers that hold on another CPU"). A cap above what the CPU has changes
-nothing (oneDNN uses what the CPU has); the table says which family each cap left (sweep/machine.py).
+nothing (oneDNN uses what the CPU has); the table says which family each cap left (sweep/training/machine.py).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sweep import machine  # noqa: E402
+from sweep.training import machine  # noqa: E402
 
 CAPS = ("", "AVX512_CORE_AMX", "AVX512_CORE_BF16", "AVX512_CORE", "AVX2")
 FINAL = re.compile(r"epoch (\d+)/\1\s+train_acc ([\d.]+)\s+val_acc ([\d.]+)\s+test_acc ([\d.]+)")

@@ -1,4 +1,4 @@
-"""Speed benchmark (not a test): the original lab loop vs. our `sweep.train.fit`, side by side.
+"""Speed benchmark (not a test): the original lab loop vs. our `sweep.training.train.fit`, side by side.
 
 One invocation measures every variant on the same machine and the same MNIST files:
 
@@ -6,7 +6,7 @@ One invocation measures every variant on the same machine and the same MNIST fil
              drop_last, num_workers=0), shared ReLU/Dropout(0.3) modules in a Sequential, Xavier-uniform
              weights, Adam(lr=1e-3), CrossEntropyLoss, `avg_cost += cost / total_batch`, no per-epoch
              evaluation; test accuracy computed once at the end (pixels scaled to [0, 1]).
-  ours_fp32  data.load_splits(val_size=0) + models.build_mlp + the whole sweep.train.fit generator
+  ours_fp32  data.load_splits(val_size=0) + models.build_mlp + the whole sweep.training.train.fit generator
              (training + its per-epoch train-subset/test evaluation), precision="fp32".
   ours_bf16  the same with precision="bf16".
 
@@ -76,10 +76,10 @@ def _peak_memory(device) -> dict:
 
 
 def ours_phases(args, device, precision: str):
-    """data.load_splits + build_mlp + sweep.train.fit; each epoch is one step of fit's generator (train + eval)."""
+    """data.load_splits + build_mlp + training.train.fit; each epoch is one step of its generator (train + eval)."""
     from data import load_splits
     from models.mlp import build_mlp
-    from sweep.train import fit, make_optimizer, seed_everything
+    from sweep.training.train import fit, make_optimizer, seed_everything
 
     seed_everything(SEED)
     t0 = time.perf_counter()
@@ -114,7 +114,7 @@ def child(args) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    from sweep.train import pick_device
+    from sweep.training.train import pick_device
 
     device = pick_device(args.device)
     if device.type == "mps":  # `auto` here means CUDA when present, else CPU

@@ -82,7 +82,7 @@ def image_passes(cfg) -> tuple[float, float]:
     """(training, evaluation) image passes of one run: 3 x training images per epoch (a backward pass costing
     about two forward passes); per evaluated epoch (every trainer.eval_every-th and the last) the train_*
     subset, validation and test (the last epoch: all training images)."""
-    from sweep.train import eval_epochs
+    from sweep.training.train import eval_epochs
 
     n_train = TRAIN_IMAGES[cfg.data.name] - cfg.data.val_size
     if cfg.data.train_subset is not None:

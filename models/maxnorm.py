@@ -6,7 +6,7 @@ weights from blowing up however big the steps are, so the noisy search can range
 Which layers: the hidden ones, as the paper states the constraint ("the incoming weight vector at each
 hidden unit"). The output layer's rows (one per class) are left free: they are not hidden units, and
 constraining them would also cap the logits' scale, i.e. the softmax's temperature, which the
-calibration metrics (sweep/calibration.py) are there to measure.
+calibration metrics (sweep/training/calibration.py) are there to measure.
 """
 
 from __future__ import annotations

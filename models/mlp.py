@@ -72,7 +72,7 @@ class Dropout(nn.Dropout):
     random draws of `rand < keep`, and those ~4x the draws `keep_mask` makes on CPU.
 
     `generator` (None: torch's global RNG) lets MC-dropout evaluation draw its masks from its own seeded
-    stream (sweep/calibration.py sets it for the passes and clears it after), so the evaluation is
+    stream (sweep/training/calibration.py sets it for the passes and clears it after), so the evaluation is
     repeatable and leaves training's RNG untouched. It must live on the input's device."""
 
     generator: torch.Generator | None = None

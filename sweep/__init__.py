@@ -1,6 +1,6 @@
 """dropout-sweep: measure what dropout does.
 
-    conf/ -> sweep/run.py (entry, pre-flight) -> sweep/job.py (one job) -> data/, models/, sweep/train.py,
+    conf/ -> sweep/run.py (entry, pre-flight) -> sweep/job.py (one job) -> data/, models/, sweep/training/train.py,
     sweep/track.py
 
     run.py        `python sweep/run.py [-m] key=value`: preflight, then Hydra calls job.run

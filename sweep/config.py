@@ -4,14 +4,17 @@ OmegaConf checks types while Hydra composes (a non-number for a float fails ther
 `__post_init__` checks below run when `to_object` builds the dataclasses, before any data is
 loaded or any MLflow run exists. Every message is one line: key, bad value, what is allowed.
 The allowed values are read from the code that implements them (data/ for datasets, models/ for
-activations, inits and trainer.cpu_matmul, sweep/train.py for precisions, devices, optimizers and
+activations, inits and trainer.cpu_matmul, sweep/training/train.py for precisions, devices, optimizers and
 objective metrics), imported when a check runs so that importing the schema stays cheap. PROJECT_ROOT
-(sweep/paths.py) is re-exported here; `${root:}` in YAML resolves to it.
+(sweep/util/paths.py) is re-exported here; `${root:}` in YAML resolves to it.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import hashlib
+import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -23,11 +26,12 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from sweep import protocol
-from sweep.paths import PROJECT_ROOT
+from sweep.keys import METRIC_DIRECTIONS
+from sweep.util.paths import PROJECT_ROOT
 
 # ${root:} in YAML: outputs never depend on the directory Hydra (or the user) runs from.
 OmegaConf.register_new_resolver("root", lambda: str(PROJECT_ROOT), replace=True)
-from sweep import sweepdir  # noqa: E402,F401 - registers ${sweep_dir:} (every sweep its own folder)
+from sweep.util import sweepdir  # noqa: E402,F401 - registers ${sweep_dir:} (every sweep its own folder)
 
 
 class ConfigError(ValueError):
@@ -65,6 +69,7 @@ class ModelConf:
     max_norm: Optional[float] = None  # cap each hidden unit's incoming weight norm (models/maxnorm.py)
 
     def __post_init__(self):
+        # the allowed values live beside the code that uses them (torch): the schema imports light
         from models.mlp import ACTIVATIONS, INITS
 
         if self.max_norm is not None and not (math.isfinite(self.max_norm) and self.max_norm > 0):
@@ -93,13 +98,15 @@ class DataConf:
     verify: bool = True  # SHA-256 of the raw files
 
     def __post_init__(self):
+        # the allowed values live beside the code that uses them (torch): the schema imports light
         from data.acquire import DATASETS
         from data.load import RESAMPLE
 
         check_choice("data.name", self.name, DATASETS)
         check_choice("data.resample", self.resample, RESAMPLE)
         check_positive_int("data.val_size", self.val_size, minimum=0)
-        from sweep.train import SEED_MAX
+        # the allowed values live beside the code that uses them (torch): the schema imports light
+        from sweep.training.train import SEED_MAX
 
         if (
             isinstance(self.split_seed, bool)
@@ -126,15 +133,16 @@ class OptimizerConf:
     momentum: float = 0.0
     weight_decay: float = 0.0
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
-    # the learning-rate schedule, stepped per batch (sweep/schedules.py says how each one goes)
+    # the learning-rate schedule, stepped per batch (sweep/training/schedules.py says how each one goes)
     schedule: str = "none"
     warmup_epochs: int = 0  # linear warm-up over the first epochs (any schedule)
     step_size: int = 10  # schedule=step: lr * gamma every step_size epochs
     gamma: float = 0.1
 
     def __post_init__(self):
-        from sweep.schedules import SCHEDULES
-        from sweep.train import OPTIMIZERS
+        # the allowed values live beside the code that uses them (torch): the schema imports light
+        from sweep.training.schedules import SCHEDULES
+        from sweep.training.train import OPTIMIZERS
 
         check_choice("optimizer.name", self.name, tuple(OPTIMIZERS))
         check_choice("optimizer.schedule", self.schedule, SCHEDULES)
@@ -165,8 +173,9 @@ class TrainerConf:
     progress: bool = True
 
     def __post_init__(self):
+        # the allowed values live beside the code that uses them (torch): the schema imports light
         from models.linear import CPU_MATMULS, onednn_available
-        from sweep.train import DEVICES, PRECISIONS
+        from sweep.training.train import DEVICES, PRECISIONS
 
         check_positive_int("trainer.epochs", self.epochs)
         check_positive_int("trainer.eval_every", self.eval_every)
@@ -182,7 +191,7 @@ class TrainerConf:
 
 @dataclass
 class EvalConf:
-    """Issue 12: evaluation beyond the per-epoch figures, once, after the last epoch (sweep/calibration.py)."""
+    """Issue 12: evaluation beyond the per-epoch figures, once, after the last epoch (sweep/training/calibration.py)."""
 
     mc_samples: int = 0  # MC-dropout passes over the test set (dropout on, softmax averaged); 0 = off
 
@@ -208,7 +217,8 @@ class StudyConf:
     confirm: str = "all"  # all: every setting against its baseline; best: the best by validation only
 
     def __post_init__(self):
-        from sweep.train import METRICS, SEED_MAX
+        # the allowed values live beside the code that uses them (torch): the schema imports light
+        from sweep.training.train import METRICS, SEED_MAX
 
         for name, value in self.smallest_effect.items():
             if (
@@ -310,11 +320,9 @@ class OptunaTrialConf:
 
 
 def objective_direction(objective: Any) -> Any:
-    """The direction(s) that improve `objective` (a name or a list of names; sweep.train.METRIC_DIRECTIONS):
+    """The direction(s) that improve `objective` (a name or a list of names; sweep.keys.METRIC_DIRECTIONS):
     "maximize"/"minimize", a list of them for a list, None for a name of unknown meaning (the sweeper then
     asks for a direction). The Optuna sweeper's default `direction` comes from here (${objective_direction:...})."""
-    from sweep.train import METRIC_DIRECTIONS
-
     if objective is None:
         return None
     if isinstance(objective, str):
@@ -343,7 +351,8 @@ class Config:
     objective: Any = "val_acc"  # a metric name, or a list of them for multi-objective sweeps
 
     def __post_init__(self):
-        from sweep.train import METRICS
+        # the allowed values live beside the code that uses them (torch): the schema imports light
+        from sweep.training.train import METRICS
 
         check_rate("drop_prob", self.drop_prob)
         check_rate("input_drop_prob", self.input_drop_prob)
@@ -360,7 +369,8 @@ class Config:
             if p is not None:
                 check_rate(f"layer_drop_probs.{i}", p)
                 self.layer_drop_probs[i] = p + 0.0
-        from sweep.train import SEED_MAX
+        # the allowed values live beside the code that uses them (torch): the schema imports light
+        from sweep.training.train import SEED_MAX
 
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= SEED_MAX:
             _fail("seed", self.seed, f"must be an integer in [0, {SEED_MAX}] (what torch's generators accept)")
@@ -429,3 +439,44 @@ def register_configs() -> None:
 
 
 register_configs()  # importing the schema is enough for Hydra to find it
+
+
+# ------------------------------------------------------------------------- what a run trains: config_hash
+# Every run is tagged `config_hash` (sweep/keys.py HASH_TAG), a hash of its effective config: the typed config
+# with the keys that do not change what is trained left out (`tracking.*`, the Optuna plumbing `optuna.*`, the
+# progress bar, how data files are fetched: `data.download`, `data.verify`, which library sums the fp32
+# products on the CPU: `trainer.cpu_matmul`, so that runs from before that key existed are found again, and the
+# verdict protocol `study.*`, the study phase included; the output folders live under `hydra.*`, which a job's
+# config does not hold). A key added later (`data.resample`) is left out at the value that trains what runs from
+# before it trained. The seed is part of it. A grid rerun with the same `tracking.sweep_id` reuses every point
+# that already FINISHED with the same hash (sweep/record/resume.py).
+IGNORED = (
+    "tracking",
+    "optuna",
+    "trainer.progress",
+    "data.download",
+    "data.verify",
+    "trainer.cpu_matmul",
+    "study",
+)  # how results are read (and which phase a replicate belongs to) does not change what is trained
+LEGACY = {"data.resample": "none"}  # keys added later, left out at the value that trains what runs before them did
+
+
+def config_hash(c: Config) -> str:
+    """A stable hash of what a run trains (same config, same hash; any key above left out)."""
+    d = dataclasses.asdict(c)
+    for key in (*IGNORED, *LEGACY):
+        *path, last = key.split(".")
+        node = d
+        for p in path:
+            node = node.get(p, {})
+        if key not in LEGACY or node.get(last) == LEGACY[key]:
+            node.pop(last, None)
+    text = json.dumps(d, sort_keys=True, default=str, allow_nan=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def resumes(c: Config, multirun: bool) -> bool:
+    """Whether a job of this config resumes its grid: a multirun given a `tracking.sweep_id`, not an Optuna search
+    (its trials must report to Optuna, and its study resumes it)."""
+    return bool(multirun and c.tracking.enabled and c.tracking.sweep_id) and not c.optuna.storage

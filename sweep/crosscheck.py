@@ -26,8 +26,9 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 def main(argv: list[str] | None = None) -> int:
     from mlflow.tracking import MlflowClient
 
+    # pandas and MLflow load only when it runs: --help answers at once
     from sweep import analysis as A
-    from sweep.redact import redact
+    from sweep.util.redact import redact
 
     ap = argparse.ArgumentParser(prog="python -m sweep.crosscheck", description=__doc__.splitlines()[0])
     ap.add_argument("a", help="the sweep id (tracking.sweep_id) of one run of the study")

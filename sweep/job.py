@@ -1,6 +1,6 @@
 """One job, top to bottom: validate -> load data -> build -> fit -> record -> return the objective.
 
-Hydra calls `run` once per job (sweep/run.py). Recording rules, kept by `track.job_run`: a run that
+Hydra calls `run` once per job (sweep/run.py). Recording rules, kept by `record.job_run`: a run that
 raises ends FAILED with the error in a tag; Ctrl-C ends it KILLED; a diverging run ends FAILED (tags
 `diverged`, `error`) and returns NaN so the sweep goes on with the other points; a run the Optuna
 pruner stops ends FINISHED (tags `pruned`, `pruned_epoch`) and raises optuna.TrialPruned afterwards.
@@ -23,14 +23,13 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 import data
 from models import build_mlp, max_row_norm
 from models.linear import use_onednn
-from sweep import calibration, logs, machine, resume, schedules, signals, track
-from sweep.config import (
-    Config,
-    objective_names,
-    run_name,
-    validate,
-)  # validate: typed, checked; ConfigError is one line
-from sweep.train import AT_BEST, BestEpoch, Diverged, fit, make_optimizer, pick_device, seed_everything
+from sweep import keys as K
+from sweep import record
+from sweep.config import Config, config_hash, objective_names, resumes, run_name, validate
+from sweep.training import calibration, machine, schedules
+from sweep.training.train import BestEpoch, Diverged, fit, make_optimizer, pick_device, seed_everything
+from sweep.util import logs, signals
+from sweep.util.redact import redact_obj
 
 log = logging.getLogger("sweep")
 
@@ -68,7 +67,8 @@ def run(cfg: DictConfig):
     with contextlib.ExitStack() as run_scope:
         # grids resume; and a point is claimed until its run exists, so a second copy of the same resumed
         # grid waits for it and reuses it instead of training it twice
-        with resume.claim(c, names, in_multirun()) as reused:
+        claim = record.claim(c.tracking, config_hash(c), names) if resumes(c, in_multirun()) else None
+        with claim or contextlib.nullcontext(None) as reused:
             if reused is not None:
                 return reused
             mlflow_run, model, optimizer, splits, device, reporter = _start(cfg, c, names, run_scope)
@@ -121,6 +121,7 @@ def _start(cfg: DictConfig, c: Config, names: list[str], run_scope: contextlib.E
     # the Optuna trial this job is (set by the Optuna sweeper): per-epoch reports, pruning
     reporter = None
     if c.optuna.storage:
+        # optuna: only the jobs an Optuna search launched import it
         from sweep.search.trial import TrialReporter
 
         reporter = TrialReporter(
@@ -135,24 +136,24 @@ def _start(cfg: DictConfig, c: Config, names: list[str], run_scope: contextlib.E
         "dataset": c.data.name,
         "objective": ",".join(names),
         "device": device.type,
-        resume.HASH_TAG: resume.config_hash(c),  # grids resume: the same point is found again
+        K.HASH_TAG: config_hash(c),  # grids resume: the same point is found again
         **machine.tags(),  # the CPU, oneDNN's ISA and the versions: which kernels summed the products
         "cpu_matmul_path": "onednn" if use_onednn(c.trainer.cpu_matmul) else "blas",  # fp32 products on a CPU
         **(reporter.tags() if reporter else {}),
     }
-    mlflow_run = run_scope.enter_context(track.job_run(c.tracking, run_name(c), tags, sweep_dir))
+    mlflow_run = run_scope.enter_context(record.job_run(c.tracking, run_name(c), tags, sweep_dir))
     if reporter and mlflow_run.id:
         reporter.record_run(mlflow_run.id)  # the sweeper's hook finds the run through the trial
-    params = track.params_from_config(resolved)
+    params = record.params_from_config(resolved)
     params.update({f"layer{i}_drop_prob": str(p) for i, p in enumerate(c.layer_rates, start=1)})
     params.update({f"layer{i}_width": str(w) for i, w in enumerate(model.hidden_sizes, start=1)})  # as built
     mlflow_run.log_params(params)
-    mlflow_run.log_text(OmegaConf.to_yaml(track.redact_obj(resolved)), "config.yaml")
+    mlflow_run.log_text(OmegaConf.to_yaml(redact_obj(resolved)), "config.yaml")
     mlflow_run.log_inputs(splits.records)  # the UI's Dataset column: name, digest, sizes, split seed
     return mlflow_run, model, optimizer, splits, device, reporter
 
 
-def _body(c: Config, names: list[str], mlflow_run: track.Run, model, optimizer, splits, device, reporter):
+def _body(c: Config, names: list[str], mlflow_run: record.Run, model, optimizer, splits, device, reporter):
     """Train and record inside the run `_start` began: (objective, None), or (None, the Diverged / TrialPruned
     to raise once the run has ended)."""
     pruned_at = diverged = None
@@ -184,7 +185,7 @@ class _Pruned(Exception):
         self.epoch = epoch
 
 
-def _train_and_record(c: Config, model, optimizer, splits, mlflow_run: track.Run, reporter, names) -> dict[str, float]:
+def _train_and_record(c: Config, model, optimizer, splits, mlflow_run: record.Run, reporter, names) -> dict[str, float]:
     """The epoch loop: log each evaluated epoch's metrics (step = epoch) and, when it is the best by validation
     accuracy so far, `best_epoch` and `at_best_val.<metric>`; one summary line; ask the pruner whether to go on."""
     metrics: dict[str, float] = {}
@@ -213,7 +214,7 @@ def _train_and_record(c: Config, model, optimizer, splits, mlflow_run: track.Run
         mlflow_run.log_metrics(metrics, step=epoch)
         if best.update(epoch, metrics):
             mlflow_run.log_metrics(
-                {"best_epoch": epoch, **{f"{AT_BEST}{k}": v for k, v in best.metrics.items()}}, step=epoch
+                {"best_epoch": epoch, **{f"{K.AT_BEST}{k}": v for k, v in best.metrics.items()}}, step=epoch
             )
         bar.update(epoch - bar.n)
         log.info(
@@ -257,11 +258,7 @@ def _scheduler(c: Config):
     )
 
 
-MC_CURVE = "mc_curve."  # prefix of the MC average's scores against t (step = t = 1..T): mc_curve.test_acc, ...
-RELIABILITY_ARTIFACT = "calibration/reliability.json"
-
-
-def _final_evaluation(c: Config, model, splits, mlflow_run: track.Run, device: torch.device) -> None:
+def _final_evaluation(c: Config, model, splits, mlflow_run: record.Run, device: torch.device) -> None:
     """After the last epoch, once: calibration of weight scaling (test_nll, test_ece, test_brier), with
     eval.mc_samples = T > 0 the MC-dropout average (mc_test_*, and its curve over t = 1..T), and
     `max_row_norm`, all at step = the last epoch; with T > 0 the reliability bins of both as an artifact.
@@ -274,10 +271,10 @@ def _final_evaluation(c: Config, model, splits, mlflow_run: track.Run, device: t
     mlflow_run.log_metrics(metrics, step=c.trainer.epochs)
     if curve:
         mlflow_run.log_steps(
-            {row["t"]: {f"{MC_CURVE}test_{k}": v for k, v in row.items() if k != "t"} for row in curve}
+            {row["t"]: {f"{K.MC_CURVE}test_{k}": v for k, v in row.items() if k != "t"} for row in curve}
         )
     if T:  # the diagrams' data goes with the MC evaluation: a plain run's artifacts stay its config alone
-        mlflow_run.log_text(json.dumps({"bins": calibration.ECE_BINS, **bins}, indent=1), RELIABILITY_ARTIFACT)
+        mlflow_run.log_text(json.dumps({"bins": calibration.ECE_BINS, **bins}, indent=1), K.RELIABILITY_ARTIFACT)
     log.info(
         "weight scaling: test_nll %.4f  test_ece %.4f  test_brier %.4f  (max row norm %.3f)",
         metrics["test_nll"],

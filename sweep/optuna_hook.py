@@ -17,9 +17,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from sweep.redact import redact
 from sweep.search.hook import SweepHook
 from sweep.search.trial import RUN_ID_ATTR
+from sweep.util.redact import first_line
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class DropoutHook(SweepHook):
 
                     self._client = MlflowClient(tracking_uri=self.config.tracking.uri)
                 except Exception as e:  # noqa: BLE001 - tracking trouble must not stop the search
-                    log.warning("MLflow not available to the sweeper: %s", _first_line(e))
+                    log.warning("MLflow not available to the sweeper: %s", _why(e))
         return self._client
 
     def trial_finished(self, trial: Any, error: str | None) -> None:
@@ -83,17 +83,17 @@ class DropoutHook(SweepHook):
         if not run_id or client is None:
             return
         try:
-            from sweep import track
+            from sweep import record  # MLflow's writer, imported only when tracking is on
 
             run = client.get_run(run_id)
-            client.set_tag(run_id, "optuna_state", trial.state.name)
+            record.set_tags(client, run_id, {"optuna_state": trial.state.name})
             if trial.state.name == "FAIL" and run.info.status == "RUNNING":  # its process died
-                track.terminate(client, run_id, "KILLED", error=f"killed: {error}" if error else None)
+                record.end_killed(client, run, f"killed: {error}" if error else None)
             elif trial.state.name == "FAIL" and run.info.status not in ("FAILED", "KILLED"):  # KILLED: ended already
                 keep = "error" in run.data.tags  # the job's own error says more than the sweeper's
-                track.terminate(client, run_id, "FAILED", error=None if keep else error)
+                record.terminate(client, run_id, "FAILED", error=None if keep else error)
         except Exception as e:  # noqa: BLE001
-            log.warning("could not tag the MLflow run of trial %d: %s", trial.number, _first_line(e))
+            log.warning("could not tag the MLflow run of trial %d: %s", trial.number, _why(e))
 
     def trial_interrupted(self, trial: Any) -> None:
         self._end_killed(trial, "killed: the sweep was interrupted while it ran")
@@ -117,35 +117,32 @@ class DropoutHook(SweepHook):
         if not run_id or client is None:
             return
         try:
-            from sweep import track
+            from sweep import record  # MLflow's writer, imported only when tracking is on
 
             run = client.get_run(run_id)
             if run.data.tags.get("optuna_state") not in (None, "FAIL"):
                 return  # finished by its own sweep
-            client.set_tag(run_id, "optuna_state", state or "LOST")
-            if run.info.status == "RUNNING":
-                track.terminate(client, run_id, "KILLED", error=why)
+            record.set_tags(client, run_id, {"optuna_state": state or "LOST"})
+            record.end_killed(client, run, why)
         except Exception as e:  # noqa: BLE001
-            log.warning("could not end the MLflow run of trial %d: %s", trial.number, _first_line(e))
+            log.warning("could not end the MLflow run of trial %d: %s", trial.number, _why(e))
 
     def study_finished(self, folder: Path, files: list[str], metrics: dict[str, float], tags: dict[str, Any]) -> None:
         client = self._mlflow()
         if client is None:
             return
         try:
-            from sweep import track  # imported with MLflow, only when tracking is on
+            from sweep import record  # MLflow's writer, imported only when tracking is on
 
-            parent_id, _ = track.find_parent(OmegaConf.select(self.config, "hydra.sweep.dir"))
+            parent_id, _ = record.find_parent(OmegaConf.select(self.config, "hydra.sweep.dir"))
             if not parent_id:
                 return
-            track.log_metrics(client, parent_id, metrics, step=0)
-            track.set_tags(client, parent_id, tags)
-            for name in files:
-                if (folder / name).exists():
-                    client.log_artifact(parent_id, str(folder / name))
+            record.log_metrics(client, parent_id, metrics, step=0)
+            record.set_tags(client, parent_id, tags)
+            record.log_files(client, parent_id, [folder / name for name in files if (folder / name).exists()])
         except Exception as e:  # noqa: BLE001
-            log.warning("could not log the study's results to the MLflow parent run: %s", _first_line(e))
+            log.warning("could not log the study's results to the MLflow parent run: %s", _why(e))
 
 
-def _first_line(e: BaseException) -> str:
-    return redact(str(e)).splitlines()[0] if str(e) else type(e).__name__
+def _why(e: BaseException) -> str:
+    return first_line(str(e), default=type(e).__name__)

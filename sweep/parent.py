@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import logging
-import os
-import socket
 import sys
 from pathlib import Path
 from typing import Iterator
@@ -30,9 +29,12 @@ from hydra.experimental.callback import Callback
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from sweep import logs, procid, sweepdir, track
+from sweep import analysis, record
+from sweep import protocol as P
 from sweep.config import run_name, validate
-from sweep.dblock import LockTimeout, db_lock, lockable
+from sweep.util import logs, sweepdir
+from sweep.util.dblock import LockTimeout, db_lock, lockable
+from sweep.util.redact import first_line, redact
 
 log = logging.getLogger("sweep")
 _OPEN: list["MlflowSweepCallback"] = []  # parents this process has not closed yet
@@ -72,10 +74,9 @@ class MlflowSweepCallback(Callback):
         try:
             self._start(config)
         except Exception as e:  # noqa: BLE001 - every cause means the same to the user
-            msg = track.redact(str(e)).strip().splitlines()
             print(
                 f"error: no MLflow parent run for this sweep, so no job was started: {type(e).__name__}: "
-                f"{msg[0] if msg else ''}",
+                f"{first_line(str(e), default='')}",
                 file=sys.stderr,
                 flush=True,
             )
@@ -86,7 +87,7 @@ class MlflowSweepCallback(Callback):
         logs.quiet_tracebacks(self.sweep_dir / "multirun.log")  # the sweep's own tracebacks: a file, not the console
         self.tracking_uri = config.tracking.uri
         sweep_id = config.tracking.sweep_id or self.sweep_dir.name
-        self.client, exp_id = track.connect(config.tracking)
+        self.client, exp_id = record.connect(config.tracking)
         overrides = " ".join(config.hydra.overrides.task)
         tags = {
             "sweep_id": sweep_id,
@@ -103,15 +104,15 @@ class MlflowSweepCallback(Callback):
             with parent_lock(_lock_urls(config), f"{config.tracking.experiment}/{sweep_id}") as held:
                 self.parent_id = self._shared_parent(exp_id, sweep_id)
                 if self.parent_id is None:
-                    mine = track.start_run(self.client, exp_id, f"sweep {sweep_id}", tags).info.run_id
+                    mine = record.start_run(self.client, exp_id, f"sweep {sweep_id}", tags).info.run_id
                     self.parent_id = mine if held else self._converge(exp_id, sweep_id, mine)
         else:
-            self.parent_id = track.start_run(self.client, exp_id, f"sweep {sweep_id}", tags).info.run_id
+            self.parent_id = record.start_run(self.client, exp_id, f"sweep {sweep_id}", tags).info.run_id
         self.store = _store_identity(config.tracking.uri)
         _OPEN.append(self)  # from here on an exit hook ends the parent, whatever happens
-        track.write_parent(self.sweep_dir, self.parent_id, sweep_id)
+        record.write_parent(self.sweep_dir, self.parent_id, sweep_id)
         hold.release()
-        log.info("MLflow parent run %s (sweep %s) in %s", self.parent_id, sweep_id, track.redact(config.tracking.uri))
+        log.info("MLflow parent run %s (sweep %s) in %s", self.parent_id, sweep_id, redact(config.tracking.uri))
 
     def _shared_parent(self, exp_id: str, sweep_id: str) -> str | None:
         """Workers given the same tracking.sweep_id share the oldest parent run with that id."""
@@ -130,14 +131,14 @@ class MlflowSweepCallback(Callback):
         oldest = self._shared_parent(exp_id, sweep_id) or mine
         if oldest != mine:
             log.info("another worker created the parent of sweep %s first: using %s", sweep_id, oldest)
-            self.client.delete_run(mine)
+            record.delete_run(self.client, mine)
         return oldest
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         self._close("FINISHED")
 
     def on_job_start(self, config: DictConfig, **kwargs) -> None:
-        self._runs_before_job = track.runs_started()
+        self._runs_before_job = record.runs_started()
 
     def on_job_end(self, config: DictConfig, job_return, **kwargs) -> None:
         """A job that raised before its MLflow run began (out of memory building the model, data that cannot
@@ -145,7 +146,7 @@ class MlflowSweepCallback(Callback):
         if (
             job_return.status != JobStatus.FAILED
             or not config.tracking.enabled
-            or track.runs_started() != getattr(self, "_runs_before_job", track.runs_started())
+            or record.runs_started() != getattr(self, "_runs_before_job", record.runs_started())
         ):
             return
         e = _job_error(job_return)
@@ -158,11 +159,11 @@ class MlflowSweepCallback(Callback):
         }
         try:
             name, params = _job_identity(config)
-            track.record_failed_run(config.tracking, name, tags, hc.sweep.dir, f"{type(e).__name__}: {e}", params)
+            record.record_failed_run(config.tracking, name, tags, hc.sweep.dir, f"{type(e).__name__}: {e}", params)
         except Exception as err:  # noqa: BLE001 - the job's own error is what the user must see
             log.warning(
                 "could not record the failed job in MLflow: %s",
-                track.redact(str(err)).splitlines()[0] if str(err) else type(err).__name__,
+                first_line(str(err), default=type(err).__name__),
             )
 
     def _close(self, status: str) -> None:
@@ -188,29 +189,29 @@ class MlflowSweepCallback(Callback):
         try:
             if status != "FINISHED":  # no child of ours left RUNNING (a joblib worker stopped mid-job)
                 with contextlib.suppress(Exception):
-                    end_orphaned_children(self.client, parent)
+                    record.end_orphaned_children(self.client, parent)
             try:
-                from sweep.analysis import children_frame, end_of_sweep_text, summarize_children
-
                 for _ in range(3):  # a worker sharing the parent may end a child (or write its summary) meanwhile
-                    df = summarize_children(self.client, parent, self.sweep_dir)
-                    if _states(children_frame(self.client, parent)) == _states(df):
+                    df = summarize_sweep(self.client, parent, self.sweep_dir)
+                    if _states(analysis.children_frame(self.client, parent)) == _states(df):
                         break
                 print(
-                    "\n" + end_of_sweep_text(df, parent, self.sweep_dir, self.tracking_uri, _plan(self.sweep_dir)),
+                    "\n"
+                    + analysis.end_of_sweep_text(df, parent, self.sweep_dir, self.tracking_uri, _plan(self.sweep_dir)),
                     flush=True,
                 )
             except Exception as e:  # noqa: BLE001 - a failed summary must not hide the sweep's own outcome
-                first = track.redact(str(e)).strip().splitlines()
-                log.warning("could not summarise sweep %s: %s: %s", parent, type(e).__name__, first[0] if first else "")
+                log.warning(
+                    "could not summarise sweep %s: %s: %s", parent, type(e).__name__, first_line(str(e), default="")
+                )
                 with contextlib.suppress(Exception):
-                    track.set_tags(self.client, parent, {"summary_error": f"{type(e).__name__}: {e}"})
+                    record.set_tags(self.client, parent, {"summary_error": f"{type(e).__name__}: {e}"})
         except KeyboardInterrupt:
             status = "KILLED"
             raise
         finally:
             try:
-                track.terminate(self.client, parent, status)
+                record.terminate(self.client, parent, status)
             finally:
                 self.parent_id = None
                 if self in _OPEN:
@@ -221,7 +222,7 @@ def _job_identity(config: DictConfig) -> tuple[str, dict[str, str]]:
     """The name and params the job's own run would have had (so the summary can place it), or its number
     and the raw params when its config is the problem."""
     task = OmegaConf.to_container(OmegaConf.masked_copy(config, [k for k in config if k != "hydra"]), resolve=True)
-    params = track.params_from_config(task)
+    params = record.params_from_config(task)
     try:
         c = validate(config)  # drops the hydra node itself
         params.update({f"layer{i}_drop_prob": str(p) for i, p in enumerate(c.layer_rates, start=1)})
@@ -262,13 +263,20 @@ def _store_gone(identity: tuple[Path, int] | None) -> str | None:
     return None if now == inode else f"the MLflow store {path} was deleted and made anew while the sweep ran"
 
 
+def summarize_sweep(client, parent_id: str, sweep_dir: Path | None):
+    """The parent run's summary: computed by the reader from the parent's children, published through the
+    store's writer into the sweep folder and onto the parent (a study's plan too); the children's frame."""
+    df = analysis.children_frame(client, parent_id)
+    s = analysis.summarize(df)
+    plan = Path(sweep_dir) / P.PLAN_ARTIFACT if sweep_dir else None
+    extra = [plan] if plan is not None and plan.is_file() else []  # a study's frozen design
+    record.publish(client, parent_id, sweep_dir, s.files(), s.tags, s.metrics, extra)
+    return df
+
+
 def _plan(sweep_dir: Path | None) -> dict | None:
     """A study's plan (sweep/study.py writes it into the sweep folder before its confirmatory phase), or None."""
-    import json
-
-    from sweep.protocol import PLAN_ARTIFACT
-
-    path = sweep_dir / PLAN_ARTIFACT if sweep_dir else None
+    path = sweep_dir / P.PLAN_ARTIFACT if sweep_dir else None
     try:
         return json.loads(path.read_text()) if path is not None and path.is_file() else None
     except (OSError, ValueError):
@@ -297,7 +305,7 @@ def _lock_urls(config: DictConfig) -> list[str]:
 @contextlib.contextmanager
 def parent_lock(urls: list[str], name: str, timeout: float | None = -1) -> Iterator[str | None]:
     """Hold a lock named `name` on the first of `urls` that can take one; yields that URL, or None.
-    A lock another process keeps past the timeout (sweep/dblock.py) is an error, not a reason to go on unlocked."""
+    A lock another process keeps past the timeout (sweep/util/dblock.py) is an error, not a reason to go on unlocked."""
     with contextlib.ExitStack() as stack:
         held = None
         for url in urls:
@@ -310,8 +318,8 @@ def parent_lock(urls: list[str], name: str, timeout: float | None = -1) -> Itera
             except Exception as e:  # noqa: BLE001 - try the next database, else go on unlocked
                 log.warning(
                     "could not lock %s for the shared parent run: %s",
-                    track.redact(url),
-                    track.redact(str(e)).splitlines()[0] if str(e) else type(e).__name__,
+                    redact(url),
+                    first_line(str(e), default=type(e).__name__),
                 )
         if held is None:
             log.warning(
@@ -321,61 +329,16 @@ def parent_lock(urls: list[str], name: str, timeout: float | None = -1) -> Itera
         yield held
 
 
-def _descendants(pid: int) -> set[int]:
-    """Processes below `pid` (Linux /proc; elsewhere none are known)."""
-    parents: dict[int, int] = {}
-    try:
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    with open(f"/proc/{entry}/stat") as f:
-                        parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
-                except (OSError, ValueError, IndexError):
-                    continue
-    except OSError:
-        return set()
-    out, todo = set(), [pid]
-    while todo:
-        p = todo.pop()
-        kids = [c for c, pp in parents.items() if pp == p and c not in out]
-        out.update(kids)
-        todo.extend(kids)
-    return out
-
-
-def end_orphaned_children(client, parent_id: str) -> list[str]:
-    """A sweep that stops abnormally (a signal, a crash) ends KILLED the children of its parent that are
-    still RUNNING in a process of its own: itself, a worker it started (joblib stops its workers when a
-    job is interrupted, before they can end their runs), or one already gone from this host. Children
-    that live processes elsewhere train under a shared parent are left alone."""
-    host, me = socket.gethostname(), os.getpid()
-    parent = client.get_run(parent_id)
-    ours = {me} | _descendants(me)
-    ended = []
-    for run in client.search_runs(
-        [parent.info.experiment_id],
-        f"tags.mlflow.parentRunId = '{parent_id}' and attributes.status = 'RUNNING'",
-        max_results=1000,
-    ):
-        pid = run.data.tags.get("pid", "")
-        if run.data.tags.get("host") != host or not pid.isdigit():
-            continue
-        if int(pid) in ours or not procid.alive(int(pid)):
-            track.terminate(client, run.info.run_id, "KILLED", error="killed: the sweep stopped while it ran")
-            ended.append(run.info.run_id)
-    return ended
-
-
-def stop_after_outage(lost: track.TrackingLost) -> int:
+def stop_after_outage(lost: record.TrackingLost) -> int:
     """The sweep stops after `lost`: once the store answers again (waiting as `end_unended` does), the run
     it could not end and the sweep's parent end FAILED with the reason, the parent with its summary.
     Prints one line; returns the exit status, 1."""
-    left = track.end_unended()
-    parent_id, _ = track.find_parent(lost.sweep_dir)
+    left = record.end_unended()
+    parent_id, _ = record.find_parent(lost.sweep_dir)
     if not left:
         with contextlib.suppress(Exception):
             if parent_id:
-                track.set_tags(MlflowClient(tracking_uri=lost.uri), parent_id, {"error": f"TrackingLost: {lost}"})
+                record.set_tags(MlflowClient(tracking_uri=lost.uri), parent_id, {"error": f"TrackingLost: {lost}"})
         after = "its runs and the sweep's parent are recorded FAILED with the reason"
     else:
         after = (
@@ -399,7 +362,7 @@ class FolderInUse(SystemExit):
 def _refuse_a_folder_in_use(client, sweep_dir: Path, hold: sweepdir.Hold) -> None:
     """Exit 2 with one line when the folder's parent run is still RUNNING (in a live process: start-up has
     already ended the runs of dead ones), releasing `hold` first."""
-    parent_id, sweep_id = track.find_parent(sweep_dir)
+    parent_id, sweep_id = record.find_parent(sweep_dir)
     if parent_id is None:
         return
     try:

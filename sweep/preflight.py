@@ -31,13 +31,13 @@ from omegaconf.errors import OmegaConfBaseException
 import data
 from data.acquire import train_count
 from data.load import split_indices
-from sweep import track
+from sweep import record
 from sweep.config import PROJECT_ROOT, Config, ConfigError, objective_names, validate
 from sweep.config import one_line as _one_line
-from sweep.redact import redact
-from sweep.train import THREADS_PER_CPU, max_threads, pick_device, selection_error
+from sweep.training.train import THREADS_PER_CPU, max_threads, pick_device, selection_error
+from sweep.util.redact import redact
 
-USER_ERRORS = (ConfigError, data.DataError, track.TrackingError)
+USER_ERRORS = (ConfigError, data.DataError, record.TrackingError)
 _SKIP_FLAGS = {
     "-h",
     "--help",
@@ -206,6 +206,7 @@ def _sweeper_storage(composed: DictConfig, arguments: list[str]) -> str | None:
     refused = selection_error(objective_names(OmegaConf.select(composed, "objective")))  # the test set never selects
     if refused:
         raise ConfigError(refused)
+    # optuna: imported only when the sweeper is the Optuna one
     from sweep.search import check_sweep
     from sweep.search.space import SweeperError
 
@@ -299,7 +300,7 @@ def probe_database(key: str, url: str, table: str, what: str) -> None:
 
 def _probe_sqlite(key: str, shown: str, path: Path, table: str, what: str) -> None:
     if not path.exists():
-        track.check_writable(key, path.parent, shown=shown)
+        record.check_writable(key, path.parent, shown=shown)
         return
     if not path.is_file():
         raise ConfigError(f"{key}={shown}: {path} is not a file; point it at a database file")
@@ -329,6 +330,7 @@ def _study_settings(composed: DictConfig, parsed: list[Override]) -> list[list[s
     target = OmegaConf.select(composed, "hydra.sweeper._target_") or ""
     if not target.startswith("hydra_plugins.dropout_study_sweeper."):
         return None
+    # the study sweeper (pandas): imported only for a study
     from sweep.study import StudyError, grid
 
     if not OmegaConf.select(composed, "tracking.enabled"):
@@ -456,10 +458,10 @@ def check_cli(argv: list[str]) -> list[Config]:
     if checked[0].tracking.enabled:
         if checked[0].tracking.uri.startswith("sqlite:"):
             probe_database("tracking.uri", checked[0].tracking.uri, "experiments", "MLflow")
-        track.check_reachable(checked[0].tracking.uri)
-        track.check_artifact_location(checked[0].tracking)
+        record.check_reachable(checked[0].tracking.uri)
+        record.check_artifact_location(checked[0].tracking)
     if storage:
         probe_database("hydra.sweeper.storage", storage, "studies", "Optuna")
     out_key = "hydra.sweep.dir" if multirun else "hydra.run.dir"  # created last: a refused command leaves none
-    track.check_writable(out_key, Path(OmegaConf.select(composed, out_key)))
+    record.check_writable(out_key, Path(OmegaConf.select(composed, out_key)))
     return checked

@@ -8,7 +8,7 @@ no usable runs (the report then says why), 2 for a bad command line, 3 when a no
 
 Nothing the report writes holds a password: a parameter with one (`--tracking-uri http://u:pw@host`) reaches
 the kernel through its environment, not through the injected cell, and every cell, output and file is
-passed through `sweep.redact` before it is written.
+passed through `sweep.util.redact` before it is written.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import nbformat
 from sweep.config import PROJECT_ROOT as ROOT
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # as sweep/run.py: no telemetry thread in the kernel either
-from sweep.redact import learn, redact
+from sweep.util.redact import learn, redact
 
 NOTEBOOK = ROOT / "analysis.ipynb"
 DEFAULT_OUT = ROOT / "runs" / "report.html"

@@ -37,9 +37,10 @@ os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from sweep import fastexit, job, preflight, signals  # noqa: E402
+from sweep import job, preflight  # noqa: E402
 from sweep.config import PROJECT_ROOT  # noqa: E402
-from sweep.train import Diverged  # noqa: E402
+from sweep.training.train import Diverged  # noqa: E402
+from sweep.util import fastexit, signals  # noqa: E402
 
 
 @hydra.main(version_base="1.3", config_path=str(PROJECT_ROOT / "conf"), config_name="config")
@@ -64,6 +65,7 @@ def _stopped(e: KeyboardInterrupt) -> None:
     done, further interrupts are ignored so the exit handlers finish quietly."""
     code = signals.exit_code(e)  # 130 for Ctrl-C, 143 for SIGTERM
     try:
+        # the callback module (MLflow) loads only after an interrupt
         from sweep.parent import close_open_parents
 
         close_open_parents("KILLED")
@@ -92,10 +94,10 @@ if __name__ == "__main__":
         signals.check()  # a SIGTERM whose interrupt was lost (signals.check) still ends the sweep 143
     except KeyboardInterrupt as e:
         _stopped(e)
-    except BaseException as e:  # the tracking store stopped answering mid-sweep (track.TrackingLost)
-        from sweep import parent, track
+    except BaseException as e:  # the tracking store stopped answering mid-sweep (record.TrackingLost)
+        from sweep import parent, record
 
-        if not isinstance(e, track.TrackingLost):
+        if not isinstance(e, record.TrackingLost):
             raise
         sys.exit(parent.stop_after_outage(e))
     fastexit.exit_now(0)  # done and recorded: skip the ~1.5 s teardown of torch's and MLflow's modules

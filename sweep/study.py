@@ -113,8 +113,9 @@ def _same(overrides: str | None, setting: list[str]) -> bool:
 def design(exp, settings: list[list[str]], study: DictConfig) -> dict[str, Any]:
     """The confirmatory phase's design from the exploratory runs `exp` (an analysis frame of that phase):
     which settings go on, the comparisons, the number of replicates and why, as a JSON-able plan."""
+    # pandas and MLflow load when the study runs, not when Hydra discovers the plugin
     from sweep import analysis as A
-    from sweep import stats as S
+    from sweep.analysis import stats as S
 
     proto = A.Protocol(
         alpha=study.alpha, power=study.power, smallest_effect=dict(study.smallest_effect), metrics=tuple(study.metrics)
@@ -266,7 +267,8 @@ class StudySweeperImpl:
         )
 
     def sweep(self, arguments: list[str]) -> list[Any]:
-        from sweep import track
+        # pandas and MLflow load when the study runs, not when Hydra discovers the plugin
+        from sweep import record
 
         cfg = self.config
         study = cfg.study
@@ -280,8 +282,8 @@ class StudySweeperImpl:
             OmegaConf.to_container(OmegaConf.create(self.settings), resolve=False),
         )
         sweep_dir = Path(str(cfg.hydra.sweep.dir))
-        parent_id, _ = track.find_parent(sweep_dir)
-        client = track.open_store(cfg.tracking.uri)
+        parent_id, _ = record.find_parent(sweep_dir)
+        client = record.open_store(cfg.tracking.uri)
         explored = jobs(settings, list(range(1, int(study.exploratory) + 1)), P.EXPLORATORY)
         _say(
             f"Study: {len(settings)} settings; exploratory phase: {len(explored)} jobs "
@@ -290,6 +292,7 @@ class StudySweeperImpl:
         first = self._launch(explored, 0)
         plan = frozen(client.get_run(parent_id).data.tags.get(PLAN_TAG) if parent_id else None, settings)
         if plan is None:
+            # pandas and MLflow load when the study runs, not when Hydra discovers the plugin
             from sweep import analysis as A
 
             exp = A.phase_frames(A.children_frame(client, parent_id)).get(P.EXPLORATORY) if parent_id else None
@@ -297,7 +300,7 @@ class StudySweeperImpl:
                 raise StudyError("no exploratory run reached the MLflow store: nothing to design from")
             plan = design(exp, settings, study)
             if cfg.tracking.sweep_id and parent_id:
-                track.set_tags(client, parent_id, {PLAN_TAG: plan_tag(plan, settings)})
+                record.set_tags(client, parent_id, {PLAN_TAG: plan_tag(plan, settings)})
         (sweep_dir / P.PLAN_ARTIFACT).write_text(json.dumps(plan, indent=1, default=str))
         _say("The plan, fixed before the confirmatory phase:\n  " + "\n  ".join(plan["lines"]))
         lo, hi = plan["seeds"]

@@ -15,10 +15,12 @@ from mlflow.tracking import MlflowClient
 
 from helpers.cli import mlflow_runs
 from sweep import analysis as A
-from sweep import stats as S
-from sweep import track
-from sweep.analysis import LAYER_PARAM, children_frame, summarize_children
+from sweep import record
+from sweep.analysis import LAYER_PARAM, children_frame
+from sweep.analysis import stats as S
 from sweep.config import TrackingConf
+from sweep.keys import SUMMARY_METRICS
+from sweep.parent import summarize_sweep
 
 # ---------------------------------------------------------------- any depth (a real SQLite store)
 
@@ -31,11 +33,11 @@ def _sweep(tmp_path, rates_per_child: list[list[float]]) -> tuple[MlflowClient, 
         experiment="depth",
         optuna_storage=None,
     )
-    client, exp_id = track.connect(tracking)
-    parent = track.start_run(client, exp_id, "sweep", {"sweep_role": "parent"}).info.run_id
-    track.write_parent(tmp_path / "sweep", parent, "s")
+    client, exp_id = record.connect(tracking)
+    parent = record.start_run(client, exp_id, "sweep", {"sweep_role": "parent"}).info.run_id
+    record.write_parent(tmp_path / "sweep", parent, "s")
     for i, rates in enumerate(rates_per_child):
-        with track.job_run(tracking, f"child {i}", {"job_num": i}, sweep_dir=tmp_path / "sweep") as run:
+        with record.job_run(tracking, f"child {i}", {"job_num": i}, sweep_dir=tmp_path / "sweep") as run:
             run.log_params(
                 {
                     "drop_prob": str(rates[0]),
@@ -52,7 +54,7 @@ def _sweep(tmp_path, rates_per_child: list[list[float]]) -> tuple[MlflowClient, 
 def test_summary_has_one_column_per_hidden_layer(tmp_path, depth):
     rates = [[0.1 * (k + 1) if j == depth - 1 else 0.0 for j in range(depth)] for k in range(3)]
     client, parent = _sweep(tmp_path, rates)
-    df = summarize_children(client, parent, tmp_path / "sweep")
+    df = summarize_sweep(client, parent, tmp_path / "sweep")
     layers = [f"layer{j}_drop_prob" for j in range(1, depth + 1)]  # in layer order: layer10 after layer9
     assert [c for c in df.columns if LAYER_PARAM.fullmatch(c)] == layers
     assert len(df) == 3 and set(df.status) == {"FINISHED"}
@@ -111,7 +113,7 @@ def search_frame(rows: list[dict]) -> pd.DataFrame:
             "tags.pruned": r.get("pruned"),
         }
         row.update({f"params.{k}": str(v) for k, v in r.items() if k in PARAMS})
-        row.update({f"metrics.{k}": v for k, v in r.items() if k in A.METRICS})
+        row.update({f"metrics.{k}": v for k, v in r.items() if k in SUMMARY_METRICS})
         out.append(row)
     return pd.DataFrame(out)
 
@@ -407,6 +409,6 @@ def test_reading_results_imports_no_training_code():
 
     from helpers.cli import ROOT
 
-    code = "import sys, sweep.analysis, sweep.stats; print('torch' in sys.modules)"
+    code = "import sys, sweep.analysis, sweep.analysis.stats; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "False", out.stderr

@@ -1,4 +1,4 @@
-"""sweep/atomic.py (a failed write leaves the old file whole) and sweep/dblock.py's bounded, visible wait."""
+"""sweep/util/atomic.py (a failed write leaves the old file whole) and sweep/util/dblock.py's bounded, visible wait."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from sweep import atomic, dblock
+from sweep.util import atomic, dblock
 
 
 def test_a_write_that_fails_leaves_the_previous_file_whole_and_no_temporary_file(tmp_path):

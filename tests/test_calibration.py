@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from models import build_mlp
-from sweep import calibration as cal
+from sweep.training import calibration as cal
 
 # Five samples, three classes (rows are the predicted probabilities):
 #   s1 [0.70, 0.20, 0.10] y=0  argmax 0, right  confidence 0.70  bin 10 = (10/15, 11/15] = (0.667, 0.733]

@@ -108,7 +108,7 @@ def test_data_root_that_is_a_file(check, tmp_path):
 # ------------------------------------------------------------------ pre-flight: meanings and store probes
 def test_objective_directions_follow_meaning():
     from sweep.config import objective_direction
-    from sweep.train import METRICS as OBJECTIVES
+    from sweep.training.train import METRICS as OBJECTIVES
 
     assert [objective_direction(o) for o in ("val_acc", "test_acc", "train_acc")] == ["maximize"] * 3
     assert [objective_direction(o) for o in ("val_loss", "test_loss", "train_loss", "gap")] == ["minimize"] * 4

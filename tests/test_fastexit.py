@@ -1,4 +1,4 @@
-"""sweep/fastexit.py: a finished process skips module teardown, but its exit handlers run, its output is
+"""sweep/util/fastexit.py: a finished process skips module teardown, but its exit handlers run, its output is
 flushed, its exit code is kept, and a thread an ordinary exit would wait for is still waited for."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ def _run(body: str, tmp_path: Path) -> subprocess.CompletedProcess:
     script = textwrap.dedent(f"""
         import atexit, sys, threading, time
         sys.path.insert(0, {str(ROOT)!r})
-        from sweep import fastexit
+        from sweep.util import fastexit
         out = {str(tmp_path)!r}
         atexit.register(lambda: open(out + "/atexit", "w").write("ran"))
         class Teardown:  # module teardown would call this; exit_now skips it

@@ -1,6 +1,8 @@
-"""Who may import whom: every import of the project's own modules, the ones inside functions included, read
-from the source. A circle of imports, a leaf utility that reaches up, or the Optuna sweeper (sweep/search/)
-importing more of the project than its leaf utilities fails here, naming the arrow."""
+"""Who may import whom, and who writes the MLflow store: every import of the project's own modules (those inside
+functions included) and every call that writes the store, read from the source. A circle, an arrow that points
+up the house, a utility that reaches up, the Optuna sweeper (sweep/search/) importing more of the project than
+sweep/util/, the reader importing the writer, a store write outside sweep/record/, or an unexplained
+in-function import fails here, naming the arrow or the line."""
 
 from __future__ import annotations
 
@@ -9,19 +11,17 @@ import ast
 from helpers.cli import ROOT
 
 PACKAGES = ("sweep", "models", "data", "hydra_plugins")
-# Leaves: they import nothing of the project but each other, so any module may use them (sweep/search/ too).
-LEAVES = {
-    "sweep.paths",
-    "sweep.atomic",
-    "sweep.dblock",
-    "sweep.redact",
-    "sweep.sqlite_wal",
-    "sweep.procid",
-    "sweep.signals",
-    "sweep.fastexit",
-    "sweep.logs",
-    "sweep.protocol",
-}
+# The house, top to bottom (README "Layout"): an arrow may only point to a lower layer, or stay inside one
+# package of a layer (sweep/record/ -> sweep/record/). A module is in the layer of its longest matching prefix.
+LAYERS = [
+    ("entry", ("sweep.run", "sweep.report", "sweep.crosscheck", "hydra_plugins")),
+    ("pre-flight", ("sweep.preflight",)),
+    ("app", ("sweep.job", "sweep.parent", "sweep.optuna_hook", "sweep.study")),
+    ("config", ("sweep.config",)),
+    ("parts", ("sweep.record", "sweep.analysis", "sweep.search", "sweep.training")),
+    ("base", ("sweep.keys", "sweep.protocol", "sweep.util", "models", "data", "sweep")),
+]
+UTIL = "sweep.util"
 
 
 def _modules() -> dict[str, ast.Module]:
@@ -95,24 +95,150 @@ def test_no_import_circle_among_the_projects_modules():
     assert cycle is None, "import circle: " + " -> ".join(cycle)
 
 
-def test_leaves_import_only_leaves():
-    graph = _graph()
-    assert LEAVES <= set(graph), sorted(LEAVES - set(graph))
-    bad = sorted(f"{m} -> {d}" for m in LEAVES for d in graph[m] if d not in LEAVES)
-    assert not bad, bad
+def _within(module: str, prefix: str) -> bool:
+    return module == prefix or module.startswith(prefix + ".")
 
 
-def test_the_optuna_sweeper_imports_only_itself_and_the_leaves():
-    graph = _graph()
-    search = [m for m in graph if m == "sweep.search" or m.startswith("sweep.search.")]
-    assert search
-    bad = sorted(
-        f"{m} -> {d}"
-        for m in search
-        for d in graph[m]
-        if not (d == "sweep.search" or d.startswith("sweep.search.") or d in LEAVES)
+def _layer(module: str) -> tuple[int, str]:
+    """(layer index, the package or module that placed it there) for `module`."""
+    return max(
+        ((i, p) for i, (_, prefixes) in enumerate(LAYERS) for p in prefixes if _within(module, p)),
+        key=lambda ip: len(ip[1]),
     )
+
+
+def _arrows(graph: dict[str, set[str]], source: str) -> list[tuple[str, str]]:
+    return sorted((m, d) for m in graph if _within(m, source) for d in graph[m])
+
+
+def test_every_arrow_points_down_or_stays_in_its_package():
+    graph = _graph()
+    bad = []
+    for m, deps in graph.items():
+        layer, home = _layer(m)
+        for d in deps:
+            d_layer, d_home = _layer(d)
+            if d_layer > layer or (d_layer == layer and d_home == home and home != "sweep"):
+                continue
+            bad.append(f"{m} ({LAYERS[layer][0]}) -> {d} ({LAYERS[d_layer][0]})")
     assert not bad, bad
+
+
+def test_the_utilities_import_only_each_other():
+    graph = _graph()
+    bad = [f"{m} -> {d}" for m, d in _arrows(graph, UTIL) if not _within(d, UTIL)]
+    assert not bad, bad
+
+
+def test_keys_and_protocol_import_nothing_of_the_project():
+    graph = _graph()
+    assert not graph["sweep.keys"] and not graph["sweep.protocol"], (graph["sweep.keys"], graph["sweep.protocol"])
+
+
+def test_the_optuna_sweeper_imports_only_itself_and_the_utilities():
+    graph = _graph()
+    arrows = _arrows(graph, "sweep.search")
+    bad = [f"{m} -> {d}" for m, d in arrows if not (_within(d, "sweep.search") or _within(d, UTIL))]
+    assert arrows and not bad, bad
+
+
+def test_the_writer_imports_no_config_and_the_reader_neither_writer_config_nor_training():
+    graph = _graph()
+    writer = [
+        f"{m} -> {d}"
+        for m, d in _arrows(graph, "sweep.record")
+        if not any(_within(d, p) for p in ("sweep.record", "sweep.keys", UTIL))
+    ]
+    reader = [
+        f"{m} -> {d}"
+        for m, d in _arrows(graph, "sweep.analysis")
+        if not any(_within(d, p) for p in ("sweep.analysis", "sweep.keys", "sweep.protocol", UTIL))
+    ]
+    assert not writer and not reader, (writer, reader)
+
+
+# MlflowClient's methods that change the store. A record.Run has writers of its own (a job holds it as
+# `mlflow_run`); two share a name with the client's and are allowed on it.
+STORE_WRITES = {
+    "set_tag", "delete_tag", "log_metric", "log_param", "log_batch", "log_artifact", "log_artifacts",
+    "log_dict", "log_figure", "log_image", "log_table", "log_text", "log_inputs", "log_outputs", "log_model",
+    "create_run", "set_terminated", "update_run", "delete_run", "restore_run", "create_experiment",
+    "delete_experiment", "set_experiment_tag", "rename_experiment",
+}  # fmt: skip
+RUN_WRITES = {"log_text", "log_inputs"}
+
+
+def _store_writes(tree: ast.Module) -> list[tuple[int, str]]:
+    """Calls of a store-writing method other than a record.Run's, and imports of MLflow's fluent API (it writes
+    through global state)."""
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in STORE_WRITES:
+            owner = node.func.value
+            if isinstance(owner, ast.Name) and owner.id == "record":  # the writer's own functions
+                continue
+            if node.func.attr in RUN_WRITES and isinstance(owner, ast.Name) and owner.id == "mlflow_run":
+                continue
+            out.append((node.lineno, node.func.attr))
+        elif isinstance(node, ast.Import) and any(a.name == "mlflow" for a in node.names):
+            out.append((node.lineno, "import mlflow"))
+    return out
+
+
+def test_no_module_outside_record_writes_to_mlflow():
+    bad = [
+        f"{name}:{line} {what}"
+        for name, tree in _modules().items()
+        if not _within(name, "sweep.record")
+        for line, what in _store_writes(tree)
+    ]
+    assert not bad, bad
+
+
+def test_the_writer_check_sees_a_write_and_lets_a_run_write():
+    tree = ast.parse(
+        "def f(client, mlflow_run):\n    client.set_tag('r', 'k', 'v')\n    mlflow_run.log_text('x', 'p')\n"
+    )
+    assert _store_writes(tree) == [(2, "set_tag")]
+
+
+def _unexplained_imports(path) -> list[int]:
+    """Lines of imports of the project's own modules inside functions with no comment on them or just above."""
+    lines = path.read_text().splitlines()
+    out = []
+    for fn in ast.walk(ast.parse("\n".join(lines))):
+        if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        for node in ast.walk(fn):
+            if not isinstance(node, (ast.Import, ast.ImportFrom)):
+                continue
+            mods = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            if not getattr(node, "level", 0) and not any(m.split(".")[0] in PACKAGES for m in mods):
+                continue
+            first = node.lineno - 1  # a block of imports shares the comment above its first line
+            while first > 0 and lines[first - 1].strip().startswith(("from ", "import ")):
+                first -= 1
+            said = "#" in "".join(lines[first : node.end_lineno]) or lines[first - 1].strip().startswith("#")
+            if not said:
+                out.append(node.lineno)
+    return sorted(set(out))
+
+
+def test_an_in_function_import_of_the_project_says_why():
+    """The project's own modules are imported at the top; one imported inside a function (to keep a light module
+    light, or to load a writer only when tracking is on) carries a comment on its line or the line above."""
+    bad = [
+        f"{path.relative_to(ROOT)}:{line}"
+        for pkg in PACKAGES
+        for path in sorted((ROOT / pkg).rglob("*.py"))
+        for line in _unexplained_imports(path)
+    ]
+    assert not bad, bad
+
+
+def test_no_import_circle_among_the_projects_modules():
+    cycle = _cycle(_graph())
+    assert cycle is None, "import circle: " + " -> ".join(cycle)
 
 
 def test_the_checker_finds_a_circle_and_a_function_level_import():

@@ -123,9 +123,9 @@ def test_notebook_is_kept_without_outputs_and_tags_every_figure():
         for tag in cell.metadata.get("tags", []):
             if tag.startswith("figure:"):
                 assert f'NAME = "{tag.removeprefix("figure:")}"' in cell.source and "show(fig, NAME)" in cell.source
-    # thin: the analysis is sweep.analysis / sweep.stats (never training code), not re-implemented here
+    # thin: the analysis is sweep.analysis / sweep.analysis.stats (never training code), not re-implemented here
     source = "".join(c.source for c in code)
-    assert "from sweep import analysis as A" in source and "from sweep import stats as S" in source
+    assert "from sweep import analysis as A" in source and "from sweep.analysis import stats as S" in source
     for own in (
         "def ci95",
         "T975",
@@ -137,7 +137,7 @@ def test_notebook_is_kept_without_outputs_and_tags_every_figure():
         "multipletests",
         "import torch",
         "sweep.job",
-        "sweep.train",
+        "sweep.training.train",
     ):
         assert own not in source, own
     assert "mlflow.search_runs" in "".join(c.source for c in code) and "get_metric_history" in "".join(

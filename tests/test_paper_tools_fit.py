@@ -1,5 +1,5 @@
 """Issue 12 wired into training: fit's max-norm and per-batch schedule, the final evaluation a run records,
-and MLflow's curve logging (track.log_steps)."""
+and MLflow's curve logging (record.log_steps)."""
 
 import math
 
@@ -10,11 +10,11 @@ from torch import nn
 
 import data
 from models import build_mlp, max_row_norm
-from sweep import calibration as cal
-from sweep import track
+from sweep import record
 from sweep.config import TrackingConf
-from sweep.schedules import make_scheduler
-from sweep.train import METRICS, fit, make_optimizer, seed_everything
+from sweep.training import calibration as cal
+from sweep.training.schedules import make_scheduler
+from sweep.training.train import METRICS, fit, make_optimizer, seed_everything
 
 
 def _fit(root, epochs=3, max_norm=None, make_sched=None, lr=0.5, optimizer="sgd"):
@@ -133,7 +133,7 @@ def test_log_steps_writes_a_curve_longer_than_one_mlflow_batch(tmp_path):
         optuna_storage=None,
     )
     rows = {t: {"mc_curve.test_acc": t / 1000, "mc_curve.test_nll": 1 / t} for t in range(1, 601)}  # 1200 metrics
-    with track.job_run(tracking, "curve", {}) as run:
+    with record.job_run(tracking, "curve", {}) as run:
         run.log_steps(rows)
     client = MlflowClient(tracking_uri=tracking.uri)
     hist = client.get_metric_history(run.id, "mc_curve.test_acc")

@@ -1,5 +1,5 @@
 """Stale-run clean-up cannot be fooled by a reused PID: a run is its process's PID plus that process's start
-time and the boot id (sweep/procid.py); runs of other hosts are never touched; old runs with only a pid
+time and the boot id (sweep/util/procid.py); runs of other hosts are never touched; old runs with only a pid
 tag keep the PID-only rule. Against a real SQLite MLflow store, and once through the real CLI."""
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from helpers.cli import ROOT, mlflow_runs, tiny_overrides
-from sweep import procid, track
+from sweep import record
+from sweep.util import procid
 
 HOST = socket.gethostname()
 needs_proc = pytest.mark.skipif(
@@ -68,7 +69,7 @@ def test_close_stale_runs_sees_through_a_reused_pid_and_leaves_live_and_foreign_
     ids = {}
     for name, (host, ident, _) in cases.items():
         ids[name] = client.create_run(exp, run_name=name, tags={"host": host, **ident}).info.run_id
-    closed = track.close_stale_runs(client, exp)
+    closed = record.close_stale_runs(client, exp)
     got = {name: client.get_run(ids[name]).info.status for name in cases}
     assert got == {name: want for name, (_, _, want) in cases.items()}
     assert sorted(closed) == sorted(ids[n] for n, (_, _, want) in cases.items() if want == "KILLED")
@@ -79,7 +80,7 @@ def test_close_stale_runs_sees_through_a_reused_pid_and_leaves_live_and_foreign_
 def test_start_run_tags_the_process_identity(tmp_path):
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
     exp = client.create_experiment("ident", artifact_location=(tmp_path / "art").as_uri())
-    tags = track.start_run(client, exp, "r", {"a": "b"}).data.tags
+    tags = record.start_run(client, exp, "r", {"a": "b"}).data.tags
     assert {k: tags[k] for k in ("host", "pid", "pid_start", "boot_id")} == {"host": HOST, **procid.tags()}
 
 

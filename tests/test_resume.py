@@ -20,10 +20,10 @@ def _typed(*overrides):
 
 
 def test_config_hash_covers_what_is_trained_and_nothing_else():
-    from sweep import resume
+    from sweep.config import config_hash
 
-    base = resume.config_hash(_typed())
-    assert resume.config_hash(_typed()) == base  # stable
+    base = config_hash(_typed())
+    assert config_hash(_typed()) == base  # stable
     for same in (
         "tracking.sweep_id=x",
         "tracking.uri=sqlite:////elsewhere.db",
@@ -33,7 +33,7 @@ def test_config_hash_covers_what_is_trained_and_nothing_else():
         "data.verify=false",
         "trainer.cpu_matmul=blas",
     ):
-        assert resume.config_hash(_typed(same)) == base, same
+        assert config_hash(_typed(same)) == base, same
     for other in (
         "seed=1",
         "drop_prob=0.2",
@@ -43,7 +43,7 @@ def test_config_hash_covers_what_is_trained_and_nothing_else():
         "data.val_size=100",
         "objective=test_acc",
     ):
-        assert resume.config_hash(_typed(other)) != base, other
+        assert config_hash(_typed(other)) != base, other
 
 
 # the 4th point is the long one

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from sweep.schedules import SCHEDULES, make_scheduler
+from sweep.training.schedules import SCHEDULES, make_scheduler
 
 LR, EPOCHS, STEPS = 0.1, 4, 10  # 40 optimizer steps in all
 

@@ -40,7 +40,7 @@ HYDRA_RECORD = {"overrides.yaml", "config.yaml", "hydra.yaml", "multirun.yaml"}
 
 def test_redact_masks_the_team_setups_credentials(monkeypatch):
     """The variables README *Secrets* names, as values anywhere in a string; URLs' passwords."""
-    from sweep.redact import redact
+    from sweep.util.redact import redact
 
     for name in (
         "PGPASSWORD",
@@ -72,7 +72,7 @@ def test_redact_sees_through_escapes_and_masks_known_secrets_in_any_encoding(mon
     masked wherever it shows up again, raw, percent-, Hydra-, JSON-, HTML- or shell-escaped."""
     import shlex
 
-    from sweep.redact import redact
+    from sweep.util.redact import redact
 
     assert redact(r"s=postgresql\://bob\:S3cretPw77@127.0.0.1\:5499/x") == r"s=postgresql\://bob\:***@127.0.0.1\:5499/x"
     assert redact("'mysql://eve:Gr1d(x)=y,z;k@db.lab/x'") == "'mysql://eve:***@db.lab/x'"

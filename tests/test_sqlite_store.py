@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import optuna
 
-from sweep import track
+from sweep import record
 from sweep.search.trial import open_storage
 
 
@@ -22,12 +22,12 @@ def _reader_mid_read(db):
 def test_mlflow_store_writes_while_a_reader_holds_the_file(tmp_path):
     db = tmp_path / "mlflow.db"
     tracking = SimpleNamespace(uri=f"sqlite:///{db}", experiment="e", artifact_location=str(tmp_path / "art"))
-    client, exp_id = track.connect(tracking)
+    client, exp_id = record.connect(tracking)
     run_id = client.create_run(exp_id).info.run_id
     reader = _reader_mid_read(db)
     try:
         t0 = time.time()
-        track.log_metrics(client, run_id, {"val_acc": 0.5}, step=1)
+        record.log_metrics(client, run_id, {"val_acc": 0.5}, step=1)
         assert time.time() - t0 < 3  # not waited out: SQLite's busy timeout is 5 s
     finally:
         reader.close()

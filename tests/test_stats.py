@@ -1,4 +1,4 @@
-"""sweep.stats against hand-computed values: settings and replicates, paired intervals, Holm, ties, sentences."""
+"""sweep.analysis.stats against hand-computed values: settings and replicates, paired intervals, Holm, ties, sentences."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from sweep import stats as S
+from sweep.analysis import stats as S
 
 # Hand values used below.
 # diffs [1, 2, 3]: mean 2, sd 1, se 1/sqrt(3) = 0.577350; t(0.975, 2 df) solves t/sqrt(2 + t^2) = 0.95, i.e.

@@ -395,7 +395,7 @@ def test_a_stopped_worker_holding_the_parent_lock_is_waited_for_visibly_then_giv
         [
             sys.executable,
             "-c",
-            "import sys, time; from sweep.dblock import db_lock\n"
+            "import sys, time; from sweep.util.dblock import db_lock\n"
             "with db_lock(sys.argv[1], 'dropout/S'):\n print('held', flush=True); time.sleep(600)",
             uri,
         ],

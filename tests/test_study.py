@@ -16,9 +16,10 @@ import pytest
 from helpers.cli import ROOT, mlflow_runs
 from sweep import analysis as A
 from sweep import protocol as P
-from sweep import stats as S
-from sweep import study, track
+from sweep import record, study
+from sweep.analysis import stats as S
 from sweep.config import StudyConf, TrackingConf
+from sweep.parent import summarize_sweep
 
 # ---------------------------------------------------------------- the grid
 
@@ -232,14 +233,14 @@ def _store_with_failures(tmp_path):
     tracking = TrackingConf(
         uri=f"sqlite:///{tmp_path}/mlflow.db", artifact_location=str(tmp_path / "art"), optuna_storage=None
     )
-    client, exp_id = track.connect(tracking)
-    parent = track.start_run(client, exp_id, "sweep", {"sweep_role": "parent", "sweep_id": "f"}).info.run_id
+    client, exp_id = record.connect(tracking)
+    parent = record.start_run(client, exp_id, "sweep", {"sweep_role": "parent", "sweep_id": "f"}).info.run_id
     sweep_dir = tmp_path / "sweep"
-    track.write_parent(sweep_dir, parent, "f")
+    record.write_parent(sweep_dir, parent, "f")
 
     def child(p, seed, status="FINISHED", params=True):
         with pytest.raises(RuntimeError) if status == "FAILED" else _nothing():
-            with track.job_run(tracking, f"p={p} seed={seed}", {}, sweep_dir=sweep_dir) as run:
+            with record.job_run(tracking, f"p={p} seed={seed}", {}, sweep_dir=sweep_dir) as run:
                 if params:
                     run.log_params(
                         {
@@ -284,7 +285,7 @@ class _nothing:
 
 def test_summary_counts_and_names_failed_killed_and_paramless_children(tmp_path):
     client, parent, sweep_dir, _ = _store_with_failures(tmp_path)
-    df = A.summarize_children(client, parent, sweep_dir)
+    df = summarize_sweep(client, parent, sweep_dir)
     text = A.end_of_sweep_text(df, parent, sweep_dir)
     flat = " ".join(text.split())
     assert text.startswith(

@@ -26,7 +26,7 @@ def test_default_sweep_dir_claims_a_folder_of_its_own():
 
 
 def test_claim_suffixes_a_taken_folder_and_answers_the_same_within_a_process(tmp_path, monkeypatch):
-    from sweep import sweepdir
+    from sweep.util import sweepdir
 
     monkeypatch.setattr(sweepdir, "_claimed", {})
     first = sweepdir.claim(str(tmp_path), "stamp")
@@ -39,7 +39,7 @@ def test_claim_suffixes_a_taken_folder_and_answers_the_same_within_a_process(tmp
 
 def test_processes_claiming_at_once_get_distinct_folders(tmp_path):
     code = (
-        f"import sys; sys.path.insert(0, {str(ROOT)!r}); from sweep.sweepdir import claim; "
+        f"import sys; sys.path.insert(0, {str(ROOT)!r}); from sweep.util.sweepdir import claim; "
         f"print(claim({str(tmp_path)!r}, 'same'))"
     )
     procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) for _ in range(6)]

@@ -1,4 +1,4 @@
-"""The job's MLflow lifecycle (track.job_run) against a real SQLite store: every way out of the block
+"""The job's MLflow lifecycle (record.job_run) against a real SQLite store: every way out of the block
 ends the run (FINISHED, FAILED with the reason, KILLED), never RUNNING; tracking off records nothing."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from sweep import track
+from sweep import record
 from sweep.config import TrackingConf
 
 
@@ -21,13 +21,13 @@ def tracking(tmp_path):
     )
 
 
-def _run(tracking, run: track.Run):
+def _run(tracking, run: record.Run):
     return MlflowClient(tracking_uri=tracking.uri).get_run(run.id)
 
 
 def test_tracking_off_is_a_no_op(tmp_path, tracking):
     tracking.enabled = False
-    with track.job_run(tracking, "off", {"job_num": 0}) as run:
+    with record.job_run(tracking, "off", {"job_num": 0}) as run:
         run.log_params({"a": "1"})
         run.log_metrics({"val_acc": 0.5}, step=1)
         run.log_text("x: 1\n", "config.yaml")
@@ -38,12 +38,12 @@ def test_tracking_off_is_a_no_op(tmp_path, tracking):
     assert run.id is None and run.client is None
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "artifacts").exists()
     with pytest.raises(ValueError, match="boom"):  # exceptions pass through untouched
-        with track.job_run(tracking, "off", {}):
+        with record.job_run(tracking, "off", {}):
             raise ValueError("boom")
 
 
 def test_finished_run_keeps_what_was_written(tracking):
-    with track.job_run(tracking, "p=0.30", {"job_num": 3, "empty": None}) as run:
+    with record.job_run(tracking, "p=0.30", {"job_num": 3, "empty": None}) as run:
         assert _run(tracking, run).info.status == "RUNNING"
         run.log_params({"drop_prob": "0.3"})
         run.log_text("drop_prob: 0.3\n", "config.yaml")
@@ -61,7 +61,7 @@ def test_finished_run_keeps_what_was_written(tracking):
 
 def test_exception_inside_ends_failed_with_the_error_tag(tracking):
     with pytest.raises(ValueError, match="boom"):
-        with track.job_run(tracking, "raises", {}) as run:
+        with record.job_run(tracking, "raises", {}) as run:
             with run.timed("train_seconds"):
                 raise ValueError("boom at epoch 2")
     r = _run(tracking, run)
@@ -71,7 +71,7 @@ def test_exception_inside_ends_failed_with_the_error_tag(tracking):
 
 def test_a_failing_write_after_start_ends_failed_not_running(tracking):
     with pytest.raises(MlflowException):
-        with track.job_run(tracking, "bad write", {}) as run:
+        with record.job_run(tracking, "bad write", {}) as run:
             run.log_params({"lr": "0.1"})
             run.log_params({"lr": "0.2"})  # MLflow refuses to change a logged param
     r = _run(tracking, run)
@@ -81,7 +81,7 @@ def test_a_failing_write_after_start_ends_failed_not_running(tracking):
 
 def test_a_last_metric_that_cannot_be_written_still_ends_the_run(tracking):
     with pytest.raises(MlflowException):
-        with track.job_run(tracking, "bad last metric", {}) as run:
+        with record.job_run(tracking, "bad last metric", {}) as run:
             with run.timed("train seconds!"):  # '!' is not allowed in a metric name: the store refuses it
                 run.log_metrics({"val_acc": 0.5}, step=1)
     r = _run(tracking, run)
@@ -90,7 +90,7 @@ def test_a_last_metric_that_cannot_be_written_still_ends_the_run(tracking):
 
 def test_the_first_error_wins_over_a_failing_timing_write(tracking):
     with pytest.raises(RuntimeError, match="out of memory"):
-        with track.job_run(tracking, "two failures", {}) as run:
+        with record.job_run(tracking, "two failures", {}) as run:
             with run.timed("train seconds!"):
                 raise RuntimeError("out of memory")
     r = _run(tracking, run)
@@ -99,14 +99,14 @@ def test_the_first_error_wins_over_a_failing_timing_write(tracking):
 
 def test_keyboard_interrupt_ends_killed(tracking):
     with pytest.raises(KeyboardInterrupt):
-        with track.job_run(tracking, "ctrl-c", {}) as run:
+        with record.job_run(tracking, "ctrl-c", {}) as run:
             raise KeyboardInterrupt
     r = _run(tracking, run)
     assert r.info.status == "KILLED" and "error" not in r.data.tags
 
 
 def test_fail_ends_failed_without_raising(tracking):
-    with track.job_run(tracking, "diverged", {}) as run:
+    with record.job_run(tracking, "diverged", {}) as run:
         run.fail("Diverged: training loss became nan in epoch 1", diverged="true")
     r = _run(tracking, run)
     assert r.info.status == "FAILED"
@@ -114,14 +114,14 @@ def test_fail_ends_failed_without_raising(tracking):
 
 
 def test_child_of_the_parent_named_in_the_sweep_folder(tracking, tmp_path):
-    client, exp_id = track.connect(tracking)
-    parent = track.start_run(client, exp_id, "sweep s1", {"sweep_role": "parent"}).info.run_id
-    track.write_parent(tmp_path / "sweep", parent, "s1")
-    with track.job_run(tracking, "child", {"job_num": 0}, sweep_dir=tmp_path / "sweep") as run:
+    client, exp_id = record.connect(tracking)
+    parent = record.start_run(client, exp_id, "sweep s1", {"sweep_role": "parent"}).info.run_id
+    record.write_parent(tmp_path / "sweep", parent, "s1")
+    with record.job_run(tracking, "child", {"job_num": 0}, sweep_dir=tmp_path / "sweep") as run:
         pass
     tags = _run(tracking, run).data.tags
     assert tags["mlflow.parentRunId"] == parent and tags["sweep_id"] == "s1"
     tracking.sweep_id = "shared-7"  # an explicit id wins over the parent's
-    with track.job_run(tracking, "child2", {}, sweep_dir=tmp_path / "sweep") as run:
+    with record.job_run(tracking, "child2", {}, sweep_dir=tmp_path / "sweep") as run:
         pass
     assert _run(tracking, run).data.tags["sweep_id"] == "shared-7"

@@ -5,7 +5,7 @@ import torch
 
 import data
 from models import build_mlp
-from sweep.train import (
+from sweep.training.train import (
     METRICS,
     TEST_METRICS,
     BestEpoch,
@@ -200,7 +200,7 @@ def test_validation_and_train_metrics_may_select():
 
 @pytest.mark.parametrize("name,kwargs", [("adam", {}), ("sgd", {"momentum": 0.9, "weight_decay": 1e-4})])
 def test_optimizers_step_exactly_like_torchs_own(name, kwargs):
-    """make_optimizer's classes skip torch's compiler import (sweep/train.py `_eager`), not its arithmetic: the
+    """make_optimizer's classes skip torch's compiler import (sweep/training/train.py `_eager`), not its arithmetic: the
     same steps from the same start give bit-identical weights, with a scheduler and zero_grad in between."""
 
     def train(make):
@@ -231,7 +231,7 @@ def test_a_training_step_does_not_import_torchs_compiler():
     from pathlib import Path
 
     code = (
-        "import sys, torch; sys.path.insert(0, sys.argv[1]); from sweep.train import make_optimizer\n"
+        "import sys, torch; sys.path.insert(0, sys.argv[1]); from sweep.training.train import make_optimizer\n"
         "for name in ('adam', 'sgd'):\n"
         "    m = torch.nn.Linear(4, 2); o = make_optimizer(name, m.parameters(), 0.1, momentum=0.9)\n"
         "    s = torch.optim.lr_scheduler.LambdaLR(o, lambda e: 1.0)\n"

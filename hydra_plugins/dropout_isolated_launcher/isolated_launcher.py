@@ -31,6 +31,7 @@ class IsolatedLauncher(Launcher):
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Any:
+        # Hydra imports every plugin at start-up: the implementation loads when used
         from sweep.search.isolated import launch
 
         return launch(self.config, self.hydra_context, self.task_function, self.n_jobs, job_overrides, initial_job_idx)

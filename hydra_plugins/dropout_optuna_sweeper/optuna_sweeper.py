@@ -61,6 +61,7 @@ class OptunaSweeper(Sweeper):
         self._impl = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        # Hydra imports every plugin at start-up: the implementation loads when used
         from sweep.search.loop import OptunaSweeperImpl
 
         self._impl = OptunaSweeperImpl(**self._options)

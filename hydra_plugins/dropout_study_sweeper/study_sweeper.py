@@ -35,6 +35,7 @@ class StudySweeper(Sweeper):
         self._impl = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        # Hydra imports every plugin at start-up: the implementation loads when used
         from sweep.study import StudySweeperImpl
 
         self._impl = StudySweeperImpl(self.params, self.settings)

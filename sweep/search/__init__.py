@@ -28,6 +28,7 @@ def check_sweep(options: dict[str, Any], arguments: list[str], config: Any) -> N
     `arguments`, direction against objective (from the composed `config`), the grid, the enqueued points, and an
     existing study with the same name that the sweep could not continue (other directions or objectives, or a
     parameter drawn from another kind of distribution). Raises SweeperError with one line."""
+    # Hydra imports the plugin at every start-up: optuna loads only when a sweep is checked
     from sweep.search.loop import OptunaSweeperImpl
     from sweep.search.space import SweeperError
 

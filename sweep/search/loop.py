@@ -43,9 +43,6 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from optuna.trial import TrialState
 
-from sweep import signals
-from sweep.dblock import db_lock, lockable
-from sweep.redact import redact
 from sweep.search import hook as _hook
 from sweep.search import results as _report
 from sweep.search import retry
@@ -64,6 +61,9 @@ from sweep.search.choices import (
 from sweep.search.isolated import JobProcessDied
 from sweep.search.space import SearchSpace, SweeperError
 from sweep.search.trial import PRUNER_ATTR, build_pruner, open_storage
+from sweep.util import signals
+from sweep.util.dblock import db_lock, lockable
+from sweep.util.redact import redact
 
 log = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ import yaml
 from omegaconf import DictConfig
 from optuna.trial import TrialState
 
-from sweep import atomic
-from sweep.redact import redact
 from sweep.search.space import format_value
+from sweep.util import atomic
+from sweep.util.redact import redact
 
 log = logging.getLogger(__name__)
 RESULTS = "optimization_results.yaml"

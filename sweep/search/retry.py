@@ -21,8 +21,8 @@ import threading
 import time
 from typing import Any, Callable, TypeVar
 
-from sweep.redact import redact
 from sweep.search.space import SweeperError
+from sweep.util.redact import redact
 
 log = logging.getLogger(__name__)
 

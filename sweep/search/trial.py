@@ -25,7 +25,7 @@ from typing import Any
 
 from sweep.search import retry
 from sweep.search.choices import build_pruner
-from sweep.sqlite_wal import use_wal
+from sweep.util.sqlite_wal import use_wal
 
 PRUNER_ATTR = "dropout_sweeper.pruner"  # study user attribute: {"name": ..., "args": {...}}
 MAX_EPOCHS_ATTR = "max_epochs"  # trial user attribute: the epochs the job will train

@@ -20,7 +20,7 @@ import signal
 import threading
 import time
 
-from sweep import procid
+from sweep.util import procid
 
 log = logging.getLogger("sweep")
 

@@ -24,31 +24,14 @@ from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
 from models.maxnorm import apply_max_norm
+from sweep.keys import BEST_BY, METRICS, TEST_METRICS
 
 # The allowed values of trainer.precision, trainer.device, optimizer.name and objective live here, beside
 # the code that implements them; sweep/config.py checks configs against these.
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}  # name -> autocast dtype (None: no autocast)
 DEVICES = ("auto", "cpu", "cuda", "mps")
-# What `fit` yields each evaluated epoch (besides `epoch` and `fit_loss`, the mean minibatch loss with dropout
-# on), measured with dropout off; any of them can be a run's objective. gap = train_acc - test_acc is what a
-# run *reports*; val_gap = train_acc - val_acc is the gap a search may select on. Each with what it means to
-# a search: accuracies are maximised; losses and gaps (overfitting) minimised.
-METRIC_DIRECTIONS = {
-    "val_acc": "maximize",
-    "val_loss": "minimize",
-    "test_acc": "maximize",
-    "test_loss": "minimize",
-    "train_acc": "maximize",
-    "train_loss": "minimize",
-    "gap": "minimize",
-    "val_gap": "minimize",
-}
-METRICS = tuple(METRIC_DIRECTIONS)
-# The metrics that read the test set. They are reported, never used to select: an Optuna search may not
-# optimise or prune on them (see `selection_error`); a single run or a grid may still return them.
-TEST_METRICS = ("test_acc", "test_loss", "gap")
-BEST_BY = "val_acc"  # the best epoch of a run: its highest validation accuracy (the earliest such epoch)
-AT_BEST = "at_best_val."  # prefix of the metrics at that epoch (at_best_val.test_acc, ...), beside `best_epoch`
+# What `fit` yields, the direction that improves each, and which read the test set: sweep/keys.py (the reader
+# of the store shares them).
 EVAL_BATCH = 5000  # big enough to be fast, small enough to keep activations modest
 
 
@@ -244,7 +227,7 @@ def fit(
 
     The paper's tools (Srivastava et al. 2014), both per optimizer step: `max_norm` projects every hidden unit's
     incoming weights onto the ball of that radius right after the step (models/maxnorm.py); `make_sched(optimizer,
-    steps_per_epoch)` builds a scheduler (sweep/schedules.py) stepped right after it. `lr` is the rate the
+    steps_per_epoch)` builds a scheduler (sweep/training/schedules.py) stepped right after it. `lr` is the rate the
     evaluated epoch's last step used.
     """
     device = splits.train_x.device

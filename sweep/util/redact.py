@@ -166,3 +166,16 @@ def _redact_all(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return type(obj)(_redact_all(v) for v in obj)
     return obj
+
+
+def first_line(e: BaseException | str | None, default: str | None = None, last: bool = False) -> str:
+    """The one line of an error a user is shown: its message's first (or `last`) non-blank line, redacted; a
+    database driver's own message when SQLAlchemy wraps one (`e.orig`). With no text: `default`, else the
+    error's type name."""
+    text = "" if e is None else str(getattr(e, "orig", None) or e)
+    lines = [x for x in redact(text).strip().splitlines() if x.strip()]
+    if lines:
+        return lines[-1] if last else lines[0]
+    if default is not None:
+        return default
+    return type(e).__name__ if isinstance(e, BaseException) else ""

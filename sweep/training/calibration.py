@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sweep.train import EVAL_BATCH  # rows per forward pass: bounds activation memory
+from sweep.training.train import EVAL_BATCH  # rows per forward pass: bounds activation memory
 
 ECE_BINS = 15
 

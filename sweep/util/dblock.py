@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
+from sweep.util.redact import redact
+
 LOCKABLE = ("sqlite", "postgresql", "mysql", "mariadb")
 NOTICE_AFTER = 5.0  # seconds of waiting before the log says who we wait for
 POLL = 0.05
@@ -80,8 +82,6 @@ def db_lock(url: str, name: str, timeout: float | None = -1) -> Iterator[None]:
     """Hold the lock `name` on database `url`; raise LockTimeout after `timeout` s (default `lock_timeout()`,
     None: wait forever)."""
     import sqlalchemy
-
-    from sweep.redact import redact
 
     if timeout == -1:
         timeout = lock_timeout()

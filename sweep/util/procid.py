@@ -67,3 +67,25 @@ def gone(run_tags: Mapping[str, str]) -> bool:
     recorded_start = run_tags.get("pid_start")
     now_start = start_time(int(pid))
     return bool(recorded_start and now_start and recorded_start != now_start)  # the PID was reused
+
+
+def descendants(pid: int) -> set[int]:
+    """Processes below `pid` (Linux /proc; elsewhere none are known)."""
+    parents: dict[int, int] = {}
+    try:
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/stat") as f:
+                        parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+                except (OSError, ValueError, IndexError):
+                    continue
+    except OSError:
+        return set()
+    out, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        kids = [c for c, pp in parents.items() if pp == p and c not in out]
+        out.update(kids)
+        todo.extend(kids)
+    return out

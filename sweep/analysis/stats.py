@@ -327,7 +327,7 @@ def holm_levels(pvalues: Iterable[float], alpha: float = P.ALPHA) -> np.ndarray:
     """Each test's level in Holm's step-down procedure: the k-th smallest of m p-values is tested at
     alpha / (m - k + 1) while every smaller one was rejected; after the first that is not, the rest (and it) get
     alpha / m. NaN entries stay NaN and are not counted. An interval at 1 - level excludes 0 exactly when the
-    Holm-adjusted p is <= alpha (sweep/stats.py's docstring says why)."""
+    Holm-adjusted p is <= alpha (sweep/analysis/stats.py's docstring says why)."""
     p = np.asarray(list(pvalues), dtype=float)
     out = np.full_like(p, math.nan)
     idx = np.flatnonzero(~np.isnan(p))
