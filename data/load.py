@@ -29,7 +29,7 @@ RESAMPLE = ("none", "subset", "split")
 
 @dataclass(frozen=True)
 class SplitRecord:
-    """What one split is, for the record (sweep/track.py logs it as an MLflow dataset input).
+    """What one split is, for the record (sweep/record/runs.py logs it as an MLflow dataset input).
 
     `digest` names exactly these images: a SHA-256 over the source files' SHA-256s and the indices picked
     from them, so two runs with the same digest saw the same images in the same order.

@@ -1,4 +1,4 @@
-"""sweep.analysis.stats against hand-computed values: settings and replicates, paired intervals, Holm, ties, sentences."""
+"""sweep.analysis.stats against hand-computed values: settings, replicates, paired intervals, Holm, ties, sentences."""
 
 from __future__ import annotations
 

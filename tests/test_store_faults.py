@@ -85,7 +85,7 @@ def test_workers_started_together_on_a_new_store_share_one_parent(backend, tiny_
     parents = [r for r in runs if r.data.tags.get("sweep_role") == "parent"]
     assert len(parents) == 1, [r.info.run_id for r in parents]
     kids = [r for r in runs if r.data.tags.get("sweep_role") != "parent"]
-    # each point ran at least once (a worker reuses a point another one already FINISHED: sweep/resume.py)
+    # each point ran at least once (a worker reuses a point another one already FINISHED: sweep/record/resume.py)
     assert {float(r.data.params["drop_prob"]) for r in kids} == {0.0, 0.5} and len(kids) <= 2 * workers
     assert {r.data.tags.get("mlflow.parentRunId") for r in kids} == {parents[0].info.run_id}
     assert {r.info.status for r in runs} == {"FINISHED"}

@@ -2,7 +2,7 @@
 
 PostgreSQL: a session advisory lock (the server drops it if the process dies); MySQL: GET_LOCK;
 SQLite: an flock on a file beside the database (the kernel drops it if the process dies). Used to
-create an MLflow store's tables once (sweep/track.py), for the shared MLflow parent run of a sweep
+create an MLflow store's tables once (sweep/record/store.py), for the shared MLflow parent run of a sweep
 (sweep/parent.py) and for counting-then-asking Optuna trials (sweep/search/loop.py).
 
 A holder that is alive but stuck (a worker stopped with SIGSTOP or Ctrl-Z, a hung NFS mount) keeps its
